@@ -103,7 +103,8 @@ def by_group(y: np.ndarray, flagged: np.ndarray, groups: np.ndarray, use_case: s
     return table
 
 
-def summarise(table: pd.DataFrame, outcome: str, rate_groups: list[str], error_groups: list[str]) -> dict[str, dict[str, Any]]:
+def summarise(table: pd.DataFrame, outcome: str, rate_groups: list[str], tpr_groups: list[str],
+              fpr_groups: list[str]) -> dict[str, dict[str, Any]]:
     """Between-group summaries over the groups large enough to judge (None when fewer than two)."""
     out: dict[str, dict[str, Any]] = {}
 
@@ -119,12 +120,15 @@ def summarise(table: pd.DataFrame, outcome: str, rate_groups: list[str], error_g
         ratio = float(rates.min() / rates.max()) if rates.max() > 0 else 1.0
         out["demographic_parity_ratio"] = {"value": ratio, "low_group": lo, "high_group": hi}
         out["demographic_parity_difference"] = {"value": float(rates.max() - rates.min()), "low_group": lo, "high_group": hi}
-    tpr, fpr = spread("tpr", error_groups), spread("fpr", error_groups)
+    tpr, fpr = spread("tpr", tpr_groups), spread("fpr", fpr_groups)
     for name, found in (("tpr_difference", tpr), ("fpr_difference", fpr)):
         if found is not None:
             out[name] = {"value": found[0], "low_group": found[1], "high_group": found[2]}
-    if tpr is not None and fpr is not None:
-        component, (value, lo, hi) = max((("tpr", tpr), ("fpr", fpr)), key=lambda kv: kv[1][0])
+    # Equalized odds compares both error rates, so only over groups where both can be judged.
+    both = [g for g in tpr_groups if g in fpr_groups]
+    eo_tpr, eo_fpr = spread("tpr", both), spread("fpr", both)
+    if eo_tpr is not None and eo_fpr is not None:
+        component, (value, lo, hi) = max((("tpr", eo_tpr), ("fpr", eo_fpr)), key=lambda kv: kv[1][0])
         out["equalized_odds_difference"] = {"value": value, "low_group": lo, "high_group": hi, "component": component}
     return out
 
@@ -160,8 +164,9 @@ def assess_attribute(y: np.ndarray, flagged: np.ndarray, groups: np.ndarray, use
     min_size, min_outcomes = int(settings["min_group_size"]), int(settings["min_group_outcomes"])
     negatives = table["n"] - table["positives"]
     rate_groups = [g for g in table.index if table.at[g, "n"] >= min_size]
-    error_groups = [g for g in rate_groups if table.at[g, "positives"] >= min_outcomes and negatives[g] >= min_outcomes]
-    summary = summarise(table, outcome, rate_groups, error_groups)
+    tpr_groups = [g for g in rate_groups if table.at[g, "positives"] >= min_outcomes]
+    fpr_groups = [g for g in rate_groups if negatives[g] >= min_outcomes]
+    summary = summarise(table, outcome, rate_groups, tpr_groups, fpr_groups)
 
     # Seeded stratified bootstrap: the same resamples for every statistic of this attribute.
     n_boot, confidence = int(settings["bootstrap"]), float(settings["confidence"])
@@ -176,7 +181,7 @@ def assess_attribute(y: np.ndarray, flagged: np.ndarray, groups: np.ndarray, use
         t = _fast_table(y[idx], flagged[idx], codes[idx], table.index, use_case)
         for c in columns:
             boot_groups[c].append(t[c].to_numpy(dtype=float))
-        s = summarise(t, outcome, rate_groups, error_groups)
+        s = summarise(t, outcome, rate_groups, tpr_groups, fpr_groups)
         for k in boot_summary:
             boot_summary[k].append(s[k]["value"] if k in s else np.nan)
 
@@ -202,13 +207,15 @@ def assess_attribute(y: np.ndarray, flagged: np.ndarray, groups: np.ndarray, use
             **{c: _r(row[c]) for c in (outcome, "tpr", "fpr", "positive_rate")},
             "ci": {c: (None if group_ci[c] is None or np.isnan(group_ci[c][:, i]).any()
                        else [round(float(v), 6) for v in group_ci[c][:, i]]) for c in columns},
-            "gated": {"outcome_rate": g in rate_groups, "error_rates": g in error_groups},
+            "gated": {"outcome_rate": g in rate_groups, "tpr": g in tpr_groups, "fpr": g in fpr_groups},
         }
         if g not in rate_groups:
             entry["not_gated_reason"] = f"{int(row['n'])} rows < min_group_size {min_size}: reported, not gated"
-        elif g not in error_groups:
-            entry["not_gated_reason"] = (f"{int(row['positives'])} positives / {int(negatives[g])} negatives "
-                                         f"< min_group_outcomes {min_outcomes}: error rates reported, not gated")
+        elif g not in tpr_groups or g not in fpr_groups:
+            which, count, kind = ("TPR", int(row["positives"]), "positives") if g not in tpr_groups else \
+                ("FPR", int(negatives[g]), "negatives")
+            entry["not_gated_reason"] = (f"{count} actual {kind} < min_group_outcomes {min_outcomes}: "
+                                         f"{which} (and equalized odds) reported, not gated")
         if "not_gated_reason" in entry:
             skipped.append({"group": g, "reason": entry["not_gated_reason"]})
         groups_out[g] = entry
@@ -334,8 +341,9 @@ def not_gated(report: dict[str, Any], settings: dict[str, Any]) -> list[dict[str
         for gate in settings["gates"]:
             metric = gate["metric"]
             if metric not in result["summary"]:
-                kind = "outcome_rate" if metric.startswith("demographic") else "error_rates"
-                n = sum(1 for g in result["groups"].values() if g["gated"][kind])
+                kinds = {"tpr_difference": ["tpr"], "fpr_difference": ["fpr"], "equalized_odds_difference": ["tpr", "fpr"]}
+                n = sum(1 for g in result["groups"].values()
+                        if all(g["gated"][k] for k in kinds.get(metric, ["outcome_rate"])))
                 out.append({"gate": f"fairness:{attribute}:{metric}",
                             "detail": f"{attribute}: {_label(metric, report['use_case'])} not gated: {n} group(s) large enough "
                                       "to compare, 2 needed (min_group_size / min_group_outcomes in params.yaml)"})
