@@ -23,6 +23,7 @@ import pandas as pd
 
 from . import config, model
 from .contract import Contract, load_contract
+from .metrics import HEADLINE
 
 FAIRNESS = config.REPORTS / "fairness.json"
 MISSING_GROUP = "(missing)"
@@ -157,10 +158,28 @@ def _fast_table(y: np.ndarray, flagged: np.ndarray, codes: np.ndarray, index: pd
     return table
 
 
+def headline_by_group(y: np.ndarray, score: np.ndarray, groups: np.ndarray, use_case: str) -> pd.Series:
+    """The headline ranking metric within each group (a slice metric; NaN where a group has one class)."""
+    from fairlearn.metrics import MetricFrame
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    fn = roc_auc_score if HEADLINE[use_case] == "roc_auc" else average_precision_score
+
+    def safe(y_true, y_score) -> float:
+        return float(fn(y_true, y_score)) if len(np.unique(y_true)) == 2 else np.nan
+
+    frame = MetricFrame(metrics=safe, y_true=y, y_pred=score, sensitive_features=pd.Series(groups, name="group"))
+    result = frame.by_group.copy()
+    result.index = result.index.astype(str)
+    return result
+
+
 def assess_attribute(y: np.ndarray, flagged: np.ndarray, groups: np.ndarray, use_case: str,
-                     settings: dict[str, Any], seed: int) -> dict[str, Any]:
+                     settings: dict[str, Any], seed: int, score: np.ndarray | None = None) -> dict[str, Any]:
     outcome = OUTCOME[use_case]
     table = by_group(y, flagged, groups, use_case)
+    if score is not None:
+        table[HEADLINE[use_case]] = headline_by_group(y, score, groups, use_case).reindex(table.index)
     min_size, min_outcomes = int(settings["min_group_size"]), int(settings["min_group_outcomes"])
     negatives = table["n"] - table["positives"]
     rate_groups = [g for g in table.index if table.at[g, "n"] >= min_size]
@@ -204,7 +223,7 @@ def assess_attribute(y: np.ndarray, flagged: np.ndarray, groups: np.ndarray, use
         entry: dict[str, Any] = {
             "n": int(row["n"]),
             "positives": int(row["positives"]),
-            **{c: _r(row[c]) for c in (outcome, "tpr", "fpr", "positive_rate")},
+            **{c: _r(row[c]) for c in (outcome, "tpr", "fpr", "positive_rate", HEADLINE[use_case]) if c in row.index},
             "ci": {c: (None if group_ci[c] is None or np.isnan(group_ci[c][:, i]).any()
                        else [round(float(v), 6) for v in group_ci[c][:, i]]) for c in columns},
             "gated": {"outcome_rate": g in rate_groups, "tpr": g in tpr_groups, "fpr": g in fpr_groups},
@@ -311,13 +330,13 @@ def assess(use_case: str, y: np.ndarray, score: np.ndarray, threshold: float, pr
     attributes = {}
     for i, attribute in enumerate(protected.columns):
         groups = protected[attribute].astype(object).where(protected[attribute].notna(), MISSING_GROUP).astype(str).to_numpy()
-        attributes[attribute] = assess_attribute(y, flagged, groups, use_case, settings, seed + i)
+        attributes[attribute] = assess_attribute(y, flagged, groups, use_case, settings, seed + i, score=np.asarray(score))
     report: dict[str, Any] = {
         "use_case": use_case,
         "threshold": round(float(threshold), 6),
         "rows": int(len(y)),
         "outcome": OUTCOME[use_case],
-        "definitions": {**DEFINITIONS[use_case], **SUMMARIES},
+        "definitions": {**DEFINITIONS[use_case], HEADLINE[use_case]: "headline ranking metric within the group", **SUMMARIES},
         "settings": {k: settings[k] for k in ("min_group_size", "min_group_outcomes", "bootstrap", "confidence", "rule")},
         "attributes": attributes,
     }
@@ -380,8 +399,8 @@ def mlflow_metrics(report: dict[str, Any]) -> dict[str, float]:
     out: dict[str, float] = {"fairness.passed": float(report["passed"])}
     for attribute, result in report["attributes"].items():
         for group, entry in result["groups"].items():
-            for k in ("n", "positives", report["outcome"], "tpr", "fpr", "positive_rate"):
-                if entry[k] is not None:
+            for k in ("n", "positives", report["outcome"], "tpr", "fpr", "positive_rate", HEADLINE[report["use_case"]]):
+                if entry.get(k) is not None:
                     out[mlflow_key("fairness", attribute, group, k)] = float(entry[k])
         for metric, stat in result["summary"].items():
             out[mlflow_key("fairness", attribute, metric)] = float(stat["value"])
