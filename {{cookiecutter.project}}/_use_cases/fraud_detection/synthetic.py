@@ -68,6 +68,9 @@ def generate(contract: Contract, n_rows: int, seed: int, start_date: str = "2024
     amount = np.round(np.clip(base_amount * ratio, 0.01, 100_000), 2)
     ratio = np.clip(ratio, 0, 1000)
 
+    # Online merchants often report no usable location.
+    distance = np.where((channel == "online") & (rng.random(n_rows) < 0.5), np.nan, distance)
+
     seconds = np.sort(rng.integers(0, days * 86_400, n_rows))
     times = pd.Timestamp(start_date) + pd.to_timedelta(seconds, unit="s")
     pan = [f"4{900_000_000_000_000 + int(card_serial[c]) * 7919:015d}" for c in card_ids]

@@ -157,6 +157,9 @@ def prepare(raw: pd.DataFrame, contract: Contract, key: bytes, ledger: set[str],
     """Return (train, test, protected, summary) with no raw PII in any of them."""
     df, dropped = minimise(raw, contract)
     df = pseudonymise(df, contract, key)
+    if contract.timestamp in df.columns:
+        # CSV carries dates as text; values that are not dates become missing and fail validation.
+        df[contract.timestamp] = pd.to_datetime(df[contract.timestamp], errors="coerce", format="mixed")
     erased = 0
     if contract.subject is not None and ledger and contract.subject in df.columns:
         mask = df[contract.subject].isin(ledger)
