@@ -55,6 +55,8 @@ def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PII_HMAC_KEY")}
     env.update(LOG_LEVEL="WARNING", DO_NOT_TRACK="1", ITERATIVE_DO_NOT_TRACK="1", GX_ANALYTICS_ENABLED="false",
                MLFLOW_ENABLE_TELEMETRY="false", PYTHONWARNINGS="ignore")
+    # Small data: OpenMP threads cost more than they save, and oversubscribe a busy CI runner.
+    env.setdefault("OMP_NUM_THREADS", "1")
     return env
 
 

@@ -32,7 +32,7 @@ def texts_of(path: Path) -> list[str]:
     if path.suffix == ".parquet":
         df = pd.read_parquet(path)
         out.append("\n".join(map(str, df.columns)))
-        out.extend("\n".join(df[c].astype(str)) for c in df.columns)
+        out.extend("\n".join(map(str, df[c].tolist())) for c in df.columns)
     elif zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as zf:
             out.extend(zf.read(name).decode("latin-1") for name in zf.namelist())

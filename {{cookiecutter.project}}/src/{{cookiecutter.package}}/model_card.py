@@ -10,6 +10,7 @@ against the tracking store. The JSON is validated against the schema shipped in
 from __future__ import annotations
 
 import json
+import re
 import sys
 from importlib import resources
 from pathlib import Path
@@ -302,10 +303,13 @@ def build(params: dict[str, Any], contract: Contract, run: Run, lineage_record: 
     }
 
 
+_COUNT = re.compile(r"(^|[._])(n|rows|rows_in|rows_erased|train_rows|test_rows|positives)$|^reasons\.principal\.")
+
+
 def _n(item: dict[str, Any], digits: int = 4) -> str:
-    """The one way the Markdown prints a logged number."""
+    """The one way the Markdown prints a logged number: counts as integers, the rest to ``digits`` places."""
     v = item["value"]
-    return f"{int(v)}" if float(v).is_integer() and abs(v) >= 1 else f"{v:.{digits}f}"
+    return f"{int(v)}" if _COUNT.search(item["mlflow_metric"]) else f"{v:.{digits}f}"
 
 
 def render(card: dict[str, Any]) -> str:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
+from threadpoolctl import threadpool_limits
 
 from . import model
 from .contract import Contract
@@ -82,7 +83,10 @@ def candidates(pipeline: Pipeline, contract: Contract, feature: str) -> list[Any
 
 def raw_score(pipeline: Pipeline, contract: Contract, frame: pd.DataFrame) -> np.ndarray:
     """Log-odds of the positive class (what the trees add up to)."""
-    return pipeline.decision_function(model.model_frame(frame, contract))
+    # Single-threaded: these are many small batches, where OpenMP start-up costs more than it
+    # saves (and on a busy host, 10x more); the service scores a record at a time anyway.
+    with threadpool_limits(limits=1, user_api="openmp"):
+        return pipeline.decision_function(model.model_frame(frame, contract))
 
 
 def explainer(pipeline: Pipeline, contract: Contract) -> Explainer:
