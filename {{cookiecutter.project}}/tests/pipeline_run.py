@@ -53,8 +53,14 @@ def small_params(params: dict) -> dict:
 
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PII_HMAC_KEY")}
-    env.update(LOG_LEVEL="WARNING", DO_NOT_TRACK="1", ITERATIVE_DO_NOT_TRACK="1", GX_ANALYTICS_ENABLED="false",
-               MLFLOW_ENABLE_TELEMETRY="false", PYTHONWARNINGS="ignore")
+    env.update(
+        LOG_LEVEL="WARNING",
+        DO_NOT_TRACK="1",
+        ITERATIVE_DO_NOT_TRACK="1",
+        GX_ANALYTICS_ENABLED="false",
+        MLFLOW_ENABLE_TELEMETRY="false",
+        PYTHONWARNINGS="ignore",
+    )
     # Small data: OpenMP threads cost more than they save, and oversubscribe a busy CI runner.
     env.setdefault("OMP_NUM_THREADS", "1")
     return env
@@ -62,21 +68,23 @@ def _env() -> dict[str, str]:
 
 def run_stages(workdir: Path, *stages: str, erase: str | None = None) -> subprocess.CompletedProcess:
     """Run stage ``main()`` functions in order in one fresh interpreter; stop at the first failure."""
-    script = "\n".join([
-        "import sys, importlib",
-        f"pkg = {PACKAGE!r}",
-        f"erase = {erase!r}",
-        f"for name in {list(stages)!r}:",
-        "    mod = importlib.import_module(f'{pkg}.{name}')",
-        "    if name == 'prepare':",
-        "        if erase is not None and mod.main(['--erase', erase]) != 0:",
-        "            sys.exit('prepare --erase failed')",
-        "        rc = mod.main([])",
-        "    else:",
-        "        rc = mod.main()",
-        "    if rc:",
-        "        sys.exit(f'stage {name} exited with {rc}')",
-    ])
+    script = "\n".join(
+        [
+            "import sys, importlib",
+            f"pkg = {PACKAGE!r}",
+            f"erase = {erase!r}",
+            f"for name in {list(stages)!r}:",
+            "    mod = importlib.import_module(f'{pkg}.{name}')",
+            "    if name == 'prepare':",
+            "        if erase is not None and mod.main(['--erase', erase]) != 0:",
+            "            sys.exit('prepare --erase failed')",
+            "        rc = mod.main([])",
+            "    else:",
+            "        rc = mod.main()",
+            "    if rc:",
+            "        sys.exit(f'stage {name} exited with {rc}')",
+        ]
+    )
     return subprocess.run([sys.executable, "-c", script], cwd=workdir, env=_env(), capture_output=True, text=True, timeout=900)
 
 
@@ -93,8 +101,23 @@ def make_workdir(params: dict) -> Path:
     return workdir
 
 
-@functools.cache
 def pipeline_run() -> PipelineRun:
+    """The session's pipeline run; a failure is raised once and then re-raised, never re-run."""
+    result = _pipeline_run()
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+@functools.cache
+def _pipeline_run() -> PipelineRun | Exception:
+    try:
+        return _run_pipeline()
+    except Exception as exc:  # noqa: BLE001 - cached and re-raised by pipeline_run()
+        return exc
+
+
+def _run_pipeline() -> PipelineRun:
     from {{ cookiecutter.package }} import config
     from {{ cookiecutter.package }}.contract import load_contract
 

@@ -72,7 +72,9 @@ def test_contract_refuses_a_feature_flagged_as_a_proxy(tmp_path):
     def flag(columns):
         next(c for c in columns if c["name"] == feature)["proxy_for"] = protected
 
-    with pytest.raises(ContractError, match=rf"column '{feature}'.*proxy for protected attribute.*'{protected}'.*never be a model input"):
+    with pytest.raises(
+        ContractError, match=rf"column '{feature}'.*proxy for protected attribute.*'{protected}'.*never be a model input"
+    ):
         load_contract(_contract_with(tmp_path, flag))
 
 
@@ -86,7 +88,8 @@ def test_a_proxy_kept_apart_as_protected_is_accepted_and_must_name_a_protected_c
         col.update(role="protected", proxy_for=[protected])
 
     contract = load_contract(_contract_with(tmp_path, demote))
-    assert feature in contract.proxies and feature not in contract.model_input_order()
+    assert feature in contract.proxies
+    assert feature not in contract.model_input_order()
 
     def wrong_target(columns):
         demote(columns)
@@ -145,8 +148,11 @@ def test_injected_bias_fails_the_gate_naming_attribute_group_metric_and_threshol
     assert failed
     for gate in failed:
         assert gate["gate"].startswith("fairness:attribute:")
-        assert isinstance(gate["value"], float) and isinstance(gate["threshold"], float)
-        assert "attribute" in gate["detail"] and "'b'" in gate["detail"] and "'a'" in gate["detail"]
+        assert isinstance(gate["value"], float)
+        assert isinstance(gate["threshold"], float)
+        assert "attribute" in gate["detail"]
+        assert "'b'" in gate["detail"]
+        assert "'a'" in gate["detail"]
         assert f"{gate['threshold']:g}" in gate["detail"]
     first_gate = SETTINGS["gates"][0]
     assert any(g["gate"] == f"fairness:attribute:{first_gate['metric']}" for g in failed)
@@ -163,8 +169,10 @@ def test_equalized_odds_gate_catches_unequal_error_rates_at_equal_outcome_rates(
     settings = {**SETTINGS, "gates": [{"metric": "equalized_odds_difference", "max": 0.1}]}
     report = fairness.assess(USE_CASE, y, score, float(np.quantile(score, 0.7)), pd.DataFrame({"sex": groups}), settings, seed=2)
     (gate,) = report["gates"]
-    assert not gate["passed"] and gate["status"] == "fail"
-    assert "equalized-odds difference" in gate["detail"] and "at most 0.1" in gate["detail"]
+    assert not gate["passed"]
+    assert gate["status"] == "fail"
+    assert "equalized-odds difference" in gate["detail"]
+    assert "at most 0.1" in gate["detail"]
 
 
 def test_point_rule_is_stricter_than_significant():
@@ -182,7 +190,8 @@ def test_small_groups_are_reported_but_not_gated():
     protected.loc[protected.index[:20], "attribute"] = "tiny"
     report = fairness.assess(USE_CASE, y, score, threshold, protected, SETTINGS, seed=1)
     tiny = report["attributes"]["attribute"]["groups"]["tiny"]
-    assert tiny["n"] == 20 and tiny["gated"]["outcome_rate"] is False
+    assert tiny["n"] == 20
+    assert tiny["gated"]["outcome_rate"] is False
     assert any("'tiny'" in n["detail"] and "min_group_size" in n["detail"] for n in report["not_gated"])
     assert all("'tiny'" not in g["detail"] for g in report["gates"])
 
@@ -208,11 +217,12 @@ def test_report_covers_every_protected_group_and_is_logged_to_mlflow():
     report = json.loads(run.path("reports/fairness.json").read_text(encoding="utf-8"))
     test_rows = len(pd.read_parquet(run.path("data/prepared/test.parquet")))
     assert set(report["attributes"]) == set(CONTRACT.protected)
-    for attribute, result in report["attributes"].items():
+    for _attribute, result in report["attributes"].items():
         assert sum(g["n"] for g in result["groups"].values()) == test_rows
     for gate in report["gates"]:
         assert set(gate) >= {"gate", "passed", "value", "threshold", "detail"}
-        assert isinstance(gate["passed"], bool) and isinstance(gate["value"], float)
+        assert isinstance(gate["passed"], bool)
+        assert isinstance(gate["value"], float)
     meta = json.loads(run.path("models/model_meta.json").read_text(encoding="utf-8"))
     logged = MlflowClient(tracking_uri=run.tracking_uri).get_run(meta["run_id"]).data.metrics
     for key, value in fairness.mlflow_metrics(report).items():
@@ -241,7 +251,9 @@ def test_stage_exits_nonzero_on_biased_data(tmp_path, monkeypatch, caplog):
         assert fairness.main() == 1
     report = json.loads((work / "reports/fairness.json").read_text(encoding="utf-8"))
     failed = [g for g in report["gates"] if not g["passed"]]
-    assert failed and all(g["gate"].startswith(f"fairness:{attribute}:") for g in failed)
+    assert failed
+    assert all(g["gate"].startswith(f"fairness:{attribute}:") for g in failed)
     message = caplog.text
-    assert f"fairness:{attribute}:" in message and f"'{groups[0]}'" in message
+    assert f"fairness:{attribute}:" in message
+    assert f"'{groups[0]}'" in message
     assert any(f"{g['threshold']:g}" in message for g in failed)

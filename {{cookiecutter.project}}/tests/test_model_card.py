@@ -115,18 +115,32 @@ def test_card_states_rows_and_dates_of_the_data():
 def test_regulatory_classification_follows_the_use_case():
     reg = card(pipeline_run().dir)["regulatory"]
     if PARAMS["use_case"] == "credit_scoring":
-        assert reg["eu_ai_act"] == "high-risk" and "Annex III point 5(b)" in reg["classification"]
+        assert reg["eu_ai_act"] == "high-risk"
+        assert "Annex III point 5(b)" in reg["classification"]
     else:
-        assert reg["eu_ai_act"].startswith("not high-risk") and "detecting financial fraud" in reg["classification"]
+        assert reg["eu_ai_act"].startswith("not high-risk")
+        assert "detecting financial fraud" in reg["classification"]
 
 
 def test_card_lists_intended_use_oversight_monitoring_and_limitations():
     run = pipeline_run()
     text = run.path("reports/model_card.md").read_text(encoding="utf-8")
-    for heading in ("Intended use", "Regulatory classification", "Data", "Metrics", "By protected group", "Fairness",
-                    "Explanations", "Limitations", "Human oversight", "Monitoring plan", "Version and change log"):
+    for heading in (
+        "Intended use",
+        "Regulatory classification",
+        "Data",
+        "Metrics",
+        "By protected group",
+        "Fairness",
+        "Explanations",
+        "Limitations",
+        "Human oversight",
+        "Monitoring plan",
+        "Version and change log",
+    ):
         assert re.search(rf"^##+ {heading}", text, re.MULTILINE), heading
-    assert "{" + "{" not in text and "nan" not in text.lower().split()
+    assert "{" + "{" not in text
+    assert "nan" not in text.lower().split()
 
 
 def test_lineage_is_attached_to_the_run_and_complete():
@@ -163,8 +177,10 @@ def test_lineage_refuses_a_dvc_lock_that_does_not_describe_the_files(tmp_path, m
         lineage.traced_files("data/raw/none.parquet", lineage.read_dvc_lock())
 
 
-@pytest.mark.skipif(not (ROOT / "reports" / "model_card.json").exists() or not (ROOT / "mlflow.db").exists(),
-                    reason="the repository's own pipeline has not run here (make repro)")
+@pytest.mark.skipif(
+    not (ROOT / "reports" / "model_card.json").exists() or not (ROOT / "mlflow.db").exists(),
+    reason="the repository's own pipeline has not run here (make repro)",
+)
 def test_the_repositorys_own_card_matches_its_dvc_lock_and_mlflow_store():
     """After `make repro`: the committed-to-be card agrees with this repository's dvc.lock and MLflow store."""
     c = card(ROOT)

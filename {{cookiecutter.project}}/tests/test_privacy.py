@@ -89,8 +89,14 @@ def test_no_artefact_holds_a_raw_pii_value():
     run = pipeline_run()
     values = {str(v) for c in CONTRACT.pii for v in run.raw[c].dropna()}
     scanned = {str(p.relative_to(run.dir)) for p in artefacts(run.dir)}
-    for expected in ("data/prepared/train.parquet", "data/prepared/protected.parquet", "models/model.skops",
-                     "reports/model_card.json", "reports/lineage.json", "mlflow.db"):
+    for expected in (
+        "data/prepared/train.parquet",
+        "data/prepared/protected.parquet",
+        "models/model.skops",
+        "reports/model_card.json",
+        "reports/lineage.json",
+        "mlflow.db",
+    ):
         assert expected in scanned, f"{expected} was not written, so it was not scanned"
     assert any(s.startswith("mlartifacts/") for s in scanned)
     assert find(values, run.dir) == {}

@@ -22,7 +22,9 @@ from .pipeline_run import ROOT, pipeline_run
 CONTRACT = load_contract(ROOT / "contract.yaml")
 PARAMS = config.load_params(ROOT / "params.yaml")
 ADDITIVE = PARAMS["model"].get("interaction_cst") == "no_interactions"
-additive_only = pytest.mark.skipif(not ADDITIVE, reason="reason codes need the additive (no-interaction) model; this use case's model has interactions")
+additive_only = pytest.mark.skipif(
+    not ADDITIVE, reason="reason codes need the additive (no-interaction) model; this use case's model has interactions"
+)
 VAGUE = re.compile(r"\b(other|others|misc\w*|various|unknown|insufficient|general|score|n/?a)\b", re.IGNORECASE)
 
 
@@ -42,10 +44,13 @@ def test_every_model_input_has_exactly_one_specific_code():
     codes = [c["code"] for c in catalogue]
     texts = [c["text"] for c in catalogue]
     assert sorted(features) == sorted(CONTRACT.model_input_order())
-    assert len(set(features)) == len(features) and len(set(codes)) == len(codes) and len(set(texts)) == len(texts)
+    assert len(set(features)) == len(features)
+    assert len(set(codes)) == len(codes)
+    assert len(set(texts)) == len(texts)
     for c in catalogue:
         assert re.fullmatch(r"[A-Z]{2,4}\d{2}", c["code"]), c
-        assert len(c["text"].split()) >= 4 and c["text"].endswith("."), c
+        assert len(c["text"].split()) >= 4, c
+        assert c["text"].endswith("."), c
         assert not VAGUE.search(c["text"]), f"vague consumer text for {c['feature']}: {c['text']!r}"
 
 
@@ -85,7 +90,8 @@ def test_top_four_adverse_reasons_come_ordered_with_the_contracts_codes_and_text
         assert len(codes) == min(reasons.TOP_N, int((c > reasons.MIN_ADVERSE).sum()))
         assert [r["feature"] for r in codes] == list(c.sort_values(ascending=False, kind="stable").index[: len(codes)])
         for r in codes:
-            assert r["code"] == catalogue[r["feature"]]["code"] and r["text"] == catalogue[r["feature"]]["text"]
+            assert r["code"] == catalogue[r["feature"]]["code"]
+            assert r["text"] == catalogue[r["feature"]]["text"]
             assert r["contribution"] == pytest.approx(c[r["feature"]])
 
 

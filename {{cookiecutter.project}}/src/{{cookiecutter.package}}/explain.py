@@ -27,7 +27,9 @@ SCORING = {"credit_scoring": "roc_auc", "fraud_detection": "average_precision"}
 ADDITIVITY_TOLERANCE = 1e-6
 
 
-def permutation_importance(pipeline, test: pd.DataFrame, contract: Contract, use_case: str, n_repeats: int, seed: int) -> dict[str, Any]:
+def permutation_importance(
+    pipeline, test: pd.DataFrame, contract: Contract, use_case: str, n_repeats: int, seed: int
+) -> dict[str, Any]:
     from sklearn.inspection import permutation_importance as sk_permutation_importance
 
     X, y = model.model_frame(test, contract), model.target_vector(test, contract)
@@ -37,8 +39,14 @@ def permutation_importance(pipeline, test: pd.DataFrame, contract: Contract, use
         "scoring": SCORING[use_case],
         "n_repeats": n_repeats,
         "rows": int(len(X)),
-        "features": [{"feature": X.columns[i], "mean": round(float(result.importances_mean[i]), 6),
-                      "std": round(float(result.importances_std[i]), 6)} for i in order],
+        "features": [
+            {
+                "feature": X.columns[i],
+                "mean": round(float(result.importances_mean[i]), 6),
+                "std": round(float(result.importances_std[i]), 6),
+            }
+            for i in order
+        ],
     }
 
 
@@ -60,7 +68,9 @@ def reason_code_summary(pipeline, test: pd.DataFrame, contract: Contract, use_ca
         "best_values": {k: (v if isinstance(v, str) else round(float(v), 6)) for k, v in exp.best.items()},
         "max_additivity_error": error,
         "declined": int(declined.sum()),
-        "principal_reason_counts": {code: int(principal.get(code, 0)) for code in (c["code"] for c in contract.reason_catalogue())},
+        "principal_reason_counts": {
+            code: int(principal.get(code, 0)) for code in (c["code"] for c in contract.reason_catalogue())
+        },
         "catalogue": contract.reason_catalogue(),
     }
 
@@ -75,8 +85,10 @@ def plot_importance(importance: dict[str, Any], path=IMPORTANCE_PLOT) -> None:
     fig, ax = plt.subplots(figsize=(6, 0.35 * len(feats) + 1.2))
     ax.barh([f["feature"] for f in feats], [f["mean"] for f in feats], xerr=[f["std"] for f in feats], color="#4c72b0")
     ax.axvline(0, color="grey", lw=0.8)
-    ax.set(xlabel=f"Drop in {importance['scoring']} when shuffled (held-out, {importance['n_repeats']} repeats)",
-           title="Permutation importance")
+    ax.set(
+        xlabel=f"Drop in {importance['scoring']} when shuffled (held-out, {importance['n_repeats']} repeats)",
+        title="Permutation importance",
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90, metadata={"Software": None})
@@ -117,12 +129,18 @@ def main() -> int:
         mlflow.log_artifact(str(IMPORTANCE_PLOT), artifact_path="plots")
         mlflow.log_artifact(str(EXPLAIN))
     top = result["permutation_importance"]["features"][0]
-    log.info("most important feature: %s (%s drop %.4f)", top["feature"], result["permutation_importance"]["scoring"], top["mean"])
+    log.info(
+        "most important feature: %s (%s drop %.4f)", top["feature"], result["permutation_importance"]["scoring"], top["mean"]
+    )
     rc = result["reason_codes"]
     if rc["available"]:
         if rc["max_additivity_error"] > ADDITIVITY_TOLERANCE:
-            log.error("reason codes are not exact: contributions + base score differ from the model's raw score by up to %.3g "
-                      "(tolerance %g); the model is not additive", rc["max_additivity_error"], ADDITIVITY_TOLERANCE)
+            log.error(
+                "reason codes are not exact: contributions + base score differ from the model's raw score by up to %.3g "
+                "(tolerance %g); the model is not additive",
+                rc["max_additivity_error"],
+                ADDITIVITY_TOLERANCE,
+            )
             return 1
         log.info("reason codes exact on %d held-out rows (max error %.2g log-odds)", len(test), rc["max_additivity_error"])
     return 0

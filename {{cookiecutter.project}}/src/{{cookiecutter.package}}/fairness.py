@@ -3,8 +3,9 @@
 Protected attributes are never model inputs: ``prepare`` stores them apart and this stage
 joins them back on the id column only to measure. Per attribute and group it reports the
 outcome rate (credit: approval rate; fraud: flag rate), TPR, FPR and group size, then the
-demographic parity ratio and difference and the equalized-odds difference, each with a seeded
-stratified bootstrap confidence interval (fairlearn ``MetricFrame`` on every resample).
+demographic parity ratio and difference and the equalized-odds difference. Point estimates come
+from fairlearn's ``MetricFrame``; confidence intervals from a seeded bootstrap that resamples
+data subjects within each group (a vectorised twin of the same table, tested equal to it).
 
 Gates (``params.yaml: fairness.gates``) fail the stage, and so ``dvc repro``, with a message
 naming the attribute, the groups, the metric and the threshold. The report is written first,
@@ -87,8 +88,14 @@ def _positive_rate(y_true, y_pred) -> float:
     return float(np.mean(y_true)) if len(y_true) else np.nan
 
 
-_METRICS = {"n": _count, "positives": _positives, "flag_rate": _flag_rate, "tpr": _tpr, "fpr": _fpr,
-            "positive_rate": _positive_rate}
+_METRICS = {
+    "n": _count,
+    "positives": _positives,
+    "flag_rate": _flag_rate,
+    "tpr": _tpr,
+    "fpr": _fpr,
+    "positive_rate": _positive_rate,
+}
 
 
 def by_group(y: np.ndarray, flagged: np.ndarray, groups: np.ndarray, use_case: str) -> pd.DataFrame:
@@ -104,8 +111,9 @@ def by_group(y: np.ndarray, flagged: np.ndarray, groups: np.ndarray, use_case: s
     return table
 
 
-def summarise(table: pd.DataFrame, outcome: str, rate_groups: list[str], tpr_groups: list[str],
-              fpr_groups: list[str]) -> dict[str, dict[str, Any]]:
+def summarise(
+    table: pd.DataFrame, outcome: str, rate_groups: list[str], tpr_groups: list[str], fpr_groups: list[str]
+) -> dict[str, dict[str, Any]]:
     """Between-group summaries over the groups large enough to judge (None when fewer than two)."""
     out: dict[str, dict[str, Any]] = {}
 
@@ -134,13 +142,31 @@ def summarise(table: pd.DataFrame, outcome: str, rate_groups: list[str], tpr_gro
     return out
 
 
-def _stratified_resample(codes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Row indices resampled with replacement within each group (group sizes stay fixed)."""
-    parts = []
-    for g in np.unique(codes):
-        idx = np.flatnonzero(codes == g)
-        parts.append(rng.choice(idx, size=len(idx), replace=True))
-    return np.concatenate(parts)
+class _Resampler:
+    """Stratified cluster bootstrap: within each group, resample whole subjects with replacement.
+
+    Decisions about one subject (every transaction on a card, say) are not independent, so
+    resampling rows would understate the noise. With one row per subject this is the ordinary
+    row bootstrap within groups.
+    """
+
+    def __init__(self, codes: np.ndarray, clusters: np.ndarray | None) -> None:
+        clusters = np.arange(len(codes)) if clusters is None else pd.factorize(clusters)[0]
+        # One unit per (group, subject); rows ordered so each unit's rows are contiguous.
+        units = pd.factorize(pd.MultiIndex.from_arrays([codes, clusters]), sort=True)[0]
+        self.order = np.argsort(units, kind="stable")
+        counts = np.bincount(units)
+        self.starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        self.lengths = counts
+        unit_group = codes[self.order][self.starts]
+        self.group_units = [np.flatnonzero(unit_group == g) for g in np.unique(codes)]
+        self.n_units = len(counts)
+
+    def sample(self, rng: np.random.Generator) -> np.ndarray:
+        chosen = np.concatenate([rng.choice(u, size=len(u), replace=True) for u in self.group_units])
+        lengths = self.lengths[chosen]
+        offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        return self.order[np.repeat(self.starts[chosen], lengths) + offsets]
 
 
 def _fast_table(y: np.ndarray, flagged: np.ndarray, codes: np.ndarray, index: pd.Index, use_case: str) -> pd.DataFrame:
@@ -151,8 +177,17 @@ def _fast_table(y: np.ndarray, flagged: np.ndarray, codes: np.ndarray, index: pd
     flags = np.bincount(codes, weights=flagged, minlength=k)
     tp = np.bincount(codes, weights=y * flagged, minlength=k)
     with np.errstate(invalid="ignore", divide="ignore"):
-        table = pd.DataFrame({"n": n, "positives": pos, "flag_rate": flags / n, "tpr": tp / pos,
-                              "fpr": (flags - tp) / (n - pos), "positive_rate": pos / n}, index=index)
+        table = pd.DataFrame(
+            {
+                "n": n,
+                "positives": pos,
+                "flag_rate": flags / n,
+                "tpr": tp / pos,
+                "fpr": (flags - tp) / (n - pos),
+                "positive_rate": pos / n,
+            },
+            index=index,
+        )
     if OUTCOME[use_case] == "approval_rate":
         table["approval_rate"] = 1.0 - table.pop("flag_rate")
     return table
@@ -174,8 +209,16 @@ def headline_by_group(y: np.ndarray, score: np.ndarray, groups: np.ndarray, use_
     return result
 
 
-def assess_attribute(y: np.ndarray, flagged: np.ndarray, groups: np.ndarray, use_case: str,
-                     settings: dict[str, Any], seed: int, score: np.ndarray | None = None) -> dict[str, Any]:
+def assess_attribute(
+    y: np.ndarray,
+    flagged: np.ndarray,
+    groups: np.ndarray,
+    use_case: str,
+    settings: dict[str, Any],
+    seed: int,
+    score: np.ndarray | None = None,
+    clusters: np.ndarray | None = None,
+) -> dict[str, Any]:
     outcome = OUTCOME[use_case]
     table = by_group(y, flagged, groups, use_case)
     if score is not None:
@@ -187,7 +230,7 @@ def assess_attribute(y: np.ndarray, flagged: np.ndarray, groups: np.ndarray, use
     fpr_groups = [g for g in rate_groups if negatives[g] >= min_outcomes]
     summary = summarise(table, outcome, rate_groups, tpr_groups, fpr_groups)
 
-    # Seeded stratified bootstrap: the same resamples for every statistic of this attribute.
+    # Seeded stratified (cluster) bootstrap: the same resamples for every statistic of this attribute.
     n_boot, confidence = int(settings["bootstrap"]), float(settings["confidence"])
     q = [(1.0 - confidence) / 2.0, 1.0 - (1.0 - confidence) / 2.0]
     rng = np.random.default_rng(seed)
@@ -195,8 +238,9 @@ def assess_attribute(y: np.ndarray, flagged: np.ndarray, groups: np.ndarray, use
     boot_groups: dict[str, list[np.ndarray]] = {c: [] for c in columns}
     boot_summary: dict[str, list[float]] = {k: [] for k in summary}
     codes = pd.Categorical(groups, categories=table.index).codes
+    resampler = _Resampler(codes, clusters)
     for _ in range(n_boot):
-        idx = _stratified_resample(codes, rng)
+        idx = resampler.sample(rng)
         t = _fast_table(y[idx], flagged[idx], codes[idx], table.index, use_case)
         for c in columns:
             boot_groups[c].append(t[c].to_numpy(dtype=float))
@@ -205,15 +249,18 @@ def assess_attribute(y: np.ndarray, flagged: np.ndarray, groups: np.ndarray, use
             boot_summary[k].append(s[k]["value"] if k in s else np.nan)
 
     def ci(samples, estimate: float) -> list[float] | None:
-        # Basic (reverse-percentile) interval: a max-minus-min over noisy group rates is biased
-        # upwards, and resampling adds the same noise again; reflecting about the estimate
-        # cancels that shift, where a plain percentile interval would double it.
+        # A max-minus-min over noisy group rates is biased upwards (a ratio downwards), and
+        # resampling adds the same noise again, so the plain percentile interval is shifted.
+        # The basic (reverse-percentile) interval reflects about the estimate and cancels the
+        # shift; near zero it collapses. Reporting the union of the two keeps the bias-corrected
+        # bound on the side a gate judges, and never understates how large a disparity may be.
         arr = np.asarray(samples, dtype=float)
         if arr.size == 0 or np.all(np.isnan(arr)):
             return None
         lo, hi = np.nanquantile(arr, q)
+        basic = (2 * estimate - hi, 2 * estimate - lo)
         # Every summary statistic lies in [0, 1].
-        return [round(float(np.clip(2 * estimate - hi, 0.0, 1.0)), 6), round(float(np.clip(2 * estimate - lo, 0.0, 1.0)), 6)]
+        return [round(float(np.clip(min(basic[0], lo), 0.0, 1.0)), 6), round(float(np.clip(max(basic[1], hi), 0.0, 1.0)), 6)]
 
     group_ci = {c: np.nanquantile(np.vstack(boot_groups[c]), q, axis=0) if n_boot else None for c in columns}
     groups_out: dict[str, Any] = {}
@@ -224,22 +271,30 @@ def assess_attribute(y: np.ndarray, flagged: np.ndarray, groups: np.ndarray, use
             "n": int(row["n"]),
             "positives": int(row["positives"]),
             **{c: _r(row[c]) for c in (outcome, "tpr", "fpr", "positive_rate", HEADLINE[use_case]) if c in row.index},
-            "ci": {c: (None if group_ci[c] is None or np.isnan(group_ci[c][:, i]).any()
-                       else [round(float(v), 6) for v in group_ci[c][:, i]]) for c in columns},
+            "ci": {
+                c: (
+                    None
+                    if group_ci[c] is None or np.isnan(group_ci[c][:, i]).any()
+                    else [round(float(v), 6) for v in group_ci[c][:, i]]
+                )
+                for c in columns
+            },
             "gated": {"outcome_rate": g in rate_groups, "tpr": g in tpr_groups, "fpr": g in fpr_groups},
         }
         if g not in rate_groups:
             entry["not_gated_reason"] = f"{int(row['n'])} rows < min_group_size {min_size}: reported, not gated"
         elif g not in tpr_groups or g not in fpr_groups:
-            which, count, kind = ("TPR", int(row["positives"]), "positives") if g not in tpr_groups else \
-                ("FPR", int(negatives[g]), "negatives")
-            entry["not_gated_reason"] = (f"{count} actual {kind} < min_group_outcomes {min_outcomes}: "
-                                         f"{which} (and equalized odds) reported, not gated")
+            which, count, kind = (
+                ("TPR", int(row["positives"]), "positives") if g not in tpr_groups else ("FPR", int(negatives[g]), "negatives")
+            )
+            entry["not_gated_reason"] = (
+                f"{count} actual {kind} < min_group_outcomes {min_outcomes}: {which} (and equalized odds) reported, not gated"
+            )
         if "not_gated_reason" in entry:
             skipped.append({"group": g, "reason": entry["not_gated_reason"]})
         groups_out[g] = entry
     summary_out = {k: {**v, "value": _r(v["value"]), "ci": ci(boot_summary[k], v["value"])} for k, v in summary.items()}
-    return {"groups": groups_out, "summary": summary_out, "not_gated": skipped}
+    return {"groups": groups_out, "summary": summary_out, "not_gated": skipped, "bootstrap_units": int(resampler.n_units)}
 
 
 def _r(value: Any) -> float | None:
@@ -249,8 +304,14 @@ def _r(value: Any) -> float | None:
 
 def gate_settings(params: dict[str, Any]) -> dict[str, Any]:
     settings = dict(config.param(params, "fairness", dict))
-    for key, kind in (("min_group_size", int), ("min_group_outcomes", int), ("bootstrap", int),
-                      ("confidence", float), ("rule", str), ("gates", list)):
+    for key, kind in (
+        ("min_group_size", int),
+        ("min_group_outcomes", int),
+        ("bootstrap", int),
+        ("confidence", float),
+        ("rule", str),
+        ("gates", list),
+    ):
         config.param(params, f"fairness.{key}", kind)
     if settings["rule"] not in RULES:
         raise config.ParamsError(f"params.yaml: 'fairness.rule' must be one of {list(RULES)}, got {settings['rule']!r}")
@@ -305,8 +366,10 @@ def verdicts(report: dict[str, Any], settings: dict[str, Any]) -> list[dict[str,
             groups = result["groups"]
             column = OUTCOME[use_case] if metric.startswith("demographic") else stat.get("component", metric.split("_")[0])
             lo, hi = stat["low_group"], stat["high_group"]
-            what = (f"{attribute}: {label} {value:.3f} (group '{lo}' {column} {groups[lo][column]:.3f} vs "
-                    f"group '{hi}' {groups[hi][column]:.3f}")
+            what = (
+                f"{attribute}: {label} {value:.3f} (group '{lo}' {column} {groups[lo][column]:.3f} vs "
+                f"group '{hi}' {groups[hi][column]:.3f}"
+            )
             what += f"; {settings['confidence']:.0%} CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else ")"
             need = f"{'at least' if bound == 'min' else 'at most'} {threshold:g}"
             if status == "pass":
@@ -315,14 +378,36 @@ def verdicts(report: dict[str, Any], settings: dict[str, Any]) -> list[dict[str,
                 detail = f"{what} breaches {need} but the interval includes it (rule 'significant'): passes with a warning"
             else:
                 detail = f"{what} breaches the gate: must be {need} (params.yaml fairness.gates, rule '{rule}')"
-            out.append({"gate": name, "passed": passed, "status": status, "value": value, "threshold": threshold,
-                        "bound": bound, "ci": ci, "detail": detail})
+            out.append(
+                {
+                    "gate": name,
+                    "passed": passed,
+                    "status": status,
+                    "value": value,
+                    "threshold": threshold,
+                    "bound": bound,
+                    "ci": ci,
+                    "detail": detail,
+                }
+            )
     return out
 
 
-def assess(use_case: str, y: np.ndarray, score: np.ndarray, threshold: float, protected: pd.DataFrame,
-           settings: dict[str, Any], seed: int) -> dict[str, Any]:
-    """The full fairness report for scores ``score`` on rows whose protected attributes are ``protected``."""
+def assess(
+    use_case: str,
+    y: np.ndarray,
+    score: np.ndarray,
+    threshold: float,
+    protected: pd.DataFrame,
+    settings: dict[str, Any],
+    seed: int,
+    subjects: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """The full fairness report for scores ``score`` on rows whose protected attributes are ``protected``.
+
+    ``subjects`` (one id per row, e.g. the pseudonymised card number) makes the bootstrap resample
+    subjects rather than rows.
+    """
     flagged = (np.asarray(score) >= threshold).astype(int)
     y = np.asarray(y).astype(int)
     if len(protected) != len(y):
@@ -330,7 +415,9 @@ def assess(use_case: str, y: np.ndarray, score: np.ndarray, threshold: float, pr
     attributes = {}
     for i, attribute in enumerate(protected.columns):
         groups = protected[attribute].astype(object).where(protected[attribute].notna(), MISSING_GROUP).astype(str).to_numpy()
-        attributes[attribute] = assess_attribute(y, flagged, groups, use_case, settings, seed + i, score=np.asarray(score))
+        attributes[attribute] = assess_attribute(
+            y, flagged, groups, use_case, settings, seed + i, score=np.asarray(score), clusters=subjects
+        )
     report: dict[str, Any] = {
         "use_case": use_case,
         "threshold": round(float(threshold), 6),
@@ -338,17 +425,27 @@ def assess(use_case: str, y: np.ndarray, score: np.ndarray, threshold: float, pr
         "outcome": OUTCOME[use_case],
         "definitions": {**DEFINITIONS[use_case], HEADLINE[use_case]: "headline ranking metric within the group", **SUMMARIES},
         "settings": {k: settings[k] for k in ("min_group_size", "min_group_outcomes", "bootstrap", "confidence", "rule")},
+        "bootstrap_unit": "subject" if subjects is not None else "row",
         "attributes": attributes,
     }
     report["gates"] = verdicts(report, settings)
     report["not_gated"] = not_gated(report, settings)
     if not report["gates"]:
         # Fail closed: a fairness check that could not compare any two groups has checked nothing.
-        report["gates"].append({"gate": "fairness:all:comparable_groups", "passed": False, "status": "fail", "value": 0.0,
-                                "threshold": 2.0, "bound": "min", "ci": None,
-                                "detail": "no protected attribute has two groups large enough to compare "
-                                          f"(min_group_size {settings['min_group_size']}, min_group_outcomes "
-                                          f"{settings['min_group_outcomes']}): fairness is unassessed; use more held-out data"})
+        report["gates"].append(
+            {
+                "gate": "fairness:all:comparable_groups",
+                "passed": False,
+                "status": "fail",
+                "value": 0.0,
+                "threshold": 2.0,
+                "bound": "min",
+                "ci": None,
+                "detail": "no protected attribute has two groups large enough to compare "
+                f"(min_group_size {settings['min_group_size']}, min_group_outcomes "
+                f"{settings['min_group_outcomes']}): fairness is unassessed; use more held-out data",
+            }
+        )
     report["passed"] = all(g["passed"] for g in report["gates"])
     return report
 
@@ -361,18 +458,23 @@ def not_gated(report: dict[str, Any], settings: dict[str, Any]) -> list[dict[str
             metric = gate["metric"]
             if metric not in result["summary"]:
                 kinds = {"tpr_difference": ["tpr"], "fpr_difference": ["fpr"], "equalized_odds_difference": ["tpr", "fpr"]}
-                n = sum(1 for g in result["groups"].values()
-                        if all(g["gated"][k] for k in kinds.get(metric, ["outcome_rate"])))
-                out.append({"gate": f"fairness:{attribute}:{metric}",
-                            "detail": f"{attribute}: {_label(metric, report['use_case'])} not gated: {n} group(s) large enough "
-                                      "to compare, 2 needed (min_group_size / min_group_outcomes in params.yaml)"})
+                n = sum(1 for g in result["groups"].values() if all(g["gated"][k] for k in kinds.get(metric, ["outcome_rate"])))
+                out.append(
+                    {
+                        "gate": f"fairness:{attribute}:{metric}",
+                        "detail": f"{attribute}: {_label(metric, report['use_case'])} not gated: {n} group(s) large enough "
+                        "to compare, 2 needed (min_group_size / min_group_outcomes in params.yaml)",
+                    }
+                )
         for item in result["not_gated"]:
-            out.append({"gate": f"fairness:{attribute}:group", "detail": f"{attribute} group '{item['group']}': {item['reason']}"})
+            out.append(
+                {"gate": f"fairness:{attribute}:group", "detail": f"{attribute} group '{item['group']}': {item['reason']}"}
+            )
     return out
 
 
-def load_scored(contract: Contract) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
-    """Held-out labels, scores and protected attributes (joined on the id column only here)."""
+def load_scored(contract: Contract) -> tuple[np.ndarray, np.ndarray, pd.DataFrame, np.ndarray | None]:
+    """Held-out labels, scores, protected attributes (joined on the id column only here) and subjects."""
     test = pd.read_parquet(config.TEST)
     protected = pd.read_parquet(config.PROTECTED)
     leaked = sorted(set(contract.protected) & set(test.columns))
@@ -383,7 +485,8 @@ def load_scored(contract: Contract) -> tuple[np.ndarray, np.ndarray, pd.DataFram
     id_col = contract.id_column
     joined = test[[id_col]].merge(protected, on=id_col, how="left", validate="one_to_one")
     attrs = [c for c in contract.protected if c in joined.columns]
-    return model.target_vector(test, contract), score, joined[attrs]
+    subjects = test[contract.subject].to_numpy(dtype=object) if contract.subject in test.columns else None
+    return model.target_vector(test, contract), score, joined[attrs], subjects
 
 
 _KEY = re.compile(r"[^A-Za-z0-9_.\-]")
@@ -423,11 +526,15 @@ def main() -> int:
         log.error("%s", exc)
         return 1
     meta = json.loads(config.MODEL_META.read_text(encoding="utf-8"))
-    y, score, protected = load_scored(contract)
+    y, score, protected, subjects = load_scored(contract)
     if protected.shape[1] == 0:
-        log.error("%s declares no protected attributes: fairness cannot be measured; declare them (role: protected)", contract.path)
+        log.error(
+            "%s declares no protected attributes: fairness cannot be measured; declare them (role: protected)", contract.path
+        )
         return 1
-    report = assess(params["use_case"], y, score, float(meta["threshold"]), protected, settings, config.param(params, "seed", int))
+    report = assess(
+        params["use_case"], y, score, float(meta["threshold"]), protected, settings, config.param(params, "seed", int), subjects
+    )
     config.write_json(FAIRNESS, report)
 
     import mlflow

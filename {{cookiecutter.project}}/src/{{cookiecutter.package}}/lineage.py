@@ -44,7 +44,9 @@ def read_dvc_lock(path: Path = DVC_LOCK) -> dict[str, dict[str, dict[str, str]]]
     lock = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     out: dict[str, dict[str, dict[str, str]]] = {}
     for stage, entry in (lock.get("stages") or {}).items():
-        out[stage] = {kind: {item["path"]: item.get("md5", "") for item in entry.get(kind, []) or []} for kind in ("deps", "outs")}
+        out[stage] = {
+            kind: {item["path"]: item.get("md5", "") for item in entry.get(kind, []) or []} for kind in ("deps", "outs")
+        }
     return out
 
 
@@ -68,8 +70,10 @@ def traced_files(data_path: str, lock: dict[str, Any] | None) -> list[dict[str, 
         md5 = tracking.file_md5(path)
         locked, stage = lock_md5(lock, path.as_posix())
         if locked is not None and locked != md5:
-            raise LineageError(f"{path}: md5 {md5} in the workspace but {locked} in {DVC_LOCK} (stage {stage!r}); "
-                               "run `dvc repro` so the lock describes the files, then rerun")
+            raise LineageError(
+                f"{path}: md5 {md5} in the workspace but {locked} in {DVC_LOCK} (stage {stage!r}); "
+                "run `dvc repro` so the lock describes the files, then rerun"
+            )
         files.append({"path": path.as_posix(), "md5": md5, "dvc_stage": stage})
     return files
 
@@ -96,8 +100,11 @@ def build(params: dict[str, Any], meta: dict[str, Any], run_tags: dict[str, str]
     lock = read_dvc_lock()
     return {
         "mlflow": {"run_id": meta["run_id"], "tracking_uri": meta["tracking_uri"]},
-        "git": {"sha": run_tags.get("git_sha", "unknown"), "dirty": run_tags.get("git_dirty", "unknown"),
-                "note": "state of the working tree when the model was trained (train stage)"},
+        "git": {
+            "sha": run_tags.get("git_sha", "unknown"),
+            "dirty": run_tags.get("git_dirty", "unknown"),
+            "note": "state of the working tree when the model was trained (train stage)",
+        },
         "files": traced_files(config.param(params, "data.path", str), lock),
         "dvc_lock": lock,
         "params": params,

@@ -59,7 +59,9 @@ def check_additive(pipeline: Pipeline) -> None:
     if getattr(clf, "interaction_cst", None) != "no_interactions":
         raise NotAdditiveError(
             f"reason codes need an additive model (model.interaction_cst: no_interactions in params.yaml); "
-            f"this model has interaction_cst={getattr(clf, 'interaction_cst', None)!r}, so per-feature contributions are not exact")
+            f"this model has interaction_cst={getattr(clf, 'interaction_cst', None)!r}, so per-feature contributions are "
+            "not exact"
+        )
 
 
 def candidates(pipeline: Pipeline, contract: Contract, feature: str) -> list[Any]:
@@ -140,6 +142,10 @@ def codes_from_contributions(contrib: pd.DataFrame, exp: Explainer, top_n: int =
     out = []
     for _, row in contrib.iterrows():
         ranked = row[row > MIN_ADVERSE].sort_values(ascending=False, kind="stable").head(top_n)
-        out.append([{"code": exp.catalogue[f]["code"], "feature": f, "text": exp.catalogue[f]["text"],
-                     "contribution": float(v)} for f, v in ranked.items()])
+        out.append(
+            [
+                {"code": exp.catalogue[f]["code"], "feature": f, "text": exp.catalogue[f]["text"], "contribution": float(v)}
+                for f, v in ranked.items()
+            ]
+        )
     return out
