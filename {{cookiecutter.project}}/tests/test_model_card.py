@@ -48,7 +48,10 @@ def assert_card_matches_store(card_json: dict, tracking_uri: str) -> int:
         if run_id not in runs:
             runs[run_id] = client.get_run(run_id).data.metrics
         assert item["mlflow_metric"] in runs[run_id], f"{where}: run {run_id} has no metric {item['mlflow_metric']}"
-        assert item["value"] == runs[run_id][item["mlflow_metric"]], where
+        assert item["value"] == runs[run_id][item["mlflow_metric"]], (
+            f"{where}: card says {item['value']}, run {run_id} logged {runs[run_id][item['mlflow_metric']]} "
+            "(a stage re-logged after the card was written? run `dvc repro`)"
+        )
     return len(items)
 
 
