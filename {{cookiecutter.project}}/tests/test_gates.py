@@ -54,8 +54,10 @@ def test_lower_is_better_direction(tmp_path):
 
 
 def test_failed_validation_fails_both_gates_even_with_good_stale_metrics(tmp_path):
-    validation = {"success": False, "failures": [
-        {"column": "income", "expectation": "expect_column_values_to_be_between", "unexpected_count": 3}]}
+    validation = {
+        "success": False,
+        "failures": [{"column": "income", "expectation": "expect_column_values_to_be_between", "unexpected_count": 3}],
+    }
     write_run(tmp_path, validation=validation, metrics={"auc": 0.99})
     results = verdicts(tmp_path, {"auc": 0.80})
     assert results["data_validation"]["passed"] is False
@@ -66,8 +68,11 @@ def test_failed_validation_fails_both_gates_even_with_good_stale_metrics(tmp_pat
 
 @pytest.mark.parametrize("missing", ["validation", "metrics"])
 def test_missing_inputs_fail(tmp_path, missing):
-    write_run(tmp_path, validation=None if missing == "validation" else PASSING_VALIDATION,
-              metrics=None if missing == "metrics" else {"auc": 0.9})
+    write_run(
+        tmp_path,
+        validation=None if missing == "validation" else PASSING_VALIDATION,
+        metrics=None if missing == "metrics" else {"auc": 0.9},
+    )
     results = verdicts(tmp_path, {"auc": 0.80})
     assert results["headline_metric"]["passed"] is False
     if missing == "validation":
@@ -80,13 +85,15 @@ def test_corrupt_report_fails_with_its_name(tmp_path):
     write_run(tmp_path, metrics={"auc": 0.9})
     (tmp_path / "reports/validation.json").write_text("{not json")
     result = verdicts(tmp_path, {"auc": 0.8})["data_validation"]
-    assert result["passed"] is False and "reports/validation.json: not valid JSON" in result["detail"]
+    assert result["passed"] is False
+    assert "reports/validation.json: not valid JSON" in result["detail"]
 
 
 def test_headline_metric_absent_or_nan_fails(tmp_path):
     write_run(tmp_path, metrics={"other": 0.9})
     result = verdicts(tmp_path, {"auc": 0.8})["headline_metric"]
-    assert result["passed"] is False and "has: other" in result["detail"]
+    assert result["passed"] is False
+    assert "has: other" in result["detail"]
     (tmp_path / "reports/metrics.json").write_text('{"auc": NaN}')
     assert verdicts(tmp_path, {"auc": 0.8})["headline_metric"]["passed"] is False
 
@@ -94,7 +101,8 @@ def test_headline_metric_absent_or_nan_fails(tmp_path):
 def test_missing_baseline_fails_unless_explicitly_allowed(tmp_path):
     write_run(tmp_path, metrics={"auc": 0.9})
     result = verdicts(tmp_path, None)["headline_metric"]
-    assert result["passed"] is False and "require_baseline" in result["detail"]
+    assert result["passed"] is False
+    assert "require_baseline" in result["detail"]
     lenient = {"gates": {**PARAMS["gates"], "require_baseline": False}}
     assert verdicts(tmp_path, None, lenient)["headline_metric"]["passed"] is True
 
@@ -105,8 +113,13 @@ def test_a_crashing_gate_is_a_failed_gate(tmp_path):
 
     ctx = gates.Context(params=PARAMS, root=tmp_path, baseline=None, baseline_source="main")
     [result] = gates.run_gates(ctx, [exploding_gate])
-    assert result == {"gate": "exploding", "passed": False, "value": None, "threshold": None,
-                      "detail": "gate crashed: KeyError: 'boom'"}
+    assert result == {
+        "gate": "exploding",
+        "passed": False,
+        "value": None,
+        "threshold": None,
+        "detail": "gate crashed: KeyError: 'boom'",
+    }
 
 
 def test_new_gates_plug_in_through_the_list(tmp_path, monkeypatch):
@@ -118,11 +131,14 @@ def test_new_gates_plug_in_through_the_list(tmp_path, monkeypatch):
     assert verdicts(tmp_path, {"auc": 0.9})["fairness"]["passed"] is False
 
 
-@pytest.mark.parametrize("bad, message", [
-    ({}, "missing section 'gates'"),
-    ({"gates": {"metric": {"name": "auc", "tolerance": -1}}}, "tolerance must be a number >= 0"),
-    ({"gates": {"metric": {"name": "auc", "direction": "up"}}}, "direction must be 'higher' or 'lower'"),
-])
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({}, "missing section 'gates'"),
+        ({"gates": {"metric": {"name": "auc", "tolerance": -1}}}, "tolerance must be a number >= 0"),
+        ({"gates": {"metric": {"name": "auc", "direction": "up"}}}, "direction must be 'higher' or 'lower'"),
+    ],
+)
 def test_bad_settings_are_named(bad, message):
     with pytest.raises(ValueError, match=message):
         gates.gate_settings(bad)
@@ -152,7 +168,8 @@ def test_cli_exit_status_output_and_gates_json(repo, capsys):
     assert "FAIL headline_metric: auc = 0.7500 < 0.7900" in captured.out
     assert "gates: FAILED (headline_metric)" in captured.err
     written = json.loads((repo / "reports/gates.json").read_text())
-    assert written["passed"] is False and written["baseline"] == "main"
+    assert written["passed"] is False
+    assert written["baseline"] == "main"
     assert [g["gate"] for g in written["gates"]] == ["data_validation", "headline_metric"]
 
     write_run(repo, metrics={"auc": 0.81})

@@ -10,21 +10,32 @@ import yaml
 
 from {{ cookiecutter.package }} import report
 
-PARAMS = {"use_case": "credit_scoring", "model": {"learning_rate": 0.1},
-          "gates": {"metric": {"name": "auc", "tolerance": 0.01}, "require_baseline": True}}
-GATES_PASSED = {"passed": True, "baseline": "origin/main", "gates": [
-    {"gate": "data_validation", "passed": True, "value": 0, "threshold": 0, "detail": "every expectation passed"},
-    {"gate": "headline_metric", "passed": True, "value": 0.81, "threshold": 0.79, "detail": "auc = 0.8100 >= 0.7900"},
-]}
+PARAMS = {
+    "use_case": "credit_scoring",
+    "model": {"learning_rate": 0.1},
+    "gates": {"metric": {"name": "auc", "tolerance": 0.01}, "require_baseline": True},
+}
+GATES_PASSED = {
+    "passed": True,
+    "baseline": "origin/main",
+    "gates": [
+        {"gate": "data_validation", "passed": True, "value": 0, "threshold": 0, "detail": "every expectation passed"},
+        {"gate": "headline_metric", "passed": True, "value": 0.81, "threshold": 0.79, "detail": "auc = 0.8100 >= 0.7900"},
+    ],
+}
 
 
 def inputs(**overrides) -> report.Inputs:
     values = dict(
-        params=PARAMS, baseline_rev="origin/main", validation={"success": True, "failures": []},
-        metrics={"auc": 0.81, "brier": 0.2}, gates=GATES_PASSED,
+        params=PARAMS,
+        baseline_rev="origin/main",
+        validation={"success": True, "failures": []},
+        metrics={"auc": 0.81, "brier": 0.2},
+        gates=GATES_PASSED,
         metrics_diff={"brier": {"old": 0.21, "new": 0.2, "diff": -0.01}, "auc": {"old": 0.8, "new": 0.81, "diff": 0.01}},
         params_diff={"model.learning_rate": {"old": 0.05, "new": 0.1}},
-        plots=["plots/roc.png"], run_url="https://ci.example/run/1",
+        plots=["plots/roc.png"],
+        run_url="https://ci.example/run/1",
     )
     values.update(overrides)
     return report.Inputs(**values)
@@ -42,9 +53,14 @@ def test_passing_run_has_verdict_metrics_diff_and_params_diff():
 
 
 def test_failed_gate_is_the_first_thing_said():
-    failed = {**GATES_PASSED, "passed": False, "gates": [
-        GATES_PASSED["gates"][0],
-        {"gate": "headline_metric", "passed": False, "value": 0.7, "threshold": 0.79, "detail": "auc = 0.7000 < 0.7900"}]}
+    failed = {
+        **GATES_PASSED,
+        "passed": False,
+        "gates": [
+            GATES_PASSED["gates"][0],
+            {"gate": "headline_metric", "passed": False, "value": 0.7, "threshold": 0.79, "detail": "auc = 0.7000 < 0.7900"},
+        ],
+    }
     md = report.render(inputs(gates=failed))
     assert md.splitlines()[2] == "❌ **Gate failed: headline_metric**; this change must not be merged as is."
     assert "| ❌ fail | `headline_metric` | 0.7000 | 0.7900 | auc = 0.7000 < 0.7900 |" in md
@@ -57,8 +73,10 @@ def test_missing_gates_file_reads_as_not_passed():
 
 
 def test_failed_validation_lists_failures_and_shows_no_metrics():
-    validation = {"success": False, "failures": [
-        {"column": "income", "expectation": "expect_column_values_to_be_between", "unexpected_count": 3}]}
+    validation = {
+        "success": False,
+        "failures": [{"column": "income", "expectation": "expect_column_values_to_be_between", "unexpected_count": 3}],
+    }
     md = report.render(inputs(validation=validation, metrics_diff=None))
     assert "❌ The data broke the contract" in md
     assert "| income | `expect_column_values_to_be_between` | 3 |" in md
@@ -67,8 +85,9 @@ def test_failed_validation_lists_failures_and_shows_no_metrics():
 
 
 def test_no_baseline_shows_current_metrics_and_the_reason():
-    md = report.render(inputs(metrics_diff=None, params_diff=None,
-                              diff_errors=["`dvc metrics diff origin/main` failed: unknown Git revision"]))
+    md = report.render(
+        inputs(metrics_diff=None, params_diff=None, diff_errors=["`dvc metrics diff origin/main` failed: unknown Git revision"])
+    )
     assert "No comparison with `origin/main` was available" in md
     assert "| auc | 0.8100 |" in md
     assert "- `dvc metrics diff origin/main` failed: unknown Git revision" in md
@@ -117,8 +136,15 @@ def test_cli_compares_with_a_git_revision_through_dvc(tmp_path):
     run(tmp_path, "git", "config", "user.name", "ci")
     run(tmp_path, sys.executable, "-m", "dvc", "init", "-q")
     run(tmp_path, sys.executable, "-m", "dvc", "config", "core.analytics", "false")
-    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"evaluate": {
-        "cmd": "true", "params": ["model"], "metrics": [{"reports/metrics.json": {"cache": False}}]}}}))
+    (tmp_path / "dvc.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "stages": {
+                    "evaluate": {"cmd": "true", "params": ["model"], "metrics": [{"reports/metrics.json": {"cache": False}}]}
+                }
+            }
+        )
+    )
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({**PARAMS, "model": {"learning_rate": 0.05}}))
     (tmp_path / "reports").mkdir()
     (tmp_path / "reports/metrics.json").write_text(json.dumps({"auc": 0.8}))

@@ -119,8 +119,11 @@ def data_validation_gate(ctx: Context) -> list[GateResult]:
     except ValueError as err:
         return [result(name, False, None, "success", str(err))]
     if summary is None:
-        return [result(name, False, None, "success",
-                       f"{VALIDATION_FILE} is missing: the validate stage did not run; run `make repro`")]
+        return [
+            result(
+                name, False, None, "success", f"{VALIDATION_FILE} is missing: the validate stage did not run; run `make repro`"
+            )
+        ]
     failures = summary.get("failures") or []
     if summary.get("success") is not True:
         shown = "; ".join(
@@ -128,8 +131,11 @@ def data_validation_gate(ctx: Context) -> list[GateResult]:
             for f in failures[:5]
         )
         more = f" and {len(failures) - 5} more" if len(failures) > 5 else ""
-        detail = f"{len(failures)} expectation(s) failed: {shown}{more}" if failures else \
-            f"{VALIDATION_FILE} reports success={summary.get('success')!r}"
+        detail = (
+            f"{len(failures)} expectation(s) failed: {shown}{more}"
+            if failures
+            else f"{VALIDATION_FILE} reports success={summary.get('success')!r}"
+        )
         return [result(name, False, len(failures), 0, detail + f"; see {VALIDATION_FILE}")]
     return [result(name, True, 0, 0, "every expectation passed")]
 
@@ -148,30 +154,38 @@ def headline_metric_gate(ctx: Context) -> list[GateResult]:
     if validation is None or validation.get("success") is not True:
         # reports/metrics.json is git-tracked: after a failed validation it is the
         # committed file from an earlier run, not a result of this one.
-        return [result(name, False, None, None,
-                       f"{metric}: not evaluated because data validation did not pass in this run")]
+        return [result(name, False, None, None, f"{metric}: not evaluated because data validation did not pass in this run")]
     if current is None:
         return [result(name, False, None, None, f"{metric}: {METRICS_FILE} is missing; run `make repro`")]
     value = current.get(metric)
     if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
         known = ", ".join(sorted(current)) or "none"
-        return [result(name, False, value, None,
-                       f"{metric}: {METRICS_FILE} has no finite value for it (has: {known})")]
+        return [result(name, False, value, None, f"{metric}: {METRICS_FILE} has no finite value for it (has: {known})")]
     base = (ctx.baseline or {}).get(metric)
     if not isinstance(base, int | float) or isinstance(base, bool) or not math.isfinite(base):
         where = f"{METRICS_FILE} on {ctx.baseline_source}"
         if settings["require_baseline"]:
-            return [result(name, False, value, None,
-                           f"{metric}: no baseline value in {where}; commit the champion's metrics "
-                           "there, or set gates.require_baseline: false in params.yaml for a first run")]
-        return [result(name, True, value, None,
-                       f"{metric}: no baseline in {where}; passed because gates.require_baseline is false")]
+            return [
+                result(
+                    name,
+                    False,
+                    value,
+                    None,
+                    f"{metric}: no baseline value in {where}; commit the champion's metrics "
+                    "there, or set gates.require_baseline: false in params.yaml for a first run",
+                )
+            ]
+        return [
+            result(name, True, value, None, f"{metric}: no baseline in {where}; passed because gates.require_baseline is false")
+        ]
     threshold = base - tolerance if higher else base + tolerance
     passed = value >= threshold if higher else value <= threshold
     relation = (">=" if passed else "<") if higher else ("<=" if passed else ">")
     sign = "-" if higher else "+"
-    detail = (f"{metric} = {value:.4f} {relation} {threshold:.4f} "
-              f"(baseline {base:.4f} on {ctx.baseline_source} {sign} tolerance {tolerance:g})")
+    detail = (
+        f"{metric} = {value:.4f} {relation} {threshold:.4f} "
+        f"(baseline {base:.4f} on {ctx.baseline_source} {sign} tolerance {tolerance:g})"
+    )
     return [result(name, passed, value, threshold, detail)]
 
 
@@ -185,8 +199,9 @@ def run_gates(ctx: Context, gates: list[Gate] | None = None) -> list[GateResult]
         try:
             results.extend(gate(ctx))
         except Exception as err:  # noqa: BLE001 - a crashing gate is a failed gate, named
-            results.append(result(gate.__name__.removesuffix("_gate"), False, None, None,
-                                  f"gate crashed: {type(err).__name__}: {err}"))
+            results.append(
+                result(gate.__name__.removesuffix("_gate"), False, None, None, f"gate crashed: {type(err).__name__}: {err}")
+            )
     return results
 
 
@@ -196,11 +211,14 @@ class BaselineError(RuntimeError):
 
 def baseline_from_rev(root: Path, rev: str) -> dict[str, Any] | None:
     """``reports/metrics.json`` as committed at git revision ``rev``; None if not there."""
-    check = subprocess.run(["git", "rev-parse", "--verify", "--quiet", rev + "^{commit}"], check=False,
-                           cwd=root, capture_output=True, text=True)
+    check = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", rev + "^{commit}"], check=False, cwd=root, capture_output=True, text=True
+    )
     if check.returncode != 0:
-        raise BaselineError(f"baseline revision {rev!r} not found in the git repository at {root}; "
-                            "fetch it (CI checks out with fetch-depth: 0) or pass another --baseline-rev")
+        raise BaselineError(
+            f"baseline revision {rev!r} not found in the git repository at {root}; "
+            "fetch it (CI checks out with fetch-depth: 0) or pass another --baseline-rev"
+        )
     show = subprocess.run(["git", "show", f"{rev}:{METRICS_FILE}"], check=False, cwd=root, capture_output=True, text=True)
     if show.returncode != 0:
         return None
@@ -220,8 +238,9 @@ def format_results(results: list[GateResult]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gates", description=__doc__.split("\n")[0])
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--baseline-rev", default="main",
-                        help="git revision whose committed reports/metrics.json is the champion (default: main)")
+    source.add_argument(
+        "--baseline-rev", default="main", help="git revision whose committed reports/metrics.json is the champion (default: main)"
+    )
     source.add_argument("--baseline", type=Path, help="a metrics JSON file to use as the champion instead")
     parser.add_argument("--root", type=Path, default=Path("."), help="the repository root (default: .)")
     parser.add_argument("--params", default="params.yaml", help="params file, relative to the root")

@@ -90,8 +90,10 @@ def header_section(inputs: Inputs) -> str:
     title = f"## {use_case.replace('_', ' ').capitalize()}: model report"
     gates = inputs.gates
     if gates is None:
-        verdict = ("❌ **Gates did not run**: the pipeline stopped before them; "
-                   "this change cannot be merged until they pass (see the job log).")
+        verdict = (
+            "❌ **Gates did not run**: the pipeline stopped before them; "
+            "this change cannot be merged until they pass (see the job log)."
+        )
     elif gates.get("passed") is True:
         verdict = f"✅ **All {len(gates.get('gates', []))} gates passed** against `{inputs.baseline_rev}`."
     else:
@@ -104,13 +106,20 @@ def gates_section(inputs: Inputs) -> str:
     if inputs.gates is None:
         return "### Gates\n\n`reports/gates.json` is missing: the gates did not run."
     rows = [
-        ["✅ pass" if g.get("passed") else "❌ fail", f"`{g.get('gate')}`", fmt(g.get("value")),
-         fmt(g.get("threshold")), fmt(g.get("detail"))]
+        [
+            "✅ pass" if g.get("passed") else "❌ fail",
+            f"`{g.get('gate')}`",
+            fmt(g.get("value")),
+            fmt(g.get("threshold")),
+            fmt(g.get("detail")),
+        ]
         for g in inputs.gates.get("gates", [])
     ]
     settings = (inputs.params.get("gates") or {}).get("metric") or {}
-    note = (f"Thresholds come from `params.yaml` (`gates`): headline metric `{settings.get('name')}`, "
-            f"tolerance {fmt_plain(settings.get('tolerance'))} against `{inputs.gates.get('baseline')}`.")
+    note = (
+        f"Thresholds come from `params.yaml` (`gates`): headline metric `{settings.get('name')}`, "
+        f"tolerance {fmt_plain(settings.get('tolerance'))} against `{inputs.gates.get('baseline')}`."
+    )
     return "### Gates\n\n" + table(["Result", "Gate", "Value", "Threshold", "Detail"], rows) + "\n\n" + note
 
 
@@ -125,8 +134,10 @@ def validation_section(inputs: Inputs) -> str:
         return f"### Data validation\n\n✅ The data met the contract{count}."
     rows = [[fmt(f.get("column")), f"`{f.get('expectation')}`", fmt(f.get("unexpected_count"))] for f in failures]
     body = table(["Column", "Expectation", "Unexpected rows"], rows) if rows else "No failure details recorded."
-    return ("### Data validation\n\n❌ The data broke the contract (`contract.yaml`); "
-            "nothing downstream was trained on it.\n\n" + body)
+    return (
+        "### Data validation\n\n❌ The data broke the contract (`contract.yaml`); "
+        "nothing downstream was trained on it.\n\n" + body
+    )
 
 
 def metrics_section(inputs: Inputs) -> str:
@@ -182,7 +193,13 @@ def notes_section(inputs: Inputs) -> str | None:
 
 
 SECTIONS: list[Callable[[Inputs], str | None]] = [
-    header_section, gates_section, validation_section, metrics_section, params_section, plots_section, notes_section,
+    header_section,
+    gates_section,
+    validation_section,
+    metrics_section,
+    params_section,
+    plots_section,
+    notes_section,
 ]
 
 
@@ -219,8 +236,11 @@ def load_inputs(root: Path, baseline_rev: str, images: str, run_url: str | None,
     ctx = gates_module.Context(params={}, root=root, baseline=None, baseline_source=baseline_rev)
     params = yaml.safe_load((root / "params.yaml").read_text()) or {}
     inputs = Inputs(params=params, baseline_rev=baseline_rev, images=images, run_url=run_url)
-    for attr, relative in (("validation", gates_module.VALIDATION_FILE), ("metrics", gates_module.METRICS_FILE),
-                           ("gates", gates_module.GATES_FILE)):
+    for attr, relative in (
+        ("validation", gates_module.VALIDATION_FILE),
+        ("metrics", gates_module.METRICS_FILE),
+        ("gates", gates_module.GATES_FILE),
+    ):
         try:
             setattr(inputs, attr, ctx.read_json(relative))
         except ValueError as err:
@@ -246,8 +266,12 @@ def load_inputs(root: Path, baseline_rev: str, images: str, run_url: str | None,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="report", description=__doc__.split("\n")[0])
     parser.add_argument("--baseline-rev", default="main", help="git revision to compare with (default: main)")
-    parser.add_argument("--images", choices=["link", "embed"], default="link",
-                        help="link plots to the run's artifacts (default) or embed them for cml to publish")
+    parser.add_argument(
+        "--images",
+        choices=["link", "embed"],
+        default="link",
+        help="link plots to the run's artifacts (default) or embed them for cml to publish",
+    )
     parser.add_argument("--run-url", default=None, help="URL of the CI run, linked from the report")
     parser.add_argument("--root", type=Path, default=Path("."), help="the repository root (default: .)")
     parser.add_argument("--output", type=Path, default=None, help=f"where to write (default: {REPORT_FILE})")
