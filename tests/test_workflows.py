@@ -288,7 +288,7 @@ def pull_request_event(repo: Path, branch: str, number: int, fork: bool = False)
     }
 
 
-def run_act(repo: Path, work: Path, event: dict, job: str | None = None) -> ActRun:
+def run_act(repo: Path, work: Path, event: dict, job: str | None = None, secrets: dict[str, str] | None = None) -> ActRun:
     """Run the pull_request event of ci.yml on the checked-out branch of ``repo``."""
     work.mkdir(parents=True, exist_ok=True)
     event_path = work / "event.json"
@@ -310,6 +310,7 @@ def run_act(repo: Path, work: Path, event: dict, job: str | None = None) -> ActR
             "--json", "--no-cache-server",
             "--action-cache-path", str(work / "act-cache"),
             "--secret", "GITHUB_TOKEN=token-for-act",
+            *[arg for name, value in (secrets or {}).items() for arg in ("--secret", f"{name}={value}")],
             "--env", f"ACT_ARTIFACTS_DIR={artifacts}",
             "--env", f"CML_STANDIN_LOG={comments}",
             "--env", f"npm_config_registry={registry}",
@@ -413,20 +414,66 @@ def test_act_pull_request_passes_and_comments(champion, tmp_path):
     assert call["token_present"] and call["event"] == "pull_request"
 
 
-def test_act_pull_request_that_degrades_the_model_fails_at_the_metric_gate(champion, tmp_path):
-    repo = champion
-    # One shallow tree instead of a boosted ensemble: a much weaker model, still a valid run.
+def degrade_the_model(repo: Path) -> str:
+    """A pull request that makes the model much weaker; the pipeline itself still succeeds."""
+    # One stump instead of a boosted ensemble.
     open_pull_request(repo, "weaker-model", {"model.max_iter": 1, "model.max_leaf_nodes": 2})
-    result = run_act(repo, tmp_path, pull_request_event(repo, "weaker-model", 8), job="comment")
+    return "weaker-model"
+
+
+def break_the_data(repo: Path) -> tuple[str, str]:
+    """A pull request that brings its own extract in which one feature breaks the contract."""
+    contract = yaml.safe_load((repo / "contract.yaml").read_text())
+    column = next(c for c in contract["columns"] if c["role"] == "feature" and isinstance(c.get("min"), int | float))
+    git(repo, "checkout", "-q", "-B", "broken-data", "main")
+    source = yaml.safe_load((repo / "params.yaml").read_text())["data"]["path"]
+    target = "data/external/new_extract.parquet"
+    script = (
+        "import pandas as pd\n"
+        f"df = pd.read_parquet({source!r})\n"
+        f"df.loc[df.index[:25], {column['name']!r}] = {column['min']} - 1\n"
+        f"df.to_parquet({target!r}, index=False)\n"
+    )
+    proc = run(["uv", "run", "--locked", "python", "-c", script], repo, env=tool_env())
+    assert proc.returncode == 0, f"could not write the broken extract:\n{proc.stderr}"
+    set_param(repo, "data.path", target)
+    git(repo, "add", target, "params.yaml")
+    git(repo, "commit", "-q", "-m", f"Use a new extract ({column['name']} below its contract minimum in 25 rows)")
+    return "broken-data", column["name"]
+
+
+def test_act_pull_request_failing_a_gate_is_blocked_and_says_why(champion, tmp_path):
+    """Credit: a weaker model fails the metric gate. Fraud: broken data fails validation.
+
+    One failing scenario per use case keeps the suite's act time down; together they
+    cover both gates. Only the pipeline and comment jobs run (`--job comment`).
+    """
+    repo = champion
+    use_case = yaml.safe_load((repo / "params.yaml").read_text())["use_case"]
+    metric = headline(repo)
+    if use_case == "credit_scoring":
+        branch = degrade_the_model(repo)
+    else:
+        branch, column = break_the_data(repo)
+    # A repository with real data has this secret; without it prepare refuses the extract.
+    secrets = {"PII_HMAC_KEY": "k" * 40}
+    result = run_act(repo, tmp_path, pull_request_event(repo, branch, 8), job="comment", secrets=secrets)
 
     assert result.returncode != 0, result.describe()
     assert result.jobs == {"pipeline": "failure", "comment": "success"}, result.describe()
-    assert result.steps[("pipeline", "Run the pipeline (dvc repro)")] == "success"
-    assert result.steps[("pipeline", "Gates")] == "failure"
-    assert result.steps[("pipeline", "Report")] == "success"
+    assert result.steps[("pipeline", "Gates")] == "failure", result.describe()
+    assert result.steps[("pipeline", "Report")] == "success", result.describe()
     output = result.output("pipeline")
-    metric = headline(repo)
-    assert re.search(rf"FAIL headline_metric: {metric} = \d\.\d{{4}} < \d\.\d{{4}} \(baseline", output), output[-3000:]
-    assert "PASS data_validation" in output
     [call] = result.comments
-    assert "❌ **Gate failed: headline_metric**" in call["body"]
+    if use_case == "credit_scoring":
+        assert result.steps[("pipeline", "Run the pipeline (dvc repro)")] == "success"
+        assert "PASS data_validation" in output
+        assert re.search(rf"FAIL headline_metric: {metric} = \d\.\d{{4}} < \d\.\d{{4}} \(baseline", output), output[-3000:]
+        assert "❌ **Gate failed: headline_metric**" in call["body"]
+    else:
+        # validate stops the pipeline; the gates still run and name the reason
+        assert result.steps[("pipeline", "Run the pipeline (dvc repro)")] == "failure"
+        assert re.search(rf"FAIL data_validation: \d+ expectation\(s\) failed: column '{column}'", output), output[-3000:]
+        assert f"FAIL headline_metric: {metric}: not evaluated because data validation did not pass" in output
+        assert "❌ **Gate failed: data_validation, headline_metric**" in call["body"]
+        assert f"| {column} |" in call["body"]

@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,14 +22,16 @@ def write_run(root: Path, validation=PASSING_VALIDATION, metrics=None) -> None:
         (root / "reports/metrics.json").write_text(json.dumps(metrics))
 
 
-def verdicts(root: Path, baseline, params=PARAMS) -> dict[str, gates.GateResult]:
-    ctx = gates.Context(params=params, root=root, baseline=baseline, baseline_source="main")
+def verdicts(root: Path, baseline, params=PARAMS, stale=()) -> dict[str, gates.GateResult]:
+    ctx = gates.Context(params=params, root=root, baseline=baseline, baseline_source="main", stale_stages=stale)
     return {r["gate"]: r for r in gates.run_gates(ctx)}
 
 
 def test_all_pass_within_tolerance(tmp_path):
     write_run(tmp_path, metrics={"auc": 0.795})
     results = verdicts(tmp_path, {"auc": 0.80})
+    assert list(results) == ["pipeline", "data_validation", "headline_metric"]
+    assert results["pipeline"]["passed"] is True
     assert results["data_validation"]["passed"] is True
     metric = results["headline_metric"]
     assert metric["passed"] is True
@@ -154,6 +157,7 @@ def repo(tmp_path):
     git(tmp_path, "init", "-q", "-b", "main")
     git(tmp_path, "config", "user.email", "ci@example.com")
     git(tmp_path, "config", "user.name", "ci")
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(PARAMS))
     write_run(tmp_path, metrics={"auc": 0.80})
     git(tmp_path, "add", "-A")
@@ -170,11 +174,22 @@ def test_cli_exit_status_output_and_gates_json(repo, capsys):
     written = json.loads((repo / "reports/gates.json").read_text())
     assert written["passed"] is False
     assert written["baseline"] == "main"
-    assert [g["gate"] for g in written["gates"]] == ["data_validation", "headline_metric"]
+    assert written["stale_stages"] == []
+    assert [g["gate"] for g in written["gates"]] == ["pipeline", "data_validation", "headline_metric"]
 
     write_run(repo, metrics={"auc": 0.81})
     assert gates.main(["--root", str(repo), "--baseline-rev", "main"]) == 0
     assert json.loads((repo / "reports/gates.json").read_text())["passed"] is True
+
+
+def test_cli_fails_when_a_stage_was_not_reproduced(repo, capsys):
+    stage = {"stages": {"evaluate": {"cmd": "true", "metrics": [{"reports/metrics.json": {"cache": False}}]}}}
+    (repo / "dvc.yaml").write_text(yaml.safe_dump(stage))
+    write_run(repo, metrics={"auc": 0.95})
+    assert gates.main(["--root", str(repo), "--baseline-rev", "main"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL pipeline: the pipeline did not finish in this run (stages not reproduced: evaluate)" in out
+    assert json.loads((repo / "reports/gates.json").read_text())["stale_stages"] == ["evaluate"]
 
 
 def test_cli_unknown_baseline_revision_is_an_error(repo, capsys):

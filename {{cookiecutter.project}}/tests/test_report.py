@@ -84,6 +84,13 @@ def test_failed_validation_lists_failures_and_shows_no_metrics():
     assert "0.8100" not in md.split("### Metrics")[1].split("###")[0]
 
 
+def test_reports_of_an_unfinished_pipeline_are_not_presented_as_this_runs():
+    md = report.render(inputs(stale_stages=("prepare", "validate"), metrics_diff=None, gates=None))
+    assert "❌ Not known: the pipeline did not finish in this run (stages not reproduced: prepare, validate)" in md
+    assert "Not computed: the pipeline did not finish in this run" in md
+    assert "0.8100" not in md
+
+
 def test_no_baseline_shows_current_metrics_and_the_reason():
     md = report.render(
         inputs(metrics_diff=None, params_diff=None, diff_errors=["`dvc metrics diff origin/main` failed: unknown Git revision"])
@@ -148,6 +155,7 @@ def test_cli_compares_with_a_git_revision_through_dvc(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({**PARAMS, "model": {"learning_rate": 0.05}}))
     (tmp_path / "reports").mkdir()
     (tmp_path / "reports/metrics.json").write_text(json.dumps({"auc": 0.8}))
+    run(tmp_path, sys.executable, "-m", "dvc", "commit", "-q", "--force")  # records dvc.lock, as a repro would
     run(tmp_path, "git", "add", "-A")
     run(tmp_path, "git", "commit", "-qm", "baseline")
 
@@ -155,6 +163,7 @@ def test_cli_compares_with_a_git_revision_through_dvc(tmp_path):
     (tmp_path / "reports/metrics.json").write_text(json.dumps({"auc": 0.82}))
     (tmp_path / "reports/validation.json").write_text(json.dumps({"success": True, "failures": []}))
     (tmp_path / "reports/gates.json").write_text(json.dumps(GATES_PASSED))
+    run(tmp_path, sys.executable, "-m", "dvc", "commit", "-q", "--force")
 
     assert report.main(["--root", str(tmp_path), "--baseline-rev", "main"]) == 0
     md = (tmp_path / "reports/report.md").read_text()

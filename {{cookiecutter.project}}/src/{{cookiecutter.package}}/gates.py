@@ -10,7 +10,9 @@ so a new gate plugs in by appending a function to ``GATES``; nothing else change
 results go to ``reports/gates.json`` (read by ``report.py``) and the exit status is 1 when
 any result failed, so CI blocks the pull request.
 
-Gates fail closed: a missing or unreadable input is a failed gate, never a pass. The
+Gates fail closed: a missing or unreadable input is a failed gate, never a pass, and so is
+a report that is not this run's (``dvc status`` shows a stage not reproduced: after a failed
+``dvc repro`` the git-tracked reports still hold the last committed results). The
 champion's metrics are ``reports/metrics.json`` as committed on the baseline revision (a
 git-tracked DVC metric), so merging a pull request with its ``dvc.lock`` and metrics is
 what records the new baseline. When the baseline revision has no metrics file, the
@@ -57,6 +59,10 @@ class Context:
     root: Path
     baseline: dict[str, Any] | None
     baseline_source: str
+    # Stages whose outputs are not the result of the current code, data and params
+    # (`dvc status`). reports/*.json are git-tracked, so after a failed `dvc repro` they
+    # still hold an earlier run's results: nothing may be judged from them then.
+    stale_stages: tuple[str, ...] = ()
 
     def path(self, relative: str) -> Path:
         return self.root / relative
@@ -111,6 +117,19 @@ def gate_settings(params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def not_this_run(ctx: Context) -> str:
+    return f"the pipeline did not finish in this run (stages not reproduced: {', '.join(ctx.stale_stages)})"
+
+
+def pipeline_gate(ctx: Context) -> list[GateResult]:
+    """Every stage is reproduced: the reports are this code's, data's and params' results."""
+    if ctx.stale_stages:
+        return [
+            result("pipeline", False, len(ctx.stale_stages), 0, f"{not_this_run(ctx)}; see the `make repro` log, then rerun it")
+        ]
+    return [result("pipeline", True, 0, 0, "every stage is up to date (dvc status)")]
+
+
 def data_validation_gate(ctx: Context) -> list[GateResult]:
     """The data passed every expectation of the contract's suite."""
     name = "data_validation"
@@ -137,6 +156,9 @@ def data_validation_gate(ctx: Context) -> list[GateResult]:
             else f"{VALIDATION_FILE} reports success={summary.get('success')!r}"
         )
         return [result(name, False, len(failures), 0, detail + f"; see {VALIDATION_FILE}")]
+    if ctx.stale_stages:
+        # a failure report is always worth showing; a success may be an earlier run's
+        return [result(name, False, None, 0, f"not evaluated: {not_this_run(ctx)}")]
     return [result(name, True, 0, 0, "every expectation passed")]
 
 
@@ -155,6 +177,8 @@ def headline_metric_gate(ctx: Context) -> list[GateResult]:
         # reports/metrics.json is git-tracked: after a failed validation it is the
         # committed file from an earlier run, not a result of this one.
         return [result(name, False, None, None, f"{metric}: not evaluated because data validation did not pass in this run")]
+    if ctx.stale_stages:
+        return [result(name, False, None, None, f"{metric}: not evaluated: {not_this_run(ctx)}")]
     if current is None:
         return [result(name, False, None, None, f"{metric}: {METRICS_FILE} is missing; run `make repro`")]
     value = current.get(metric)
@@ -190,7 +214,7 @@ def headline_metric_gate(ctx: Context) -> list[GateResult]:
 
 
 # Order matters only for reading: every gate runs, so the report shows all verdicts.
-GATES: list[Gate] = [data_validation_gate, headline_metric_gate]
+GATES: list[Gate] = [pipeline_gate, data_validation_gate, headline_metric_gate]
 
 
 def run_gates(ctx: Context, gates: list[Gate] | None = None) -> list[GateResult]:
@@ -228,6 +252,17 @@ def baseline_from_rev(root: Path, rev: str) -> dict[str, Any] | None:
     return data
 
 
+def stale_stages(root: Path) -> tuple[str, ...]:
+    """Stages `dvc status` reports as changed; a failing `dvc status` is itself reported as one."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", "status", "--json"], check=False, cwd=root, capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        return (f"`dvc status` failed: {lines[-1] if lines else proc.returncode}",)
+    return tuple(sorted(json.loads(proc.stdout or "{}")))
+
+
 def format_results(results: list[GateResult]) -> str:
     lines = []
     for r in results:
@@ -260,12 +295,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gates: {err}", file=sys.stderr)
         return 2
 
-    ctx = Context(params=params, root=root, baseline=baseline, baseline_source=source_name)
+    stale = stale_stages(root)
+    ctx = Context(params=params, root=root, baseline=baseline, baseline_source=source_name, stale_stages=stale)
     results = run_gates(ctx)
     passed = bool(results) and all(r["passed"] for r in results)
     out = root / GATES_FILE
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"passed": passed, "baseline": source_name, "gates": results}, indent=2) + "\n")
+    verdict = {"passed": passed, "baseline": source_name, "stale_stages": list(stale), "gates": results}
+    out.write_text(json.dumps(verdict, indent=2) + "\n")
     print(format_results(results))
     if not passed:
         if os.environ.get("GITHUB_ACTIONS") == "true":

@@ -50,6 +50,7 @@ class Inputs:
     plots: list[str] = field(default_factory=list)  # paths relative to reports/
     images: str = "link"
     run_url: str | None = None
+    stale_stages: tuple[str, ...] = ()  # from `dvc status`: the reports of these are not this run's
 
     @property
     def headline(self) -> str | None:
@@ -128,6 +129,11 @@ def validation_section(inputs: Inputs) -> str:
     if v is None:
         return "### Data validation\n\n❌ `reports/validation.json` is missing: the validate stage did not run."
     failures = v.get("failures") or []
+    if v.get("success") is True and inputs.stale_stages:
+        return (
+            "### Data validation\n\n❌ Not known: the pipeline did not finish in this run "
+            f"(stages not reproduced: {', '.join(inputs.stale_stages)}), so `reports/validation.json` is an earlier run's."
+        )
     if v.get("success") is True:
         checked = v.get("evaluated_expectations") or v.get("statistics", {}).get("evaluated_expectations")
         count = f" ({checked} expectations)" if checked else ""
@@ -150,8 +156,14 @@ def metrics_section(inputs: Inputs) -> str:
             label = f"**{name}** (headline)" if name == inputs.headline else name
             rows.append([label, fmt(d.get("old")), fmt(d.get("new")), fmt_change(d.get("diff"))])
         out.append(table(["Metric", f"`{base}`", "this run", "Change"], rows))
-    elif inputs.validation is None or inputs.validation.get("success") is not True:
+    elif inputs.validation is not None and inputs.validation.get("success") is False:
         out.append("Not computed: the data failed validation, so no model was trained in this run.")
+    elif inputs.stale_stages:
+        out.append(
+            f"Not computed: the pipeline did not finish in this run (stages not reproduced: {', '.join(inputs.stale_stages)})."
+        )
+    elif inputs.validation is None:
+        out.append("Not computed: `reports/validation.json` is missing, so the data was not checked.")
     elif inputs.metrics:
         rows = [[name, fmt(value)] for name, value in sorted(inputs.metrics.items())]
         out.append(f"No comparison with `{base}` was available; this run's metrics:")
@@ -249,9 +261,10 @@ def load_inputs(root: Path, baseline_rev: str, images: str, run_url: str | None,
     if plots.is_dir():
         inputs.plots = sorted(str(p.relative_to(root / "reports")) for p in plots.rglob("*.png"))
     if compare:
+        inputs.stale_stages = gates_module.stale_stages(root)
         # Metrics are compared only when this run produced them; otherwise the diff
         # would show the committed (stale) file as if it were this run's result.
-        if inputs.validation is not None and inputs.validation.get("success") is True:
+        if not inputs.stale_stages and inputs.validation is not None and inputs.validation.get("success") is True:
             try:
                 inputs.metrics_diff = dvc_diff(root, "metrics", baseline_rev, show_all=True)
             except RuntimeError as err:
