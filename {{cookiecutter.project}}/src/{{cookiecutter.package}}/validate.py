@@ -1,0 +1,182 @@
+"""Stage ``validate``: run the Great Expectations suite derived from the contract.
+
+Fails closed: any failed expectation (or one that could not be evaluated) makes the stage
+exit non-zero, so `dvc repro` stops and nothing downstream runs on bad data. The stage
+always writes ``reports/validation.json`` and GX Data Docs (HTML) a person can open.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import config
+from .contract import Contract, ContractError, load_contract
+
+NUMERIC_TYPES = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+                 "Int8", "Int16", "Int32", "Int64", "float32", "float64", "Float32", "Float64"]
+DATETIME_TYPES = ["datetime64[ns]", "datetime64[us]", "datetime64[ms]", "datetime64[s]"]
+
+
+def build_suite(contract: Contract, params: dict[str, Any], columns: list[str] | None = None):
+    """The expectation suite for ``contract``; ``columns`` limits it to those present in a file."""
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    min_rows = config.param(params, "validate.min_rows", int)
+    max_null = config.param(params, "validate.max_null_fraction", (int, float))
+    rate_lo, rate_hi = config.param(params, "validate.target_rate", list)
+    suite = gx.ExpectationSuite(name=f"{contract.name}_v{contract.version}")
+    add = suite.add_expectation
+    add(gxe.ExpectTableRowCountToBeBetween(min_value=min_rows))
+    for col in contract.columns:
+        if columns is not None and col.name not in columns:
+            continue
+        name = col.name
+        add(gxe.ExpectColumnToExist(column=name))
+        numeric_cats = bool(col.categories) and all(isinstance(c, (int, float)) for c in col.categories)
+        if col.is_numeric or numeric_cats:
+            add(gxe.ExpectColumnValuesToBeInTypeList(column=name, type_list=NUMERIC_TYPES))
+        elif col.dtype == "datetime":
+            add(gxe.ExpectColumnValuesToBeInTypeList(column=name, type_list=DATETIME_TYPES))
+        else:
+            add(gxe.ExpectColumnValuesToBeOfType(column=name, type_="str"))
+        if col.nullable:
+            add(gxe.ExpectColumnValuesToNotBeNull(column=name, mostly=round(1.0 - max_null, 6)))
+        else:
+            add(gxe.ExpectColumnValuesToNotBeNull(column=name))
+        if col.min is not None or col.max is not None:
+            add(gxe.ExpectColumnValuesToBeBetween(column=name, min_value=col.min, max_value=col.max))
+        if col.categories:
+            add(gxe.ExpectColumnValuesToBeInSet(column=name, value_set=list(col.categories)))
+        if col.unique:
+            add(gxe.ExpectColumnValuesToBeUnique(column=name))
+        if col.role == "target":
+            # Rate of the positive class: a guard against broken or leaked labels.
+            add(gxe.ExpectColumnMeanToBeBetween(column=name, min_value=rate_lo, max_value=rate_hi))
+    return suite
+
+
+def _normalise(df: pd.DataFrame) -> pd.DataFrame:
+    """Object columns holding only text become pandas' string dtype, so type checks are exact."""
+    out = df.copy()
+    for name in out.columns:
+        s = out[name]
+        if s.dtype == object and s.map(lambda v: v is None or isinstance(v, str) or v != v).all():
+            out[name] = s.astype("str")
+    return out
+
+
+def _describe(result) -> dict[str, Any]:
+    cfg = result.expectation_config
+    kwargs = {k: v for k, v in cfg.kwargs.items() if k not in ("batch_id", "column")}
+    res = result.result or {}
+    exc = result.exception_info or {}
+    raised = exc.get("raised_exception") if "raised_exception" in exc else any(
+        isinstance(v, dict) and v.get("raised_exception") for v in exc.values())
+    message = exc.get("exception_message") or next(
+        (v.get("exception_message") for v in exc.values() if isinstance(v, dict) and v.get("exception_message")), None)
+    examples = [None if v != v else v for v in (res.get("partial_unexpected_list") or [])[:5]]
+    return {
+        "column": cfg.kwargs.get("column", "<table>"),
+        "expectation": cfg.type,
+        "kwargs": {k: (list(v) if isinstance(v, (list, tuple, set)) else v) for k, v in kwargs.items()},
+        "unexpected_count": res.get("unexpected_count"),
+        "element_count": res.get("element_count"),
+        "observed_value": res.get("observed_value"),
+        "examples": examples,
+        "error": message if raised else None,
+    }
+
+
+def run_validation(df: pd.DataFrame, contract: Contract, params: dict[str, Any], docs_dir: Path | None = None) -> dict[str, Any]:
+    """Validate ``df`` and return a summary: success flag and one entry per failed expectation."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    if docs_dir is not None:
+        context.add_data_docs_site(
+            site_name="reports",
+            site_config={
+                "class_name": "SiteBuilder",
+                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(Path(docs_dir).resolve())},
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            },
+        )
+    batch = context.data_sources.add_pandas("prepared").add_dataframe_asset("dataset").add_batch_definition_whole_dataframe("all")
+    suite = context.suites.add(build_suite(contract, params))
+    definition = context.validation_definitions.add(gx.ValidationDefinition(name="contract", data=batch, suite=suite))
+    actions = [gx.checkpoint.UpdateDataDocsAction(name="data_docs")] if docs_dir is not None else []
+    checkpoint = context.checkpoints.add(gx.Checkpoint(name="validate", validation_definitions=[definition], actions=actions,
+                                                       result_format={"result_format": "SUMMARY"}))
+    outcome = checkpoint.run(batch_parameters={"dataframe": _normalise(df)})
+    results = [r for run in outcome.run_results.values() for r in run.results]
+    failures = [_describe(r) for r in results if not r.success]
+    return {
+        "success": bool(outcome.success) and not failures,
+        "contract": f"{contract.name} v{contract.version}",
+        "rows": int(len(df)),
+        "expectations": len(results),
+        "failed": len(failures),
+        "failures": failures,
+    }
+
+
+def format_report(summary: dict[str, Any]) -> str:
+    head = "PASSED" if summary["success"] else "FAILED"
+    lines = [f"Data validation {head}: {summary['rows']} rows, {summary['expectations']} expectations, "
+             f"{summary['failed']} failed (contract {summary['contract']})"]
+    for f in summary["failures"]:
+        if f["error"]:
+            what = f"could not be evaluated: {f['error']}"
+        elif f["unexpected_count"] is not None:
+            what = f"{f['unexpected_count']} of {f['element_count']} rows unexpected"
+            if f["examples"]:
+                what += f" (e.g. {', '.join(map(repr, f['examples'][:3]))})"
+        else:
+            what = f"observed {f['observed_value']!r}"
+        args = ", ".join(f"{k}={v!r}" for k, v in f["kwargs"].items() if k not in ("result_format",))
+        lines.append(f"  - column {f['column']!r}: {f['expectation']}({args}) {what}")
+    return "\n".join(lines)
+
+
+def load_prepared() -> pd.DataFrame:
+    frames = [pd.read_parquet(config.TRAIN), pd.read_parquet(config.TEST)]
+    df = pd.concat(frames, ignore_index=True)
+    protected = pd.read_parquet(config.PROTECTED)
+    if len(protected.columns):
+        id_col = protected.columns[0]
+        df = df.merge(protected, on=id_col, how="left", validate="one_to_one") if df[id_col].is_unique else df
+    return df
+
+
+def main() -> int:
+    log = config.setup_logging()
+    try:
+        params = config.load_params()
+        contract = load_contract(config.param(params, "data.contract", str))
+        df = load_prepared()
+        if config.DATA_DOCS.exists():
+            shutil.rmtree(config.DATA_DOCS)
+        summary = run_validation(df, contract, params, docs_dir=config.DATA_DOCS)
+    except (ContractError, config.ParamsError) as exc:
+        log.error("%s", exc)
+        return 1
+    config.write_json(config.VALIDATION, summary)
+    report = format_report(summary)
+    print(report)
+    print(f"Data Docs: {config.DATA_DOCS / 'index.html'}")
+    if not summary["success"]:
+        log.error("validation failed: the pipeline stops here; see %s", config.VALIDATION)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

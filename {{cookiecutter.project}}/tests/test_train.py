@@ -1,0 +1,34 @@
+"""train: fails closed without passed validation; picks the cost-minimising threshold."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from {{ cookiecutter.package }} import metrics, train
+
+
+def test_training_refuses_without_a_passed_validation(tmp_path):
+    path = tmp_path / "validation.json"
+    with pytest.raises(train.ValidationNotPassedError, match="not found"):
+        train.require_validation(path)
+    path.write_text(json.dumps({"success": False}))
+    with pytest.raises(train.ValidationNotPassedError, match="did not pass"):
+        train.require_validation(path)
+    path.write_text(json.dumps({"success": "yes"}))
+    with pytest.raises(train.ValidationNotPassedError):
+        train.require_validation(path)
+    path.write_text(json.dumps({"success": True}))
+    train.require_validation(path)
+
+
+def test_tuned_threshold_minimises_expected_cost():
+    rng = np.random.default_rng(0)
+    y = (rng.random(2000) < 0.05).astype(int)
+    score = np.clip(0.3 * y + rng.random(2000) * 0.7, 0, 1)
+    t = train.tune_threshold(y, score, cost_fn=100.0, cost_fp=5.0)
+    best = metrics.expected_cost(y, score >= t, 100.0, 5.0)
+    for other in np.linspace(0, 1, 101):
+        assert best <= metrics.expected_cost(y, score >= other, 100.0, 5.0) + 1e-12
