@@ -12,7 +12,6 @@ of `ci.yml` with act in host mode. Remote actions are mapped to the stand-ins in
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import bake, copy_project, env
 
 ROOT = Path(__file__).resolve().parent.parent
 STANDINS = ROOT / "tests" / "act"
@@ -68,8 +68,8 @@ def tool(name: str) -> str:
     return found
 
 
-def run(cmd: list[str], cwd: Path, timeout: int = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+def run(cmd: list[str], cwd: Path, timeout: int = 600, **extra_env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env(**extra_env))
 
 
 def check(cmd: list[str], cwd: Path, timeout: int = 600) -> str:
@@ -251,15 +251,8 @@ def git(repo: Path, *args: str) -> str:
 
 
 def make(repo: Path, *targets: str, timeout: int = 1200) -> None:
-    proc = run(["make", *targets], repo, timeout=timeout, env=tool_env())
+    proc = run(["make", *targets], repo, timeout=timeout)
     assert proc.returncode == 0, f"make {' '.join(targets)} failed in {repo}:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-
-
-def tool_env() -> dict[str, str]:
-    """The environment for make and act: this Python's tools (uv among them) first on PATH."""
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return env
 
 
 def pinned_actions(repo: Path) -> dict[str, str]:
@@ -319,7 +312,7 @@ def run_act(repo: Path, work: Path, event: dict, job: str | None = None, secrets
             *(["--job", job] if job else []),
         ]
         started = time.monotonic()
-        proc = run(cmd, repo, timeout=2400, env=tool_env())
+        proc = run(cmd, repo, timeout=2400)
         seconds = time.monotonic() - started
     log_path.write_text(proc.stdout + proc.stderr)
     events = []
@@ -341,11 +334,11 @@ def run_act(repo: Path, work: Path, event: dict, job: str | None = None, secrets
 
 
 @pytest.fixture(scope="module", params=["credit_scoring", "fraud_detection"])
-def champion(request, tmp_path_factory) -> Path:
+def champion(request, tmp_path_factory, pipeline_repo) -> Path:
     """A baked repository whose main branch carries a reproduced pipeline and its metrics."""
     use_case = request.param
-    repo = bake(tmp_path_factory.mktemp(f"act-{use_case}"), use_case=use_case, github_owner=OWNER)
-    make(repo, "setup", "repro")
+    repo = copy_project(pipeline_repo(use_case), tmp_path_factory.mktemp(f"act-{use_case}") / pipeline_repo(use_case).name)
+    make(repo, "setup")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "--allow-empty", "-m", "Champion: pipeline reproduced on main")
     assert (repo / "reports/metrics.json").exists(), "make repro wrote no reports/metrics.json"
@@ -386,6 +379,7 @@ def open_pull_request(repo: Path, branch: str, changes: dict) -> None:
     git(repo, "commit", "-q", "-am", f"Change {', '.join(changes)}")
 
 
+@pytest.mark.e2e
 def test_act_pull_request_passes_and_comments(champion, tmp_path):
     repo = champion
     open_pull_request(repo, "tune-learning-rate", {"model.learning_rate": 0.06})
@@ -434,7 +428,7 @@ def break_the_data(repo: Path) -> tuple[str, str]:
         f"df.loc[df.index[:25], {column['name']!r}] = {column['min']} - 1\n"
         f"df.to_parquet({target!r}, index=False)\n"
     )
-    proc = run(["uv", "run", "--locked", "python", "-c", script], repo, env=tool_env())
+    proc = run(["uv", "run", "--locked", "python", "-c", script], repo)
     assert proc.returncode == 0, f"could not write the broken extract:\n{proc.stderr}"
     set_param(repo, "data.path", target)
     git(repo, "add", target, "params.yaml")
@@ -442,6 +436,7 @@ def break_the_data(repo: Path) -> tuple[str, str]:
     return "broken-data", column["name"]
 
 
+@pytest.mark.e2e
 def test_act_pull_request_failing_a_gate_is_blocked_and_says_why(champion, tmp_path):
     """Credit: a weaker model fails the metric gate. Fraud: broken data fails validation.
 
