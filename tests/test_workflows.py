@@ -470,5 +470,5 @@ def test_act_pull_request_failing_a_gate_is_blocked_and_says_why(champion, tmp_p
         assert result.steps[("pipeline", "Run the pipeline (dvc repro)")] == "failure"
         assert re.search(rf"FAIL data_validation: \d+ expectation\(s\) failed: column '{column}'", output), output[-3000:]
         assert f"FAIL headline_metric: {metric}: not evaluated because data validation did not pass" in output
-        assert "❌ **Gate failed: data_validation, headline_metric**" in call["body"]
+        assert "❌ **Gate failed: pipeline, data_validation, headline_metric**" in call["body"]
         assert f"| {column} |" in call["body"]

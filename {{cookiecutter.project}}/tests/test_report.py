@@ -88,6 +88,8 @@ def test_reports_of_an_unfinished_pipeline_are_not_presented_as_this_runs():
     md = report.render(inputs(stale_stages=("prepare", "validate"), metrics_diff=None, gates=None))
     assert "❌ Not known: the pipeline did not finish in this run (stages not reproduced: prepare, validate)" in md
     assert "Not computed: the pipeline did not finish in this run" in md
+    assert "Not produced in this run" in md
+    assert "plots/roc.png" not in md
     assert "0.8100" not in md
 
 

@@ -260,7 +260,7 @@ def stale_stages(root: Path) -> tuple[str, ...]:
     if proc.returncode != 0:
         lines = (proc.stderr or proc.stdout).strip().splitlines()
         return (f"`dvc status` failed: {lines[-1] if lines else proc.returncode}",)
-    return tuple(sorted(json.loads(proc.stdout or "{}")))
+    return tuple(json.loads(proc.stdout or "{}"))  # in pipeline order, as dvc reports them
 
 
 def format_results(results: list[GateResult]) -> str:
@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
             for r in results:
                 if not r["passed"]:  # an annotation on the run's summary page
                     print(f"::error title=Gate {r['gate']} failed::{r['detail']}")
-        failed = ", ".join(sorted({r["gate"] for r in results if not r["passed"]}))
+        failed = ", ".join(dict.fromkeys(r["gate"] for r in results if not r["passed"]))
         print(f"gates: FAILED ({failed}); details in {GATES_FILE}", file=sys.stderr)
         return 1
     print(f"gates: all {len(results)} passed (baseline: {source_name})")

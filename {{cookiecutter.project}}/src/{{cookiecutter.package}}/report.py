@@ -98,7 +98,7 @@ def header_section(inputs: Inputs) -> str:
     elif gates.get("passed") is True:
         verdict = f"✅ **All {len(gates.get('gates', []))} gates passed** against `{inputs.baseline_rev}`."
     else:
-        failed = sorted({g["gate"] for g in gates.get("gates", []) if not g.get("passed")})
+        failed = list(dict.fromkeys(g["gate"] for g in gates.get("gates", []) if not g.get("passed")))
         verdict = f"❌ **Gate failed: {', '.join(failed) or 'unknown'}**; this change must not be merged as is."
     return f"{title}\n\n{verdict}"
 
@@ -189,6 +189,9 @@ def plots_section(inputs: Inputs) -> str | None:
     if not inputs.plots:
         return None
     out = ["### Plots"]
+    if inputs.stale_stages:
+        out.append("Not produced in this run: the pipeline did not finish, so `reports/plots/` holds an earlier run's plots.")
+        return "\n\n".join(out)
     if inputs.images == "embed":
         out += [f"![{Path(p).stem}]({p})" for p in inputs.plots]
     else:
