@@ -69,6 +69,7 @@ def test_setup_repro_test_pass_on_first_try(pipeline_repo, use_case):
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     assert set(lock["stages"]) >= {"generate", "prepare", "validate", "train", "evaluate"}
     run(["make", "test"], cwd=project)
+    run(["make", "lint"], cwd=project)
     out = run(["make", "help"], cwd=project).stdout
     for verb in ("setup", "repro", "test", "lint", "help"):
         assert verb in out
