@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
+import subprocess
 import time
+import urllib.request
 import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
 
+import helpers
 from helpers import copy_project, run, stages_run
 
 pytestmark = pytest.mark.e2e
@@ -129,15 +133,52 @@ print(json.dumps({{"params": run.data.params, "metrics": run.data.metrics, "n_mo
     assert out["n_models"] == 1 and out["same"] is True
 
 
-def test_tracking_uri_override_sends_the_run_elsewhere(pipeline_repo, tmp_path):
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_tracking_uri_override_sends_the_run_to_a_real_mlflow_server(pipeline_repo, tmp_path):
     project = fresh_copy(pipeline_repo("credit_scoring"), tmp_path / "copy")
-    other = tmp_path / "elsewhere.db"
-    run(["uv", "run", "--locked", "dvc", "repro", "--force", "--single-item", "train"], cwd=project,
-        MLFLOW_TRACKING_URI=f"sqlite:///{other}")
-    meta = json.loads((project / "models" / "model_meta.json").read_text())
-    assert meta["tracking_uri"] == f"sqlite:///{other}"
-    check = f"import mlflow; mlflow.set_tracking_uri('sqlite:///{other}'); print(mlflow.get_run('{meta['run_id']}').info.status)"
-    assert run(["uv", "run", "--locked", "python", "-c", check], cwd=project).stdout.strip().endswith("FINISHED")
+    port = free_port()
+    server = subprocess.Popen(
+        ["uv", "run", "--locked", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", str(tmp_path / "server-artifacts"),
+         "--workers", "1"],
+        cwd=project, env=helpers.env(), stdout=subprocess.DEVNULL, stderr=(tmp_path / "server.log").open("w"),
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "mlflow server did not become healthy"
+            time.sleep(1)
+        run(["uv", "run", "--locked", "dvc", "repro", "--force", "--single-item", "train"], cwd=project,
+            MLFLOW_TRACKING_URI=base)
+        meta = json.loads((project / "models" / "model_meta.json").read_text())
+        assert meta["tracking_uri"] == base
+        with urllib.request.urlopen(f"{base}/api/2.0/mlflow/runs/get?run_id={meta['run_id']}", timeout=10) as response:
+            remote = json.load(response)["run"]
+        assert remote["info"]["status"] == "FINISHED"
+        params = {p["key"]: p["value"] for p in remote["data"]["params"]}
+        assert params["data.train_md5"] == lock_outs(project, "prepare")["data/prepared/train.parquet"]
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    # The local store did not get this run.
+    local = f"import mlflow; mlflow.set_tracking_uri('sqlite:///mlflow.db'); print(mlflow.search_runs(search_all_experiments=True, filter_string=\"attributes.run_id = '{meta['run_id']}'\").shape[0])"
+    assert py(project, local).strip().splitlines()[-1] == "0"
 
 
 @pytest.mark.parametrize("use_case", USE_CASES)
