@@ -472,3 +472,71 @@ def test_act_pull_request_failing_a_gate_is_blocked_and_says_why(champion, tmp_p
         assert f"FAIL headline_metric: {metric}: not evaluated because data validation did not pass" in output
         assert "❌ **Gate failed: pipeline, data_validation, headline_metric**" in call["body"]
         assert f"| {column} |" in call["body"]
+
+
+# --- step scripts, run on their own ----------------------------------------------------
+
+
+def step_script(repo: Path, job: str, name: str) -> str:
+    steps = load(repo / ".github/workflows/ci.yml")["jobs"][job]["steps"]
+    return next(s["run"] for s in steps if s.get("name") == name)
+
+
+def run_step(script: str, tmp_path: Path, **step_env: str) -> subprocess.CompletedProcess:
+    """Run a step's script the way GitHub does (bash -e -o pipefail), with a recording `uv`."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    fake_uv = bin_dir / "uv"
+    fake_uv.write_text('#!/usr/bin/env bash\necho "$*" >> "$FAKE_UV_LOG"\n'
+                       'if [ "$*" = "run dvc remote list" ]; then printf "%s" "$FAKE_REMOTES"; fi\n')
+    fake_uv.chmod(0o755)
+    path = tmp_path / "step.sh"
+    path.write_text(script)
+    outputs = tmp_path / "github_output"
+    outputs.touch()
+    base = {"PATH": f"{bin_dir}:/usr/bin:/bin", "FAKE_UV_LOG": str(tmp_path / "uv.log"), "GITHUB_OUTPUT": str(outputs),
+            "RUNNER_TEMP": str(tmp_path), "HOME": str(tmp_path)}
+    return subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", str(path)], cwd=tmp_path,
+                          capture_output=True, text=True, env={**base, **step_env}, timeout=60)
+
+
+def test_baseline_is_the_target_branch_on_a_pr_and_the_commit_itself_on_main(baked, tmp_path):
+    script = step_script(baked, "pipeline", "Choose the baseline")
+    assert run_step(script, tmp_path, BASE_REF="release-2").returncode == 0
+    assert (tmp_path / "github_output").read_text() == "rev=origin/release-2\n"
+    (tmp_path / "github_output").write_text("")
+    assert run_step(script, tmp_path, BASE_REF="").returncode == 0
+    assert (tmp_path / "github_output").read_text() == "rev=HEAD\n"
+
+
+CREDENTIALS = {
+    "s3": {"AWS_ACCESS_KEY_ID": "AKIA-test", "AWS_SECRET_ACCESS_KEY": "secret"},
+    "gcs": {"GCP_CREDENTIALS_JSON": '{"type": "service_account"}'},
+    "azure": {"AZURE_STORAGE_CONNECTION_STRING": "DefaultEndpointsProtocol=https;AccountName=x"},
+}
+
+
+def test_dvc_pull_runs_only_with_a_remote_and_its_credentials(baked, options, tmp_path):
+    script = step_script(baked, "pipeline", "Pull data from the DVC remote")
+    remote = options["dvc_remote"]
+    url = {"local": "../x-dvc-storage", "s3": "s3://b/x", "gcs": "gs://b/x", "azure": "azure://x"}[remote]
+    log = tmp_path / "uv.log"
+
+    proc = run_step(script, tmp_path, FAKE_REMOTES="")
+    assert proc.returncode == 0, proc.stderr
+    assert "No DVC remote configured" in proc.stdout
+    assert "dvc pull" not in log.read_text()
+
+    # a fork's run: the remote is there, the secrets are not
+    proc = run_step(script, tmp_path, FAKE_REMOTES=f"storage\t{url}\n")
+    assert proc.returncode == 0, proc.stderr
+    assert "dvc pull" not in log.read_text()
+    if remote == "local":
+        assert "local path, not reachable from CI" in proc.stdout
+        return
+    assert "::notice title=dvc pull skipped::" in proc.stdout
+
+    proc = run_step(script, tmp_path, FAKE_REMOTES=f"storage\t{url}\n", **CREDENTIALS[remote])
+    assert proc.returncode == 0, proc.stderr
+    assert log.read_text().splitlines()[-1] == "run dvc pull --allow-missing"
+    assert not (tmp_path / "gcp-credentials.json").exists(), "the credentials file must not outlive the step"
