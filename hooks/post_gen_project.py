@@ -37,7 +37,8 @@ def git_init() -> None:
     steps = [
         ["git", "init", "-q", "-b", "main"],
         ["git", "add", "-A"],
-        ["git", *identity, "commit", "-q", "--no-verify", "-m", "Initial commit from cookiecutter-fintech-mlops"],
+        ["git", *identity, "commit", "-q", "--no-verify", f"--author={CONTEXT['author_name']} <{CONTEXT['author_email']}>",
+         "-m", "Initial commit from cookiecutter-fintech-mlops"],
     ]
     for step in steps:
         result = subprocess.run(step, capture_output=True, text=True)
@@ -49,8 +50,6 @@ def git_init() -> None:
 
 def main() -> int:
     keep_use_case(CONTEXT["use_case"])
-    if CONTEXT["deploy_target"] == "none":
-        remove("deploy/k8s")
     if CONTEXT["deploy_target"] != "kubernetes":
         remove("deploy/k8s")
     git_init()

@@ -44,7 +44,10 @@ columns:
         (GOOD.replace("min: 0, max: 1", "min: 2, max: 1"), "column 'x': min 2 is greater than max 1"),
         (GOOD.replace(", reason_code: X1, reason: X is high.", ""), "column 'x': every feature needs a 'reason_code'"),
         (GOOD.replace("positive: 1", "positive: 2"), "column 'y': 'positive' must be one of"),
-        (GOOD.replace("  - {name: y, role: target, dtype: int, categories: [0, 1], positive: 1}\n", ""), "role 'target', found 0"),
+        (
+            GOOD.replace("  - {name: y, role: target, dtype: int, categories: [0, 1], positive: 1}\n", ""),
+            "role 'target', found 0",
+        ),
         (GOOD + "  - {name: x, role: pii, dtype: string}\n", "duplicate column name(s) ['x']"),
         (GOOD.replace("dtype: float,", "dtype: float, monotone: upward,"), "column 'x': monotone 'upward'"),
         (GOOD.replace("min: 0,", "min: 0, colour: red,"), "column 'x': unknown key(s) ['colour']"),

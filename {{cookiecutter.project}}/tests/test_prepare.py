@@ -71,7 +71,9 @@ def test_erasure_ledger_removes_the_subject_everywhere(tmp_path, contract, raw):
     assert summary["rows_erased"] == int((raw[subject] == victim).sum()) >= 1
     assert token not in set(train[subject]) | set(test[subject])
     victim_ids = set(raw.loc[raw[subject] == victim, contract.id_column])
-    assert victim_ids.isdisjoint(set(train[contract.id_column]) | set(test[contract.id_column]) | set(protected[contract.id_column]))
+    assert victim_ids.isdisjoint(
+        set(train[contract.id_column]) | set(test[contract.id_column]) | set(protected[contract.id_column])
+    )
 
 
 def test_split_is_out_of_time(prepared, contract):

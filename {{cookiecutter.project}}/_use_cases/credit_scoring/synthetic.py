@@ -26,10 +26,54 @@ TRUE_EFFECTS = {
     "loan_amount": "increasing",
 }
 
-_FIRST = ["Ana", "Ben", "Chloe", "Dev", "Elif", "Femi", "Grace", "Hugo", "Ines", "Jon", "Kai", "Lena",
-          "Marta", "Nils", "Omar", "Priya", "Quinn", "Rosa", "Sven", "Tara", "Umar", "Vera", "Wei", "Yara"]
-_LAST = ["Adams", "Brown", "Costa", "Dubois", "Evans", "Fischer", "Garcia", "Hansen", "Ito", "Jensen",
-         "Khan", "Lopez", "Meyer", "Novak", "Okafor", "Patel", "Rossi", "Silva", "Tanaka", "Weber"]
+_FIRST = [
+    "Ana",
+    "Ben",
+    "Chloe",
+    "Dev",
+    "Elif",
+    "Femi",
+    "Grace",
+    "Hugo",
+    "Ines",
+    "Jon",
+    "Kai",
+    "Lena",
+    "Marta",
+    "Nils",
+    "Omar",
+    "Priya",
+    "Quinn",
+    "Rosa",
+    "Sven",
+    "Tara",
+    "Umar",
+    "Vera",
+    "Wei",
+    "Yara",
+]
+_LAST = [
+    "Adams",
+    "Brown",
+    "Costa",
+    "Dubois",
+    "Evans",
+    "Fischer",
+    "Garcia",
+    "Hansen",
+    "Ito",
+    "Jensen",
+    "Khan",
+    "Lopez",
+    "Meyer",
+    "Novak",
+    "Okafor",
+    "Patel",
+    "Rossi",
+    "Silva",
+    "Tanaka",
+    "Weber",
+]
 
 
 def generate(contract: Contract, n_rows: int, seed: int, start_date: str = "2023-01-01", days: int = 730) -> pd.DataFrame:
@@ -89,8 +133,8 @@ def generate(contract: Contract, n_rows: int, seed: int, start_date: str = "2023
     values = {
         "application_id": [f"APP-{seed:04d}-{i:07d}" for i in range(n_rows)],
         "application_date": dates,
-        "full_name": [f"{f} {ln}" for f, ln in zip(first, last)],
-        "email": [f"{f.lower()}.{ln.lower()}{s}@mail.example" for f, ln, s in zip(first, last, serial)],
+        "full_name": [f"{f} {ln}" for f, ln in zip(first, last, strict=True)],
+        "email": [f"{f.lower()}.{ln.lower()}{s}@mail.example" for f, ln, s in zip(first, last, serial, strict=True)],
         "national_id": [f"NID{100_000_000 + s * 7919:010d}" for s in serial],
         "age_band": age_band,
         "sex": sex,

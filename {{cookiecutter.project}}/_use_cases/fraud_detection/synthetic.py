@@ -13,13 +13,66 @@ import pandas as pd
 
 from .contract import Contract
 
-_FIRST = ["Ana", "Ben", "Chloe", "Dev", "Elif", "Femi", "Grace", "Hugo", "Ines", "Jon", "Kai", "Lena",
-          "Marta", "Nils", "Omar", "Priya", "Quinn", "Rosa", "Sven", "Tara", "Umar", "Vera", "Wei", "Yara"]
-_LAST = ["Adams", "Brown", "Costa", "Dubois", "Evans", "Fischer", "Garcia", "Hansen", "Ito", "Jensen",
-         "Khan", "Lopez", "Meyer", "Novak", "Okafor", "Patel", "Rossi", "Silva", "Tanaka", "Weber"]
+_FIRST = [
+    "Ana",
+    "Ben",
+    "Chloe",
+    "Dev",
+    "Elif",
+    "Femi",
+    "Grace",
+    "Hugo",
+    "Ines",
+    "Jon",
+    "Kai",
+    "Lena",
+    "Marta",
+    "Nils",
+    "Omar",
+    "Priya",
+    "Quinn",
+    "Rosa",
+    "Sven",
+    "Tara",
+    "Umar",
+    "Vera",
+    "Wei",
+    "Yara",
+]
+_LAST = [
+    "Adams",
+    "Brown",
+    "Costa",
+    "Dubois",
+    "Evans",
+    "Fischer",
+    "Garcia",
+    "Hansen",
+    "Ito",
+    "Jensen",
+    "Khan",
+    "Lopez",
+    "Meyer",
+    "Novak",
+    "Okafor",
+    "Patel",
+    "Rossi",
+    "Silva",
+    "Tanaka",
+    "Weber",
+]
 
-_MCC_RISK = {"grocery": -0.6, "fuel": -0.2, "restaurants": -0.4, "travel": 0.5, "electronics": 1.0,
-             "online_retail": 0.8, "gambling": 1.2, "cash_advance": 1.1, "other": 0.0}
+_MCC_RISK = {
+    "grocery": -0.6,
+    "fuel": -0.2,
+    "restaurants": -0.4,
+    "travel": 0.5,
+    "electronics": 1.0,
+    "online_retail": 0.8,
+    "gambling": 1.2,
+    "cash_advance": 1.1,
+    "other": 0.0,
+}
 _CHANNEL_RISK = {"chip": -1.0, "contactless": -0.6, "online": 0.9, "manual_entry": 1.4}
 
 
@@ -44,7 +97,9 @@ def generate(contract: Contract, n_rows: int, seed: int, start_date: str = "2024
     ratio = np.round(np.clip(rng.lognormal(0.0, 0.6, n_rows), 0, 1000), 4)
     amount = np.round(np.clip(base_amount * ratio, 0.01, 100_000), 2)
     is_foreign = (rng.random(n_rows) < 0.06).astype(int)
-    distance = np.round(np.clip(np.where(is_foreign == 1, rng.lognormal(7.2, 0.8, n_rows), rng.lognormal(2.0, 1.1, n_rows)), 0, 20_100), 2)
+    distance = np.round(
+        np.clip(np.where(is_foreign == 1, rng.lognormal(7.2, 0.8, n_rows), rng.lognormal(2.0, 1.1, n_rows)), 0, 20_100), 2
+    )
     velocity = np.clip(rng.poisson(0.6, n_rows), 0, 500).astype(int)
     card_age = np.clip(card_issue_age[card_ids] + rng.integers(0, 30, n_rows), 0, 20_000).astype(int)
 

@@ -18,8 +18,20 @@ ROLES = ("id", "pii", "protected", "feature", "target", "timestamp")
 DTYPES = ("string", "int", "float", "category", "datetime")
 MONOTONE = ("increasing", "decreasing", "none")
 _COLUMN_KEYS = {
-    "name", "role", "dtype", "description", "min", "max", "categories", "nullable", "unique",
-    "monotone", "reason_code", "reason", "positive", "proxy_for",
+    "name",
+    "role",
+    "dtype",
+    "description",
+    "min",
+    "max",
+    "categories",
+    "nullable",
+    "unique",
+    "monotone",
+    "reason_code",
+    "reason",
+    "positive",
+    "proxy_for",
 }
 
 
@@ -159,9 +171,7 @@ class Contract:
 
     def reason_catalogue(self) -> list[dict[str, str]]:
         return [
-            {"feature": c.name, "code": c.reason_code or "", "text": c.reason or ""}
-            for c in self.columns
-            if c.role == "feature"
+            {"feature": c.name, "code": c.reason_code or "", "text": c.reason or ""} for c in self.columns if c.role == "feature"
         ]
 
 

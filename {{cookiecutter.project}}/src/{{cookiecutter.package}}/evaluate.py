@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pandas as pd
 
-from . import config, metrics, model, tracking
+from . import config, metrics, model
 from .contract import load_contract
 
 

@@ -34,7 +34,9 @@ def main() -> int:
     df = generate(contract, config.param(params, "generate.n_rows", int), config.param(params, "seed", int))
     write_synthetic(df)
     target = contract.target
-    log.info("wrote %s: %d rows, positive rate %.4f", config.SYNTHETIC_DATA, len(df), (df[target] == contract.positive_label).mean())
+    log.info(
+        "wrote %s: %d rows, positive rate %.4f", config.SYNTHETIC_DATA, len(df), (df[target] == contract.positive_label).mean()
+    )
     return 0
 
 

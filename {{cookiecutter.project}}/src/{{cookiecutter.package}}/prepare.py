@@ -168,13 +168,20 @@ def prepare(raw: pd.DataFrame, contract: Contract, key: bytes, ledger: set[str],
     protected_cols = [c for c in contract.protected if c in df.columns]
     id_col = contract.id_column
     if protected_cols and (id_col is None or id_col not in df.columns):
-        raise PrepareError("protected attributes are stored apart from the features and joined on the id column, "
-                           f"but the data has no id column (contract id: {id_col!r})")
+        raise PrepareError(
+            "protected attributes are stored apart from the features and joined on the id column, "
+            f"but the data has no id column (contract id: {id_col!r})"
+        )
     protected = df[[id_col, *protected_cols]].reset_index(drop=True) if protected_cols else pd.DataFrame()
     df = df.drop(columns=protected_cols)
     train, test = split(df, contract, test_fraction, seed)
-    summary = {"rows_in": int(len(raw)), "rows_erased": erased, "columns_dropped": dropped,
-               "rows_train": int(len(train)), "rows_test": int(len(test))}
+    summary = {
+        "rows_in": int(len(raw)),
+        "rows_erased": erased,
+        "columns_dropped": dropped,
+        "rows_train": int(len(train)),
+        "rows_test": int(len(test)),
+    }
     return train.reset_index(drop=True), test.reset_index(drop=True), protected, summary
 
 
@@ -187,7 +194,11 @@ def _write_parquet(df: pd.DataFrame, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m {{ cookiecutter.package }}.prepare", description=__doc__)
-    parser.add_argument("--erase", metavar="SUBJECT", help="add a data subject (raw value of the contract's subject column) to the erasure ledger and exit")
+    parser.add_argument(
+        "--erase",
+        metavar="SUBJECT",
+        help="add a data subject (raw value of the contract's subject column) to the erasure ledger and exit",
+    )
     args = parser.parse_args(argv)
     log = config.setup_logging()
     params = config.load_params()
@@ -201,12 +212,20 @@ def main(argv: list[str] | None = None) -> int:
             log.warning("%s is not set: using the DEVELOPMENT key, allowed only because %s is synthetic", KEY_ENV, data_path)
         if args.erase:
             token = add_to_ledger(ledger_path, args.erase, contract, key)
-            log.info("erasure recorded in %s as %s...; run `dvc repro` to remove the subject from every output", ledger_path, token[:12])
+            log.info(
+                "erasure recorded in %s as %s...; run `dvc repro` to remove the subject from every output",
+                ledger_path,
+                token[:12],
+            )
             return 0
         raw = read_input(data_path)
         train, test, protected, summary = prepare(
-            raw, contract, key, read_ledger(ledger_path),
-            config.param(params, "split.test_fraction", float), config.param(params, "seed", int),
+            raw,
+            contract,
+            key,
+            read_ledger(ledger_path),
+            config.param(params, "split.test_fraction", float),
+            config.param(params, "seed", int),
         )
     except (PrepareError, ContractError, config.ParamsError) as exc:
         log.error("%s", exc)

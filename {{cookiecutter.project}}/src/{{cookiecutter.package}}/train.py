@@ -51,8 +51,12 @@ def decision_threshold(contract: Contract, params: dict[str, Any], train: pd.Dat
     early, late = train.iloc[:cut], train.iloc[cut:]
     probe = model.build_pipeline(contract, params)
     probe.fit(model.model_frame(early, contract), model.target_vector(early, contract))
-    t = tune_threshold(model.target_vector(late, contract), model.scores(probe, late, contract),
-                       float(decision["cost_false_negative"]), float(decision["cost_false_positive"]))
+    t = tune_threshold(
+        model.target_vector(late, contract),
+        model.scores(probe, late, contract),
+        float(decision["cost_false_negative"]),
+        float(decision["cost_false_positive"]),
+    )
     return t, {"threshold_source": "cost_tuned", "tuning_rows": int(len(late))}
 
 
@@ -80,11 +84,22 @@ def main() -> int:
     with mlflow.start_run() as run:
         mlflow.log_params({k: v for k, v in tracking.flatten("", params).items() if k.split(".")[0] != "mlflow"})
         mlflow.log_params({f"data.{k}": v for k, v in data_hashes.items()})
-        mlflow.set_tags({**{k: str(v) for k, v in tracking.git_state().items()},
-                         "use_case": params["use_case"], "contract": f"{contract.name} v{contract.version}"})
-        mlflow.log_input(mlflow.data.from_pandas(train.drop(columns=contract.pii, errors="ignore").head(0),
-                                                 source=str(config.TRAIN), name="train", digest=data_hashes["train_md5"][:8]),
-                         context="training")
+        mlflow.set_tags(
+            {
+                **{k: str(v) for k, v in tracking.git_state().items()},
+                "use_case": params["use_case"],
+                "contract": f"{contract.name} v{contract.version}",
+            }
+        )
+        mlflow.log_input(
+            mlflow.data.from_pandas(
+                train.drop(columns=contract.pii, errors="ignore").head(0),
+                source=str(config.TRAIN),
+                name="train",
+                digest=data_hashes["train_md5"][:8],
+            ),
+            context="training",
+        )
         mlflow.log_metric("decision_threshold", threshold)
         mlflow.log_metric("train_rows", len(train))
         mlflow.log_metric("train_positive_rate", float(y.mean()))
@@ -96,11 +111,20 @@ def main() -> int:
                 serialization_format="skops",
                 skops_trusted_types=model.TRUSTED_TYPES,
                 signature=infer_signature(X.head(50), pipeline.predict_proba(X.head(50))[:, 1]),
-                pip_requirements=[f"scikit-learn=={__import__('sklearn').__version__}", f"skops=={__import__('skops').__version__}"],
+                pip_requirements=[
+                    f"scikit-learn=={__import__('sklearn').__version__}",
+                    f"skops=={__import__('skops').__version__}",
+                ],
             )
         run_id = run.info.run_id
-    meta = {"run_id": run_id, "tracking_uri": tracking.tracking_uri(), "threshold": threshold, **threshold_info,
-            "features": contract.model_input_order(), "data": data_hashes}
+    meta = {
+        "run_id": run_id,
+        "tracking_uri": tracking.tracking_uri(),
+        "threshold": threshold,
+        **threshold_info,
+        "features": contract.model_input_order(),
+        "data": data_hashes,
+    }
     config.write_json(config.MODEL_META, meta)
     log.info("trained on %d rows; threshold %.4f; MLflow run %s", len(train), threshold, run_id)
     return 0

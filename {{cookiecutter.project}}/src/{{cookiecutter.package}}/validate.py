@@ -17,8 +17,24 @@ import pandas as pd
 from . import config
 from .contract import Contract, ContractError, load_contract
 
-NUMERIC_TYPES = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-                 "Int8", "Int16", "Int32", "Int64", "float32", "float64", "Float32", "Float64"]
+NUMERIC_TYPES = [
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "Int8",
+    "Int16",
+    "Int32",
+    "Int64",
+    "float32",
+    "float64",
+    "Float32",
+    "Float64",
+]
 DATETIME_TYPES = ["datetime64[ns]", "datetime64[us]", "datetime64[ms]", "datetime64[s]"]
 
 
@@ -76,10 +92,14 @@ def _describe(result) -> dict[str, Any]:
     kwargs = {k: v for k, v in cfg.kwargs.items() if k not in ("batch_id", "column")}
     res = result.result or {}
     exc = result.exception_info or {}
-    raised = exc.get("raised_exception") if "raised_exception" in exc else any(
-        isinstance(v, dict) and v.get("raised_exception") for v in exc.values())
+    raised = (
+        exc.get("raised_exception")
+        if "raised_exception" in exc
+        else any(isinstance(v, dict) and v.get("raised_exception") for v in exc.values())
+    )
     message = exc.get("exception_message") or next(
-        (v.get("exception_message") for v in exc.values() if isinstance(v, dict) and v.get("exception_message")), None)
+        (v.get("exception_message") for v in exc.values() if isinstance(v, dict) and v.get("exception_message")), None
+    )
     examples = [None if v != v else v for v in (res.get("partial_unexpected_list") or [])[:5]]
     return {
         "column": cfg.kwargs.get("column", "<table>"),
@@ -113,8 +133,11 @@ def run_validation(df: pd.DataFrame, contract: Contract, params: dict[str, Any],
     suite = context.suites.add(build_suite(contract, params))
     definition = context.validation_definitions.add(gx.ValidationDefinition(name="contract", data=batch, suite=suite))
     actions = [gx.checkpoint.UpdateDataDocsAction(name="data_docs")] if docs_dir is not None else []
-    checkpoint = context.checkpoints.add(gx.Checkpoint(name="validate", validation_definitions=[definition], actions=actions,
-                                                       result_format={"result_format": "SUMMARY"}))
+    checkpoint = context.checkpoints.add(
+        gx.Checkpoint(
+            name="validate", validation_definitions=[definition], actions=actions, result_format={"result_format": "SUMMARY"}
+        )
+    )
     outcome = checkpoint.run(batch_parameters={"dataframe": _normalise(df)})
     results = [r for run in outcome.run_results.values() for r in run.results]
     failures = [_describe(r) for r in results if not r.success]
@@ -130,8 +153,10 @@ def run_validation(df: pd.DataFrame, contract: Contract, params: dict[str, Any],
 
 def format_report(summary: dict[str, Any]) -> str:
     head = "PASSED" if summary["success"] else "FAILED"
-    lines = [f"Data validation {head}: {summary['rows']} rows, {summary['expectations']} expectations, "
-             f"{summary['failed']} failed (contract {summary['contract']})"]
+    lines = [
+        f"Data validation {head}: {summary['rows']} rows, {summary['expectations']} expectations, "
+        f"{summary['failed']} failed (contract {summary['contract']})"
+    ]
     for f in summary["failures"]:
         if f["error"]:
             what = f"could not be evaluated: {f['error']}"

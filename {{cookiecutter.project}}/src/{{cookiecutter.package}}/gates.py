@@ -1,0 +1,320 @@
+"""Gates: decide whether this run's model may replace the champion on the baseline branch.
+
+Run after `dvc repro`:
+
+    python -m {{ cookiecutter.package }}.gates --baseline-rev origin/main
+
+Every gate is a function ``gate(ctx) -> list[GateResult]`` listed in ``GATES``. A gate
+returns one result per thing it checked (a fairness gate returns one per group and metric),
+so a new gate plugs in by appending a function to ``GATES``; nothing else changes. All
+results go to ``reports/gates.json`` (read by ``report.py``) and the exit status is 1 when
+any result failed, so CI blocks the pull request.
+
+Gates fail closed: a missing or unreadable input is a failed gate, never a pass, and so is
+a report that is not this run's (``dvc status`` shows a stage not reproduced: after a failed
+``dvc repro`` the git-tracked reports still hold the last committed results). The
+champion's metrics are ``reports/metrics.json`` as committed on the baseline revision (a
+git-tracked DVC metric), so merging a pull request with its ``dvc.lock`` and metrics is
+what records the new baseline. When the baseline revision has no metrics file, the
+headline gate fails unless ``gates.require_baseline`` is false in ``params.yaml`` (set it
+to false for the first pull request of a new repository, then back to true).
+
+The gates are not a DVC stage on purpose: their verdict depends on another git revision,
+which DVC does not track, so a cached verdict could be stale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypedDict
+
+import yaml
+
+METRICS_FILE = "reports/metrics.json"
+VALIDATION_FILE = "reports/validation.json"
+GATES_FILE = "reports/gates.json"
+
+
+class GateResult(TypedDict):
+    gate: str
+    passed: bool
+    value: Any
+    threshold: Any
+    detail: str
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every gate may look at."""
+
+    params: dict[str, Any]
+    root: Path
+    baseline: dict[str, Any] | None
+    baseline_source: str
+    # Stages whose outputs are not the result of the current code, data and params
+    # (`dvc status`). reports/*.json are git-tracked, so after a failed `dvc repro` they
+    # still hold an earlier run's results: nothing may be judged from them then.
+    stale_stages: tuple[str, ...] = ()
+
+    def path(self, relative: str) -> Path:
+        return self.root / relative
+
+    def read_json(self, relative: str) -> dict[str, Any] | None:
+        """The JSON object in ``relative``, or None if the file does not exist.
+
+        A file that exists but is not a JSON object raises ValueError naming it: a
+        corrupt report must not look like a missing one.
+        """
+        path = self.path(relative)
+        if not path.exists():
+            return None
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{relative}: not valid JSON ({err})") from err
+        if not isinstance(data, dict):
+            raise ValueError(f"{relative}: expected a JSON object, got {type(data).__name__}")
+        return data
+
+
+Gate = Callable[[Context], list[GateResult]]
+
+
+def result(gate: str, passed: bool, value: Any, threshold: Any, detail: str) -> GateResult:
+    return GateResult(gate=gate, passed=bool(passed), value=value, threshold=threshold, detail=detail)
+
+
+def gate_settings(params: dict[str, Any]) -> dict[str, Any]:
+    """The ``gates`` section of params.yaml, checked, with its defaults filled in."""
+    section = params.get("gates")
+    if not isinstance(section, dict):
+        raise ValueError("params.yaml: missing section 'gates' (see the template's params.yaml)")
+    metric = section.get("metric")
+    if not isinstance(metric, dict) or not isinstance(metric.get("name"), str):
+        raise ValueError("params.yaml: gates.metric.name must name the headline metric, e.g. roc_auc")
+    tolerance = metric.get("tolerance", 0.0)
+    if not isinstance(tolerance, int | float) or isinstance(tolerance, bool) or tolerance < 0:
+        raise ValueError(f"params.yaml: gates.metric.tolerance must be a number >= 0, got {tolerance!r}")
+    direction = metric.get("direction", "higher")
+    if direction not in ("higher", "lower"):
+        raise ValueError(f"params.yaml: gates.metric.direction must be 'higher' or 'lower', got {direction!r}")
+    require_baseline = section.get("require_baseline", True)
+    if not isinstance(require_baseline, bool):
+        raise ValueError(f"params.yaml: gates.require_baseline must be true or false, got {require_baseline!r}")
+    return {
+        "metric": metric["name"],
+        "tolerance": float(tolerance),
+        "direction": direction,
+        "require_baseline": require_baseline,
+    }
+
+
+def not_this_run(ctx: Context) -> str:
+    return f"the pipeline did not finish in this run (stages not reproduced: {', '.join(ctx.stale_stages)})"
+
+
+def pipeline_gate(ctx: Context) -> list[GateResult]:
+    """Every stage is reproduced: the reports are this code's, data's and params' results."""
+    if ctx.stale_stages:
+        return [
+            result("pipeline", False, len(ctx.stale_stages), 0, f"{not_this_run(ctx)}; see the `make repro` log, then rerun it")
+        ]
+    return [result("pipeline", True, 0, 0, "every stage is up to date (dvc status)")]
+
+
+def data_validation_gate(ctx: Context) -> list[GateResult]:
+    """The data passed every expectation of the contract's suite."""
+    name = "data_validation"
+    try:
+        summary = ctx.read_json(VALIDATION_FILE)
+    except ValueError as err:
+        return [result(name, False, None, "success", str(err))]
+    if summary is None:
+        return [
+            result(
+                name, False, None, "success", f"{VALIDATION_FILE} is missing: the validate stage did not run; run `make repro`"
+            )
+        ]
+    failures = summary.get("failures") or []
+    if summary.get("success") is not True:
+        shown = "; ".join(
+            f"column {f.get('column')!r}: {f.get('expectation')} ({f.get('unexpected_count', '?')} unexpected)"
+            for f in failures[:5]
+        )
+        more = f" and {len(failures) - 5} more" if len(failures) > 5 else ""
+        detail = (
+            f"{len(failures)} expectation(s) failed: {shown}{more}"
+            if failures
+            else f"{VALIDATION_FILE} reports success={summary.get('success')!r}"
+        )
+        return [result(name, False, len(failures), 0, detail + f"; see {VALIDATION_FILE}")]
+    if ctx.stale_stages:
+        # a failure report is always worth showing; a success may be an earlier run's
+        return [result(name, False, None, 0, f"not evaluated: {not_this_run(ctx)}")]
+    return [result(name, True, 0, 0, "every expectation passed")]
+
+
+def headline_metric_gate(ctx: Context) -> list[GateResult]:
+    """The headline metric is no worse than the baseline's, give or take the tolerance."""
+    settings = gate_settings(ctx.params)
+    metric, tolerance = settings["metric"], settings["tolerance"]
+    higher = settings["direction"] == "higher"
+    name = "headline_metric"
+    try:
+        validation = ctx.read_json(VALIDATION_FILE)
+        current = ctx.read_json(METRICS_FILE)
+    except ValueError as err:
+        return [result(name, False, None, None, f"{metric}: {err}")]
+    if validation is None or validation.get("success") is not True:
+        # reports/metrics.json is git-tracked: after a failed validation it is the
+        # committed file from an earlier run, not a result of this one.
+        return [result(name, False, None, None, f"{metric}: not evaluated because data validation did not pass in this run")]
+    if ctx.stale_stages:
+        return [result(name, False, None, None, f"{metric}: not evaluated: {not_this_run(ctx)}")]
+    if current is None:
+        return [result(name, False, None, None, f"{metric}: {METRICS_FILE} is missing; run `make repro`")]
+    value = current.get(metric)
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        known = ", ".join(sorted(current)) or "none"
+        return [result(name, False, value, None, f"{metric}: {METRICS_FILE} has no finite value for it (has: {known})")]
+    base = (ctx.baseline or {}).get(metric)
+    if not isinstance(base, int | float) or isinstance(base, bool) or not math.isfinite(base):
+        where = f"{METRICS_FILE} on {ctx.baseline_source}"
+        if settings["require_baseline"]:
+            return [
+                result(
+                    name,
+                    False,
+                    value,
+                    None,
+                    f"{metric}: no baseline value in {where}; commit the champion's metrics "
+                    "there, or set gates.require_baseline: false in params.yaml for a first run",
+                )
+            ]
+        return [
+            result(name, True, value, None, f"{metric}: no baseline in {where}; passed because gates.require_baseline is false")
+        ]
+    threshold = base - tolerance if higher else base + tolerance
+    passed = value >= threshold if higher else value <= threshold
+    relation = (">=" if passed else "<") if higher else ("<=" if passed else ">")
+    sign = "-" if higher else "+"
+    detail = (
+        f"{metric} = {value:.4f} {relation} {threshold:.4f} "
+        f"(baseline {base:.4f} on {ctx.baseline_source} {sign} tolerance {tolerance:g})"
+    )
+    return [result(name, passed, value, threshold, detail)]
+
+
+# Order matters only for reading: every gate runs, so the report shows all verdicts.
+GATES: list[Gate] = [pipeline_gate, data_validation_gate, headline_metric_gate]
+
+
+def run_gates(ctx: Context, gates: list[Gate] | None = None) -> list[GateResult]:
+    results: list[GateResult] = []
+    for gate in GATES if gates is None else gates:
+        try:
+            results.extend(gate(ctx))
+        except Exception as err:  # noqa: BLE001 - a crashing gate is a failed gate, named
+            results.append(
+                result(gate.__name__.removesuffix("_gate"), False, None, None, f"gate crashed: {type(err).__name__}: {err}")
+            )
+    return results
+
+
+class BaselineError(RuntimeError):
+    pass
+
+
+def baseline_from_rev(root: Path, rev: str) -> dict[str, Any] | None:
+    """``reports/metrics.json`` as committed at git revision ``rev``; None if not there."""
+    check = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", rev + "^{commit}"], check=False, cwd=root, capture_output=True, text=True
+    )
+    if check.returncode != 0:
+        raise BaselineError(
+            f"baseline revision {rev!r} not found in the git repository at {root}; "
+            "fetch it (CI checks out with fetch-depth: 0) or pass another --baseline-rev"
+        )
+    show = subprocess.run(["git", "show", f"{rev}:{METRICS_FILE}"], check=False, cwd=root, capture_output=True, text=True)
+    if show.returncode != 0:
+        return None
+    data = json.loads(show.stdout)
+    if not isinstance(data, dict):
+        raise BaselineError(f"{METRICS_FILE} on {rev}: expected a JSON object")
+    return data
+
+
+def stale_stages(root: Path) -> tuple[str, ...]:
+    """Stages `dvc status` reports as changed; a failing `dvc status` is itself reported as one."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", "status", "--json"], check=False, cwd=root, capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        return (f"`dvc status` failed: {lines[-1] if lines else proc.returncode}",)
+    return tuple(json.loads(proc.stdout or "{}"))  # in pipeline order, as dvc reports them
+
+
+def format_results(results: list[GateResult]) -> str:
+    lines = []
+    for r in results:
+        lines.append(f"{'PASS' if r['passed'] else 'FAIL'} {r['gate']}: {r['detail']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gates", description=__doc__.split("\n")[0])
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--baseline-rev", default="main", help="git revision whose committed reports/metrics.json is the champion (default: main)"
+    )
+    source.add_argument("--baseline", type=Path, help="a metrics JSON file to use as the champion instead")
+    parser.add_argument("--root", type=Path, default=Path("."), help="the repository root (default: .)")
+    parser.add_argument("--params", default="params.yaml", help="params file, relative to the root")
+    args = parser.parse_args(argv)
+
+    root: Path = args.root
+    params = yaml.safe_load((root / args.params).read_text()) or {}
+    try:
+        gate_settings(params)
+        if args.baseline is not None:
+            baseline = json.loads(args.baseline.read_text()) if args.baseline.exists() else None
+            source_name = str(args.baseline)
+        else:
+            baseline = baseline_from_rev(root, args.baseline_rev)
+            source_name = args.baseline_rev
+    except (ValueError, BaselineError) as err:
+        print(f"gates: {err}", file=sys.stderr)
+        return 2
+
+    stale = stale_stages(root)
+    ctx = Context(params=params, root=root, baseline=baseline, baseline_source=source_name, stale_stages=stale)
+    results = run_gates(ctx)
+    passed = bool(results) and all(r["passed"] for r in results)
+    out = root / GATES_FILE
+    out.parent.mkdir(parents=True, exist_ok=True)
+    verdict = {"passed": passed, "baseline": source_name, "stale_stages": list(stale), "gates": results}
+    out.write_text(json.dumps(verdict, indent=2) + "\n")
+    print(format_results(results))
+    if not passed:
+        if os.environ.get("GITHUB_ACTIONS") == "true":
+            for r in results:
+                if not r["passed"]:  # an annotation on the run's summary page
+                    print(f"::error title=Gate {r['gate']} failed::{r['detail']}")
+        failed = ", ".join(dict.fromkeys(r["gate"] for r in results if not r["passed"]))
+        print(f"gates: FAILED ({failed}); details in {GATES_FILE}", file=sys.stderr)
+        return 1
+    print(f"gates: all {len(results)} passed (baseline: {source_name})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,305 @@
+"""Report: write reports/report.md, the pull-request comment and the CI step summary.
+
+Run after `dvc repro` and the gates:
+
+    python -m {{ cookiecutter.package }}.report --baseline-rev origin/main
+
+It reads only files of the run (``reports/validation.json``, ``reports/metrics.json``,
+``reports/gates.json``, ``reports/plots/``) plus ``dvc metrics diff`` and ``dvc params
+diff`` against the baseline revision. A section is a function ``section(inputs) -> str |
+None`` listed in ``SECTIONS``; a new section (fairness by group, say) plugs in by adding a
+function there. Anything missing is said in the report, never silently left out.
+
+Images: with ``--images link`` (the default) plots are named and linked to the run's
+artifacts, so nothing leaves the CI provider; with ``--images embed`` they are referenced as
+local images for ``cml comment`` to publish.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import gates as gates_module
+
+REPORT_FILE = "reports/report.md"
+PLOTS_DIR = "reports/plots"
+
+
+@dataclass
+class Inputs:
+    """Everything a section may render, loaded once."""
+
+    params: dict[str, Any]
+    baseline_rev: str
+    validation: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = None
+    gates: dict[str, Any] | None = None
+    metrics_diff: dict[str, dict[str, Any]] | None = None  # metric -> {"old", "new", "diff"}
+    params_diff: dict[str, dict[str, Any]] | None = None  # param -> {"old", "new"}
+    diff_errors: list[str] = field(default_factory=list)
+    plots: list[str] = field(default_factory=list)  # paths relative to reports/
+    images: str = "link"
+    run_url: str | None = None
+    stale_stages: tuple[str, ...] = ()  # from `dvc status`: the reports of these are not this run's
+
+    @property
+    def headline(self) -> str | None:
+        metric = (self.params.get("gates") or {}).get("metric") or {}
+        return metric.get("name")
+
+
+def fmt(value: Any) -> str:
+    """A table cell: floats to 4 decimals, missing values as an em dash."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.4f}" if math.isfinite(value) else str(value)
+    return str(value).replace("|", "\\|")
+
+
+def fmt_plain(value: Any) -> str:
+    """A cell shown as written in params.yaml."""
+    return "—" if value is None else str(value).replace("|", "\\|")
+
+
+def fmt_change(value: Any) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return f"{value:+.4f}"
+    return fmt(value)
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def header_section(inputs: Inputs) -> str:
+    use_case = inputs.params.get("use_case", "model")
+    title = f"## {use_case.replace('_', ' ').capitalize()}: model report"
+    gates = inputs.gates
+    if gates is None:
+        verdict = (
+            "❌ **Gates did not run**: the pipeline stopped before them; "
+            "this change cannot be merged until they pass (see the job log)."
+        )
+    elif gates.get("passed") is True:
+        verdict = f"✅ **All {len(gates.get('gates', []))} gates passed** against `{inputs.baseline_rev}`."
+    else:
+        failed = list(dict.fromkeys(g["gate"] for g in gates.get("gates", []) if not g.get("passed")))
+        verdict = f"❌ **Gate failed: {', '.join(failed) or 'unknown'}**; this change must not be merged as is."
+    return f"{title}\n\n{verdict}"
+
+
+def gates_section(inputs: Inputs) -> str:
+    if inputs.gates is None:
+        return "### Gates\n\n`reports/gates.json` is missing: the gates did not run."
+    rows = [
+        [
+            "✅ pass" if g.get("passed") else "❌ fail",
+            f"`{g.get('gate')}`",
+            fmt(g.get("value")),
+            fmt(g.get("threshold")),
+            fmt(g.get("detail")),
+        ]
+        for g in inputs.gates.get("gates", [])
+    ]
+    settings = (inputs.params.get("gates") or {}).get("metric") or {}
+    note = (
+        f"Thresholds come from `params.yaml` (`gates`): headline metric `{settings.get('name')}`, "
+        f"tolerance {fmt_plain(settings.get('tolerance'))} against `{inputs.gates.get('baseline')}`."
+    )
+    return "### Gates\n\n" + table(["Result", "Gate", "Value", "Threshold", "Detail"], rows) + "\n\n" + note
+
+
+def validation_section(inputs: Inputs) -> str:
+    v = inputs.validation
+    if v is None:
+        return "### Data validation\n\n❌ `reports/validation.json` is missing: the validate stage did not run."
+    failures = v.get("failures") or []
+    if v.get("success") is True and inputs.stale_stages:
+        return (
+            "### Data validation\n\n❌ Not known: the pipeline did not finish in this run "
+            f"(stages not reproduced: {', '.join(inputs.stale_stages)}), so `reports/validation.json` is an earlier run's."
+        )
+    if v.get("success") is True:
+        checked = v.get("evaluated_expectations") or v.get("statistics", {}).get("evaluated_expectations")
+        count = f" ({checked} expectations)" if checked else ""
+        return f"### Data validation\n\n✅ The data met the contract{count}."
+    rows = [[fmt(f.get("column")), f"`{f.get('expectation')}`", fmt(f.get("unexpected_count"))] for f in failures]
+    body = table(["Column", "Expectation", "Unexpected rows"], rows) if rows else "No failure details recorded."
+    return (
+        "### Data validation\n\n❌ The data broke the contract (`contract.yaml`); "
+        "nothing downstream was trained on it.\n\n" + body
+    )
+
+
+def metrics_section(inputs: Inputs) -> str:
+    base = inputs.baseline_rev
+    out = [f"### Metrics: this run vs `{base}`"]
+    if inputs.metrics_diff:
+        rows = []
+        for name in sorted(inputs.metrics_diff, key=lambda n: (n != inputs.headline, n)):
+            d = inputs.metrics_diff[name]
+            label = f"**{name}** (headline)" if name == inputs.headline else name
+            rows.append([label, fmt(d.get("old")), fmt(d.get("new")), fmt_change(d.get("diff"))])
+        out.append(table(["Metric", f"`{base}`", "this run", "Change"], rows))
+    elif inputs.validation is not None and inputs.validation.get("success") is False:
+        out.append("Not computed: the data failed validation, so no model was trained in this run.")
+    elif inputs.stale_stages:
+        out.append(
+            f"Not computed: the pipeline did not finish in this run (stages not reproduced: {', '.join(inputs.stale_stages)})."
+        )
+    elif inputs.validation is None:
+        out.append("Not computed: `reports/validation.json` is missing, so the data was not checked.")
+    elif inputs.metrics:
+        rows = [[name, fmt(value)] for name, value in sorted(inputs.metrics.items())]
+        out.append(f"No comparison with `{base}` was available; this run's metrics:")
+        out.append(table(["Metric", "this run"], rows))
+    else:
+        out.append("❌ `reports/metrics.json` is missing: the pipeline did not finish.")
+    return "\n\n".join(out)
+
+
+def params_section(inputs: Inputs) -> str:
+    out = [f"### Parameters changed vs `{inputs.baseline_rev}`"]
+    if inputs.params_diff is None:
+        out.append("Not compared (see notes below).")
+    elif not inputs.params_diff:
+        out.append("No parameter changed.")
+    else:
+        rows = [[f"`{name}`", fmt_plain(d.get("old")), fmt_plain(d.get("new"))] for name, d in sorted(inputs.params_diff.items())]
+        out.append(table(["Parameter", f"`{inputs.baseline_rev}`", "this run"], rows))
+    return "\n\n".join(out)
+
+
+def plots_section(inputs: Inputs) -> str | None:
+    if not inputs.plots:
+        return None
+    out = ["### Plots"]
+    if inputs.stale_stages:
+        out.append("Not produced in this run: the pipeline did not finish, so `reports/plots/` holds an earlier run's plots.")
+        return "\n\n".join(out)
+    if inputs.images == "embed":
+        out += [f"![{Path(p).stem}]({p})" for p in inputs.plots]
+    else:
+        names = ", ".join(f"`{p}`" for p in inputs.plots)
+        where = f"the `reports` artifact of [this run]({inputs.run_url})" if inputs.run_url else "`reports/`"
+        out.append(f"Plots are not uploaded anywhere; they are in {where}: {names}.")
+    return "\n\n".join(out)
+
+
+def notes_section(inputs: Inputs) -> str | None:
+    if not inputs.diff_errors:
+        return None
+    return "### Notes\n\n" + "\n".join(f"- {e}" for e in inputs.diff_errors)
+
+
+SECTIONS: list[Callable[[Inputs], str | None]] = [
+    header_section,
+    gates_section,
+    validation_section,
+    metrics_section,
+    params_section,
+    plots_section,
+    notes_section,
+]
+
+
+def render(inputs: Inputs) -> str:
+    parts = [part for section in SECTIONS if (part := section(inputs))]
+    footer = f"<sub>Run: {inputs.run_url}</sub>" if inputs.run_url else None
+    return "\n\n".join(parts + ([footer] if footer else [])) + "\n"
+
+
+def flatten_dvc_diff(raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``dvc metrics/params diff --json`` output, keyed by file, flattened to name -> change.
+
+    Names stay unqualified unless two files define the same one.
+    """
+    flat: dict[str, dict[str, Any]] = {}
+    for path, changes in (raw or {}).items():
+        for name, change in (changes or {}).items():
+            key = name if name not in flat else f"{path}:{name}"
+            flat[key] = change
+    return flat
+
+
+def dvc_diff(root: Path, kind: str, rev: str, show_all: bool) -> dict[str, dict[str, Any]]:
+    """Run ``dvc <kind> diff --json <rev>`` in ``root``; RuntimeError names the failure."""
+    cmd = [sys.executable, "-m", "dvc", kind, "diff", "--json", rev] + (["--all"] if show_all else [])
+    proc = subprocess.run(cmd, check=False, cwd=root, capture_output=True, text=True)
+    if proc.returncode != 0:
+        message = (proc.stderr or proc.stdout).strip().splitlines()
+        raise RuntimeError(f"`dvc {kind} diff {rev}` failed: {message[-1] if message else proc.returncode}")
+    return flatten_dvc_diff(json.loads(proc.stdout or "{}"))
+
+
+def load_inputs(root: Path, baseline_rev: str, images: str, run_url: str | None, compare: bool = True) -> Inputs:
+    ctx = gates_module.Context(params={}, root=root, baseline=None, baseline_source=baseline_rev)
+    params = yaml.safe_load((root / "params.yaml").read_text()) or {}
+    inputs = Inputs(params=params, baseline_rev=baseline_rev, images=images, run_url=run_url)
+    for attr, relative in (
+        ("validation", gates_module.VALIDATION_FILE),
+        ("metrics", gates_module.METRICS_FILE),
+        ("gates", gates_module.GATES_FILE),
+    ):
+        try:
+            setattr(inputs, attr, ctx.read_json(relative))
+        except ValueError as err:
+            inputs.diff_errors.append(str(err))
+    plots = root / PLOTS_DIR
+    if plots.is_dir():
+        inputs.plots = sorted(str(p.relative_to(root / "reports")) for p in plots.rglob("*.png"))
+    if compare:
+        inputs.stale_stages = gates_module.stale_stages(root)
+        # Metrics are compared only when this run produced them; otherwise the diff
+        # would show the committed (stale) file as if it were this run's result.
+        if not inputs.stale_stages and inputs.validation is not None and inputs.validation.get("success") is True:
+            try:
+                inputs.metrics_diff = dvc_diff(root, "metrics", baseline_rev, show_all=True)
+            except RuntimeError as err:
+                inputs.diff_errors.append(str(err))
+        try:
+            inputs.params_diff = dvc_diff(root, "params", baseline_rev, show_all=False)
+        except RuntimeError as err:
+            inputs.diff_errors.append(str(err))
+    return inputs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="report", description=__doc__.split("\n")[0])
+    parser.add_argument("--baseline-rev", default="main", help="git revision to compare with (default: main)")
+    parser.add_argument(
+        "--images",
+        choices=["link", "embed"],
+        default="link",
+        help="link plots to the run's artifacts (default) or embed them for cml to publish",
+    )
+    parser.add_argument("--run-url", default=None, help="URL of the CI run, linked from the report")
+    parser.add_argument("--root", type=Path, default=Path("."), help="the repository root (default: .)")
+    parser.add_argument("--output", type=Path, default=None, help=f"where to write (default: {REPORT_FILE})")
+    args = parser.parse_args(argv)
+
+    inputs = load_inputs(args.root, args.baseline_rev, args.images, args.run_url or None)
+    out = args.output or args.root / REPORT_FILE
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render(inputs))
+    print(f"report: wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

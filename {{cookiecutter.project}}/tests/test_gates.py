@@ -1,0 +1,205 @@
+"""The gates: every verdict, including the ones that must fail closed."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from {{ cookiecutter.package }} import gates
+
+PARAMS = {"gates": {"metric": {"name": "auc", "tolerance": 0.01}, "require_baseline": True}}
+PASSING_VALIDATION = {"success": True, "failures": []}
+
+
+def write_run(root: Path, validation=PASSING_VALIDATION, metrics=None) -> None:
+    (root / "reports").mkdir(parents=True, exist_ok=True)
+    if validation is not None:
+        (root / "reports/validation.json").write_text(json.dumps(validation))
+    if metrics is not None:
+        (root / "reports/metrics.json").write_text(json.dumps(metrics))
+
+
+def verdicts(root: Path, baseline, params=PARAMS, stale=()) -> dict[str, gates.GateResult]:
+    ctx = gates.Context(params=params, root=root, baseline=baseline, baseline_source="main", stale_stages=stale)
+    return {r["gate"]: r for r in gates.run_gates(ctx)}
+
+
+def test_all_pass_within_tolerance(tmp_path):
+    write_run(tmp_path, metrics={"auc": 0.795})
+    results = verdicts(tmp_path, {"auc": 0.80})
+    assert list(results) == ["pipeline", "data_validation", "headline_metric"]
+    assert results["pipeline"]["passed"] is True
+    assert results["data_validation"]["passed"] is True
+    metric = results["headline_metric"]
+    assert metric["passed"] is True
+    assert metric["value"] == 0.795
+    assert metric["threshold"] == pytest.approx(0.79)
+
+
+def test_metric_drop_past_tolerance_fails_naming_metric_value_and_threshold(tmp_path):
+    write_run(tmp_path, metrics={"auc": 0.70})
+    metric = verdicts(tmp_path, {"auc": 0.80})["headline_metric"]
+    assert metric["passed"] is False
+    assert metric["threshold"] == pytest.approx(0.79)
+    assert "auc = 0.7000 < 0.7900" in metric["detail"]
+    assert "baseline 0.8000 on main" in metric["detail"]
+
+
+def test_lower_is_better_direction(tmp_path):
+    params = {"gates": {"metric": {"name": "cost", "tolerance": 5, "direction": "lower"}}}
+    write_run(tmp_path, metrics={"cost": 104.0})
+    assert verdicts(tmp_path, {"cost": 100.0}, params)["headline_metric"]["passed"] is True
+    write_run(tmp_path, metrics={"cost": 106.0})
+    assert verdicts(tmp_path, {"cost": 100.0}, params)["headline_metric"]["passed"] is False
+
+
+def test_failed_validation_fails_both_gates_even_with_good_stale_metrics(tmp_path):
+    validation = {
+        "success": False,
+        "failures": [{"column": "income", "expectation": "expect_column_values_to_be_between", "unexpected_count": 3}],
+    }
+    write_run(tmp_path, validation=validation, metrics={"auc": 0.99})
+    results = verdicts(tmp_path, {"auc": 0.80})
+    assert results["data_validation"]["passed"] is False
+    assert "column 'income': expect_column_values_to_be_between (3 unexpected)" in results["data_validation"]["detail"]
+    assert results["headline_metric"]["passed"] is False
+    assert "data validation did not pass" in results["headline_metric"]["detail"]
+
+
+@pytest.mark.parametrize("missing", ["validation", "metrics"])
+def test_missing_inputs_fail(tmp_path, missing):
+    write_run(
+        tmp_path,
+        validation=None if missing == "validation" else PASSING_VALIDATION,
+        metrics=None if missing == "metrics" else {"auc": 0.9},
+    )
+    results = verdicts(tmp_path, {"auc": 0.80})
+    assert results["headline_metric"]["passed"] is False
+    if missing == "validation":
+        assert "validation.json is missing" in results["data_validation"]["detail"]
+    else:
+        assert "metrics.json is missing" in results["headline_metric"]["detail"]
+
+
+def test_corrupt_report_fails_with_its_name(tmp_path):
+    write_run(tmp_path, metrics={"auc": 0.9})
+    (tmp_path / "reports/validation.json").write_text("{not json")
+    result = verdicts(tmp_path, {"auc": 0.8})["data_validation"]
+    assert result["passed"] is False
+    assert "reports/validation.json: not valid JSON" in result["detail"]
+
+
+def test_headline_metric_absent_or_nan_fails(tmp_path):
+    write_run(tmp_path, metrics={"other": 0.9})
+    result = verdicts(tmp_path, {"auc": 0.8})["headline_metric"]
+    assert result["passed"] is False
+    assert "has: other" in result["detail"]
+    (tmp_path / "reports/metrics.json").write_text('{"auc": NaN}')
+    assert verdicts(tmp_path, {"auc": 0.8})["headline_metric"]["passed"] is False
+
+
+def test_missing_baseline_fails_unless_explicitly_allowed(tmp_path):
+    write_run(tmp_path, metrics={"auc": 0.9})
+    result = verdicts(tmp_path, None)["headline_metric"]
+    assert result["passed"] is False
+    assert "require_baseline" in result["detail"]
+    lenient = {"gates": {**PARAMS["gates"], "require_baseline": False}}
+    assert verdicts(tmp_path, None, lenient)["headline_metric"]["passed"] is True
+
+
+def test_a_crashing_gate_is_a_failed_gate(tmp_path):
+    def exploding_gate(ctx):
+        raise KeyError("boom")
+
+    ctx = gates.Context(params=PARAMS, root=tmp_path, baseline=None, baseline_source="main")
+    [result] = gates.run_gates(ctx, [exploding_gate])
+    assert result == {
+        "gate": "exploding",
+        "passed": False,
+        "value": None,
+        "threshold": None,
+        "detail": "gate crashed: KeyError: 'boom'",
+    }
+
+
+def test_new_gates_plug_in_through_the_list(tmp_path, monkeypatch):
+    def fairness_gate(ctx):
+        return [gates.result("fairness", False, 0.7, 0.8, "group b: ratio 0.7 < 0.8")]
+
+    write_run(tmp_path, metrics={"auc": 0.9})
+    monkeypatch.setattr(gates, "GATES", [*gates.GATES, fairness_gate])
+    assert verdicts(tmp_path, {"auc": 0.9})["fairness"]["passed"] is False
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({}, "missing section 'gates'"),
+        ({"gates": {"metric": {"name": "auc", "tolerance": -1}}}, "tolerance must be a number >= 0"),
+        ({"gates": {"metric": {"name": "auc", "direction": "up"}}}, "direction must be 'higher' or 'lower'"),
+    ],
+)
+def test_bad_settings_are_named(bad, message):
+    with pytest.raises(ValueError, match=message):
+        gates.gate_settings(bad)
+
+
+def git(root: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """A git repository whose main branch has committed baseline metrics."""
+    git(tmp_path, "init", "-q", "-b", "main")
+    git(tmp_path, "config", "user.email", "ci@example.com")
+    git(tmp_path, "config", "user.name", "ci")
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(PARAMS))
+    write_run(tmp_path, metrics={"auc": 0.80})
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "commit", "-qm", "baseline")
+    return tmp_path
+
+
+def test_cli_exit_status_output_and_gates_json(repo, capsys):
+    write_run(repo, metrics={"auc": 0.75})
+    assert gates.main(["--root", str(repo), "--baseline-rev", "main"]) == 1
+    captured = capsys.readouterr()
+    assert "FAIL headline_metric: auc = 0.7500 < 0.7900" in captured.out
+    assert "gates: FAILED (headline_metric)" in captured.err
+    written = json.loads((repo / "reports/gates.json").read_text())
+    assert written["passed"] is False
+    assert written["baseline"] == "main"
+    assert written["stale_stages"] == []
+    assert [g["gate"] for g in written["gates"]] == ["pipeline", "data_validation", "headline_metric"]
+
+    write_run(repo, metrics={"auc": 0.81})
+    assert gates.main(["--root", str(repo), "--baseline-rev", "main"]) == 0
+    assert json.loads((repo / "reports/gates.json").read_text())["passed"] is True
+
+
+def test_cli_fails_when_a_stage_was_not_reproduced(repo, capsys):
+    stage = {"stages": {"evaluate": {"cmd": "true", "metrics": [{"reports/metrics.json": {"cache": False}}]}}}
+    (repo / "dvc.yaml").write_text(yaml.safe_dump(stage))
+    write_run(repo, metrics={"auc": 0.95})
+    assert gates.main(["--root", str(repo), "--baseline-rev", "main"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL pipeline: the pipeline did not finish in this run (stages not reproduced: evaluate)" in out
+    assert json.loads((repo / "reports/gates.json").read_text())["stale_stages"] == ["evaluate"]
+
+
+def test_cli_unknown_baseline_revision_is_an_error(repo, capsys):
+    assert gates.main(["--root", str(repo), "--baseline-rev", "no-such-branch"]) == 2
+    assert "baseline revision 'no-such-branch' not found" in capsys.readouterr().err
+
+
+def test_cli_revision_without_metrics_is_a_missing_baseline(repo):
+    git(repo, "rm", "-q", "--cached", "reports/metrics.json")
+    git(repo, "commit", "-qm", "drop metrics")
+    assert gates.baseline_from_rev(repo, "HEAD") is None
+    assert gates.baseline_from_rev(repo, "HEAD~1") == {"auc": 0.80}
+    assert gates.main(["--root", str(repo), "--baseline-rev", "HEAD"]) == 1
