@@ -99,3 +99,20 @@ def test_model_file_with_untrusted_types_is_refused(tmp_path):
 def test_missing_feature_is_named(contract, fitted):
     with pytest.raises(KeyError, match=contract.features[0]):
         model.model_frame(pd.DataFrame({"unrelated": [1]}), contract)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("learning_rate", "fast", "'model.learning_rate' must be int/float"),
+        ("learning_rate", 0, "'model.learning_rate' must be greater than 0"),
+        ("max_leaf_nodes", 1, "'model.max_leaf_nodes' must be at least 2"),
+        ("max_iter", 2.5, "'model.max_iter' must be int"),
+        ("interaction_cst", "pairs", "'model.interaction_cst' must be no_interactions or null"),
+    ],
+)
+def test_bad_model_params_are_named(contract, params, key, value, message):
+    from {{ cookiecutter.package }}.config import ParamsError
+
+    with pytest.raises(ParamsError, match=message.replace("(", r"\(")):
+        model.build_pipeline(contract, {**params, "model": {**params["model"], key: value}})

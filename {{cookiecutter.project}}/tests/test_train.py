@@ -32,3 +32,14 @@ def test_tuned_threshold_minimises_expected_cost():
     best = metrics.expected_cost(y, score >= t, 100.0, 5.0)
     for other in np.linspace(0, 1, 101):
         assert best <= metrics.expected_cost(y, score >= other, 100.0, 5.0) + 1e-12
+
+
+def test_a_stage_reports_user_errors_in_one_line_and_exits_1(caplog):
+    from {{ cookiecutter.package }} import config
+
+    def broken_stage() -> int:
+        raise config.ParamsError("params.yaml: 'split.test_fraction' must be between 0.05 and 0.5, got 2")
+
+    assert config.run_stage(broken_stage) == 1
+    assert "'split.test_fraction' must be between 0.05 and 0.5, got 2" in caplog.text
+    assert config.run_stage(lambda: 0) == 0

@@ -41,8 +41,21 @@ PLOTS = REPORTS / "plots"
 SYNTHETIC_MARKER = b"fintech_mlops.synthetic"
 
 
-class ParamsError(ValueError):
+class UserError(Exception):
+    """Something the user can fix (data, contract, params, keys): reported without a traceback."""
+
+
+class ParamsError(UserError, ValueError):
     """params.yaml is missing a value or holds a wrong one."""
+
+
+def run_stage(main) -> int:
+    """Run a stage's main(); a UserError becomes one clear line on stderr and exit status 1."""
+    try:
+        return main()
+    except UserError as exc:
+        logging.getLogger("{{ cookiecutter.package }}").error("%s", exc)
+        return 1
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:

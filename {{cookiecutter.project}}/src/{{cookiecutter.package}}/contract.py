@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from .config import UserError
+
 ROLES = ("id", "pii", "protected", "feature", "target", "timestamp")
 DTYPES = ("string", "int", "float", "category", "datetime")
 MONOTONE = ("increasing", "decreasing", "none")
@@ -35,7 +37,7 @@ _COLUMN_KEYS = {
 }
 
 
-class ContractError(ValueError):
+class ContractError(UserError, ValueError):
     """The contract file itself is malformed."""
 
 

@@ -25,7 +25,7 @@ TRUSTED_TYPES = [
 ]
 
 
-class UntrustedModelError(RuntimeError):
+class UntrustedModelError(config.UserError, RuntimeError):
     pass
 
 
@@ -40,6 +40,14 @@ def model_frame(df: pd.DataFrame, contract: Contract) -> pd.DataFrame:
 
 def target_vector(df: pd.DataFrame, contract: Contract) -> np.ndarray:
     return (df[contract.target] == contract.positive_label).astype(int).to_numpy()
+
+
+def _positive(params: dict[str, Any], dotted: str, kind, minimum: float | None = None):
+    value = config.param(params, dotted, kind)
+    if (minimum is None and value <= 0) or (minimum is not None and value < minimum):
+        bound = "greater than 0" if minimum is None else f"at least {minimum}"
+        raise config.ParamsError(f"params.yaml: '{dotted}' must be {bound}, got {value!r}")
+    return value
 
 
 def build_pipeline(contract: Contract, params: dict[str, Any]) -> Pipeline:
@@ -61,11 +69,11 @@ def build_pipeline(contract: Contract, params: dict[str, Any]) -> Pipeline:
     if interaction not in (None, "no_interactions"):
         raise config.ParamsError(f"params.yaml: 'model.interaction_cst' must be no_interactions or null, got {interaction!r}")
     classifier = HistGradientBoostingClassifier(
-        learning_rate=float(m["learning_rate"]),
-        max_iter=int(m["max_iter"]),
-        max_leaf_nodes=int(m["max_leaf_nodes"]),
-        min_samples_leaf=int(m["min_samples_leaf"]),
-        l2_regularization=float(m["l2_regularization"]),
+        learning_rate=_positive(params, "model.learning_rate", (int, float)),
+        max_iter=_positive(params, "model.max_iter", int),
+        max_leaf_nodes=_positive(params, "model.max_leaf_nodes", int, minimum=2),
+        min_samples_leaf=_positive(params, "model.min_samples_leaf", int),
+        l2_regularization=_positive(params, "model.l2_regularization", (int, float), minimum=0),
         class_weight=m.get("class_weight"),
         categorical_features=[False] * len(numeric) + [True] * len(categorical),
         monotonic_cst=contract.monotonic_cst() if m.get("monotone", True) else None,

@@ -28,7 +28,7 @@ DEV_KEY = "DEVELOPMENT-ONLY-KEY-for-synthetic-data-never-for-real-data"
 LEDGER_COLUMN = "subject_pseudonym"
 
 
-class PrepareError(RuntimeError):
+class PrepareError(config.UserError, RuntimeError):
     """The input cannot be prepared safely."""
 
 
@@ -239,4 +239,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(config.run_stage(main))

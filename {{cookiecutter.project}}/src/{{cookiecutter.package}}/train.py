@@ -14,7 +14,7 @@ from .contract import Contract, load_contract
 from .metrics import expected_cost
 
 
-class ValidationNotPassedError(RuntimeError):
+class ValidationNotPassedError(config.UserError, RuntimeError):
     pass
 
 
@@ -131,4 +131,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(config.run_stage(main))
