@@ -13,11 +13,15 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from threadpoolctl import threadpool_limits
 
 from {{ cookiecutter.package }} import config, model, reasons
 from {{ cookiecutter.package }}.contract import load_contract
 
 from .pipeline_run import ROOT, pipeline_run
+from .strategies import records
 
 CONTRACT = load_contract(ROOT / "contract.yaml")
 PARAMS = config.load_params(ROOT / "params.yaml")
@@ -26,6 +30,13 @@ additive_only = pytest.mark.skipif(
     not ADDITIVE, reason="reason codes need the additive (no-interaction) model; this use case's model has interactions"
 )
 VAGUE = re.compile(r"\b(other|others|misc\w*|various|unknown|insufficient|general|score|n/?a)\b", re.IGNORECASE)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_threaded():
+    """Thousands of small predictions: OpenMP threads only add overhead (and thrash a busy runner)."""
+    with threadpool_limits(limits=1, user_api="openmp"):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +74,23 @@ def test_contributions_plus_base_score_reproduce_the_log_odds(fitted, held_out):
     assert error.max() < 1e-6
     # ... and the log-odds are the model's probabilities.
     np.testing.assert_allclose(1 / (1 + np.exp(-raw)), model.scores(fitted, held_out, CONTRACT), atol=1e-12)
+
+
+@additive_only
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_valid_record_decomposes_exactly_and_its_reasons_are_adverse(fitted, data):
+    """Property: for records anywhere in the contract's domain (missing values included), the
+    contributions add up to the log-odds and no reason is given for a non-adverse feature."""
+    frame = pd.DataFrame(data.draw(st.lists(records(CONTRACT, roles=("feature",)), min_size=1, max_size=10)))
+    exp = reasons.explainer(fitted, CONTRACT)
+    contrib = reasons.contributions(fitted, CONTRACT, frame)
+    raw = fitted.decision_function(model.model_frame(frame, CONTRACT))
+    assert np.abs(exp.base_score + contrib.to_numpy().sum(axis=1) - raw).max() < 1e-6
+    present = frame[list(exp.features)].notna().to_numpy()
+    assert (contrib.to_numpy()[present] >= -1e-12).all()  # best attainable: nothing in bounds beats it
+    for (_, c), codes in zip(contrib.iterrows(), reasons.codes_from_contributions(contrib, exp), strict=True):
+        assert all(c[r["feature"]] > reasons.MIN_ADVERSE for r in codes)
 
 
 @additive_only
