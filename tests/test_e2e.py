@@ -33,6 +33,12 @@ def lock_outs(project: Path, stage: str) -> dict[str, str]:
     return {o["path"]: o.get("md5", "") for o in lock["stages"][stage]["outs"]}
 
 
+def stages_from(project: Path, first: str) -> list[str]:
+    """The stage ``first`` and every stage declared after it (dvc.yaml lists them in pipeline order)."""
+    stages = list(yaml.safe_load((project / "dvc.yaml").read_text())["stages"])
+    return stages[stages.index(first) :]
+
+
 def set_param(project: Path, dotted: str, value) -> None:
     path = project / "params.yaml"
     params = yaml.safe_load(path.read_text())
@@ -96,13 +102,14 @@ def test_param_change_reruns_only_what_depends_on_it_and_results_are_reproducibl
     project = fresh_copy(original, tmp_path / "copy")
     set_param(project, "model.learning_rate", 0.08)
     result = run(["uv", "run", "--locked", "dvc", "repro"], cwd=project)
-    assert stages_run(result.stdout) == ["train", "evaluate"]
+    ran = stages_run(result.stdout)
+    assert ran[0] == "train" and set(ran) == set(stages_from(project, "train")), ran
     assert (project / "reports" / "metrics.json").read_bytes() != (original / "reports" / "metrics.json").read_bytes()
 
     # Same data + params + code -> byte-identical metrics, executed for real (no run cache).
     set_param(project, "model.learning_rate", 0.05)
     result = run(["uv", "run", "--locked", "dvc", "repro", "--force", "--no-run-cache"], cwd=project)
-    assert stages_run(result.stdout) == ["generate", "prepare", "validate", "train", "evaluate"]
+    assert set(stages_run(result.stdout)) == set(stages_from(project, "generate"))
     assert (project / "reports" / "metrics.json").read_bytes() == (original / "reports" / "metrics.json").read_bytes()
 
 
@@ -238,7 +245,8 @@ def test_bring_your_own_data_file(pipeline_repo, tmp_path, fmt):
     py(project, script)
     set_param(project, "data.path", f"data/external/applications.{fmt}")
     result = run(["uv", "run", "--locked", "dvc", "repro"], cwd=project, PII_HMAC_KEY="a-real-secret-from-the-vault-0123456789")
-    assert stages_run(result.stdout) == ["prepare", "validate", "train", "evaluate"]
+    ran = stages_run(result.stdout)
+    assert ran[0] == "prepare" and set(ran) == set(stages_from(project, "prepare")), ran
     summary = json.loads((project / "data" / "prepared" / "summary.json").read_text())
     assert summary["rows_in"] == 6000 and summary["columns_dropped"] == ["branch"]
     metrics = json.loads((project / "reports" / "metrics.json").read_text())

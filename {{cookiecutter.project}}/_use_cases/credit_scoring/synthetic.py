@@ -86,15 +86,15 @@ def generate(contract: Contract, n_rows: int, seed: int, start_date: str = "2023
 
     employment_status = rng.choice(cat("employment_status"), size=n_rows, p=[0.66, 0.14, 0.07, 0.07, 0.06])
     employed = np.isin(employment_status, ["employed", "self_employed"])
-    employment_years = np.where(employed, np.round(rng.gamma(2.0, 3.0 + age_idx, n_rows), 1), np.nan)
+    employment_years = np.where(employed, np.round(rng.gamma(2.0, 4.0 + 0.3 * age_idx, n_rows), 1), np.nan)
     employment_years = np.clip(employment_years, 0, 60)
 
-    income = rng.lognormal(mean=10.7 + 0.08 * age_idx, sigma=0.45, size=n_rows)
+    income = rng.lognormal(mean=10.7 + 0.03 * age_idx, sigma=0.45, size=n_rows)
     income = np.where(employment_status == "unemployed", income * 0.35, income)
     income = np.where(employment_status == "student", income * 0.4, income)
     income = np.round(np.clip(income, 0, 5_000_000), 2)
 
-    history = np.clip(np.round(rng.normal(24 + 55 * age_idx, 30, n_rows)), 0, 900).astype(int)
+    history = np.clip(np.round(rng.normal(110 + 16 * age_idx, 60, n_rows)), 0, 900).astype(int)
     dti = np.round(np.clip(rng.beta(2.2, 6.0, n_rows) * 1.4, 0, 5), 4)
     util = np.round(np.clip(rng.beta(1.6, 3.2, n_rows) * 1.2, 0, 2), 4)
     delinq = np.clip(rng.poisson(0.35 + 0.9 * util, n_rows), 0, 60).astype(int)

@@ -31,6 +31,7 @@ _COLUMN_KEYS = {
     "reason_code",
     "reason",
     "positive",
+    "proxy_for",
 }
 
 
@@ -53,6 +54,7 @@ class Column:
     reason_code: str | None = None
     reason: str | None = None
     positive: Any = None
+    proxy_for: tuple[str, ...] = ()  # protected attributes this column is known to stand in for
 
     @property
     def is_numeric(self) -> bool:
@@ -112,6 +114,11 @@ class Contract:
     @property
     def protected(self) -> list[str]:
         return self.names("protected")
+
+    @property
+    def proxies(self) -> list[str]:
+        """Columns flagged (``proxy_for``) as standing in for a protected attribute: never model inputs."""
+        return [c.name for c in self.columns if c.proxy_for]
 
     @property
     def target(self) -> str:
@@ -208,6 +215,14 @@ def _column(path: str, index: int, raw: Any) -> Column:
             _fail(path, where, "every feature needs a 'reason_code' and consumer-facing 'reason' text")
         if dtype in ("string", "datetime"):
             _fail(path, where, f"a feature must be int, float or category, not {dtype!r}")
+    proxy_for = raw.get("proxy_for") or []
+    proxy_for = [proxy_for] if isinstance(proxy_for, str) else proxy_for
+    if not isinstance(proxy_for, list) or not all(isinstance(p, str) and p for p in proxy_for):
+        _fail(path, where, "'proxy_for' must name a protected column, or list several")
+    if proxy_for and role == "feature":
+        _fail(path, where, f"is flagged as a proxy for protected attribute(s) {proxy_for} but has role 'feature': a proxy "
+                           "must never be a model input; give it role 'protected' (kept apart, used only to measure "
+                           "fairness) or remove the column")
     if role == "target":
         if not cats or len(cats) != 2:
             _fail(path, where, "the target must declare exactly two 'categories'")
@@ -227,6 +242,7 @@ def _column(path: str, index: int, raw: Any) -> Column:
         reason_code=raw.get("reason_code"),
         reason=raw.get("reason"),
         positive=raw.get("positive"),
+        proxy_for=tuple(proxy_for),
     )
 
 
@@ -255,6 +271,12 @@ def load_contract(path: str | Path = "contract.yaml") -> Contract:
     dup_codes = sorted({c for c in codes if codes.count(c) > 1})
     if dup_codes:
         raise ContractError(f"{path}: reason_code(s) {dup_codes} are used by more than one feature")
+    protected = {c.name for c in columns if c.role == "protected"}
+    for c in columns:
+        unknown_targets = [p for p in c.proxy_for if p not in protected]
+        if unknown_targets:
+            raise ContractError(f"{path}: column {c.name!r}: 'proxy_for' names {unknown_targets}, which are not "
+                                f"protected columns (protected: {sorted(protected)})")
     subject = raw.get("subject")
     if subject is not None and (subject not in names or next(c for c in columns if c.name == subject).role != "pii"):
         raise ContractError(f"{path}: 'subject' must name a column with role 'pii' (got {subject!r})")

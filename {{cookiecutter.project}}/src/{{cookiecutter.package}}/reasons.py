@@ -1,0 +1,151 @@
+"""Per-decision reason codes: exact feature contributions of an additive model.
+
+With ``interaction_cst="no_interactions"`` every tree of the boosted model splits on a single
+feature, so the raw score (log-odds of the positive class) is a sum of one function per
+feature: ``f(x) = c + g_1(x_1) + ... + g_p(x_p)``. For each feature the *best attainable value*
+is the value, within the contract's bounds and categories, with the lowest ``g_j``. With
+``b`` the profile of best values, each record's contribution of feature ``j`` is
+
+    contribution_j(x) = f(b with x_j in place of b_j) - f(b) = g_j(x_j) - g_j(b_j)
+
+and ``f(b) + sum_j contribution_j(x) == f(x)`` exactly (up to floating point). The adverse
+reasons are the features with the largest positive contributions, reported with the code and
+consumer text the contract declares for them.
+
+Everything here is a function of a fitted pipeline, the contract and a DataFrame of records,
+so the evaluation and the service share it.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.pipeline import Pipeline
+from threadpoolctl import threadpool_limits
+
+from . import model
+from .contract import Contract
+
+TOP_N = 4
+# A contribution at or below this (in log-odds) is not a reason: it does not worsen the score.
+MIN_ADVERSE = 1e-9
+
+
+class NotAdditiveError(ValueError):
+    """The model has feature interactions, so per-feature contributions are not exact."""
+
+
+@dataclass(frozen=True)
+class Explainer:
+    features: tuple[str, ...]  # model input order
+    best: dict[str, Any]  # best attainable value per feature
+    base_score: float  # raw score (log-odds) of the best-value profile
+    catalogue: dict[str, dict[str, str]]  # feature -> {"code", "text"}
+
+
+_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def classifier(pipeline: Pipeline):
+    return pipeline.steps[-1][1]
+
+
+def check_additive(pipeline: Pipeline) -> None:
+    clf = classifier(pipeline)
+    if getattr(clf, "interaction_cst", None) != "no_interactions":
+        raise NotAdditiveError(
+            f"reason codes need an additive model (model.interaction_cst: no_interactions in params.yaml); "
+            f"this model has interaction_cst={getattr(clf, 'interaction_cst', None)!r}, so per-feature contributions are "
+            "not exact"
+        )
+
+
+def candidates(pipeline: Pipeline, contract: Contract, feature: str) -> list[Any]:
+    """Values covering every piece of the model's step function for ``feature``, within the contract."""
+    col = contract[feature]
+    if col.dtype == "category":
+        return list(col.categories or ())
+    index = contract.model_input_order().index(feature)
+    thresholds = np.asarray(classifier(pipeline)._bin_mapper.bin_thresholds_[index], dtype=float)
+    # A split sends x <= t left: each threshold stands for the piece ending at it, and one
+    # value past the last threshold for the final piece.
+    values = list(thresholds) + ([np.nextafter(thresholds[-1], np.inf)] if len(thresholds) else [])
+    lo = col.min if col.min is not None else -np.inf
+    hi = col.max if col.max is not None else np.inf
+    values = [float(np.clip(v, lo, hi)) for v in values]
+    values += [float(v) for v in (col.min, col.max) if v is not None]
+    if not values:  # a constant feature in training: any in-bounds value is as good as another
+        values = [0.0 if col.min is None else float(col.min)]
+    return sorted(set(values))
+
+
+def raw_score(pipeline: Pipeline, contract: Contract, frame: pd.DataFrame) -> np.ndarray:
+    """Log-odds of the positive class (what the trees add up to)."""
+    # Single-threaded: these are many small batches, where OpenMP start-up costs more than it
+    # saves (and on a busy host, 10x more); the service scores a record at a time anyway.
+    with threadpool_limits(limits=1, user_api="openmp"):
+        return pipeline.decision_function(model.model_frame(frame, contract))
+
+
+def explainer(pipeline: Pipeline, contract: Contract) -> Explainer:
+    """Best attainable values and base score of a fitted additive pipeline (cached per pipeline)."""
+    cached = _CACHE.get(pipeline)
+    if cached is not None and cached[0] is contract:
+        return cached[1]
+    check_additive(pipeline)
+    features = contract.model_input_order()
+    options = {f: candidates(pipeline, contract, f) for f in features}
+    anchor = {f: vals[0] for f, vals in options.items()}
+    best: dict[str, Any] = {}
+    for f in features:
+        # Additive: the argmin over feature f does not depend on the other features' values.
+        grid = pd.DataFrame([{**anchor, f: v} for v in options[f]])
+        scores = raw_score(pipeline, contract, grid)
+        best[f] = options[f][int(np.argmin(scores))]
+    base = float(raw_score(pipeline, contract, pd.DataFrame([best]))[0])
+    catalogue = {c["feature"]: {"code": c["code"], "text": c["text"]} for c in contract.reason_catalogue()}
+    result = Explainer(features=tuple(features), best=best, base_score=base, catalogue=catalogue)
+    _CACHE[pipeline] = (contract, result)
+    return result
+
+
+def contributions(pipeline: Pipeline, contract: Contract, records: pd.DataFrame) -> pd.DataFrame:
+    """Per record and feature, the rise in log-odds over the best attainable value (>= 0 means adverse)."""
+    exp = explainer(pipeline, contract)
+    features = list(exp.features)
+    missing = [f for f in features if f not in records.columns]
+    if missing:
+        raise KeyError(f"records are missing feature column(s) {missing} declared in {contract.path}")
+    n = len(records)
+    if n == 0:
+        return pd.DataFrame(columns=features, dtype=float)
+    # One block of n rows per feature: the best-value profile with that feature taken from the record.
+    columns = {}
+    for g in features:
+        own = records[g].to_numpy(dtype=object)
+        fill = np.full(n, exp.best[g], dtype=object)
+        columns[g] = np.concatenate([own if g == f else fill for f in features])
+    scores = raw_score(pipeline, contract, pd.DataFrame(columns)).reshape(len(features), n)
+    return pd.DataFrame((scores - exp.base_score).T, columns=features, index=records.index)
+
+
+def reason_codes(pipeline: Pipeline, contract: Contract, records: pd.DataFrame, top_n: int = TOP_N) -> list[list[dict[str, Any]]]:
+    """For each record, up to ``top_n`` adverse reasons, most adverse first: code, feature, text, contribution."""
+    return codes_from_contributions(contributions(pipeline, contract, records), explainer(pipeline, contract), top_n)
+
+
+def codes_from_contributions(contrib: pd.DataFrame, exp: Explainer, top_n: int = TOP_N) -> list[list[dict[str, Any]]]:
+    out = []
+    for _, row in contrib.iterrows():
+        ranked = row[row > MIN_ADVERSE].sort_values(ascending=False, kind="stable").head(top_n)
+        out.append(
+            [
+                {"code": exp.catalogue[f]["code"], "feature": f, "text": exp.catalogue[f]["text"], "contribution": float(v)}
+                for f, v in ranked.items()
+            ]
+        )
+    return out

@@ -1,0 +1,259 @@
+"""Fairness: protected attributes and their proxies never reach the model; rates by group are
+right; the gates fail, naming attribute, group, metric and threshold, when bias is injected."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from {{ cookiecutter.package }} import config, fairness, model
+from {{ cookiecutter.package }}.contract import ContractError, load_contract
+
+from .pipeline_run import ROOT, pipeline_run
+
+CONTRACT = load_contract(ROOT / "contract.yaml")
+PARAMS = config.load_params(ROOT / "params.yaml")
+USE_CASE = PARAMS["use_case"]
+SETTINGS = fairness.gate_settings(PARAMS)
+OUTCOME = fairness.OUTCOME[USE_CASE]
+
+
+def scored_groups(n: int = 6000, shift: float = 0.0, seed: int = 0):
+    """Labels and scores for two equal groups; ``shift`` raises group 'b' scores (bias against it)."""
+    rng = np.random.default_rng(seed)
+    groups = np.where(np.arange(n) % 2 == 0, "a", "b")
+    base = 0.25 if USE_CASE == "credit_scoring" else 0.05
+    y = (rng.random(n) < base).astype(int)
+    score = np.clip(rng.beta(2, 6, n) + 0.25 * y + np.where(groups == "b", shift, 0.0), 0, 1)
+    threshold = float(np.quantile(score, 0.8 if USE_CASE == "credit_scoring" else 0.95))
+    return y, score, threshold, pd.DataFrame({"attribute": groups})
+
+
+# --- protected attributes and proxies are never model inputs -----------------------------------
+def test_no_feature_is_protected_or_a_declared_proxy():
+    inputs = set(CONTRACT.model_input_order())
+    assert CONTRACT.protected, "contract.yaml declares no protected attribute: fairness cannot be measured"
+    assert not inputs & set(CONTRACT.protected)
+    assert not inputs & set(CONTRACT.proxies)
+    assert not inputs & set(CONTRACT.pii)
+
+
+def test_the_trained_model_sees_no_protected_column():
+    run = pipeline_run()
+    pipeline = model.load(run.path("models/model.skops"))
+    seen = set(pipeline.feature_names_in_)
+    assert seen == set(CONTRACT.model_input_order())
+    assert not seen & set(CONTRACT.protected)
+    for split in ("train", "test"):
+        columns = set(pd.read_parquet(run.path(f"data/prepared/{split}.parquet")).columns)
+        assert not columns & set(CONTRACT.protected), f"{split}.parquet holds protected attributes"
+    protected = pd.read_parquet(run.path("data/prepared/protected.parquet"))
+    assert list(protected.columns) == [CONTRACT.id_column, *CONTRACT.protected]
+
+
+def _contract_with(tmp_path: Path, change) -> Path:
+    raw = yaml.safe_load((ROOT / "contract.yaml").read_text(encoding="utf-8"))
+    change(raw["columns"])
+    path = tmp_path / "contract.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def test_contract_refuses_a_feature_flagged_as_a_proxy(tmp_path):
+    feature, protected = CONTRACT.features[0], CONTRACT.protected[0]
+
+    def flag(columns):
+        next(c for c in columns if c["name"] == feature)["proxy_for"] = protected
+
+    with pytest.raises(
+        ContractError, match=rf"column '{feature}'.*proxy for protected attribute.*'{protected}'.*never be a model input"
+    ):
+        load_contract(_contract_with(tmp_path, flag))
+
+
+def test_a_proxy_kept_apart_as_protected_is_accepted_and_must_name_a_protected_column(tmp_path):
+    feature, protected = CONTRACT.features[0], CONTRACT.protected[0]
+
+    def demote(columns):
+        col = next(c for c in columns if c["name"] == feature)
+        for key in ("monotone", "reason_code", "reason", "min", "max"):
+            col.pop(key, None)
+        col.update(role="protected", proxy_for=[protected])
+
+    contract = load_contract(_contract_with(tmp_path, demote))
+    assert feature in contract.proxies
+    assert feature not in contract.model_input_order()
+
+    def wrong_target(columns):
+        demote(columns)
+        next(c for c in columns if c["name"] == feature)["proxy_for"] = [CONTRACT.target]
+
+    with pytest.raises(ContractError, match="not protected columns"):
+        load_contract(_contract_with(tmp_path, wrong_target))
+
+
+# --- the numbers ------------------------------------------------------------------------------
+def test_group_rates_match_a_direct_count():
+    y, score, threshold, protected = scored_groups()
+    report = fairness.assess(USE_CASE, y, score, threshold, protected, SETTINGS, seed=1)
+    flagged = score >= threshold
+    for g, entry in report["attributes"]["attribute"]["groups"].items():
+        m = protected["attribute"].to_numpy() == g
+        assert entry["n"] == m.sum()
+        expected_outcome = np.mean(~flagged[m]) if OUTCOME == "approval_rate" else np.mean(flagged[m])
+        assert entry[OUTCOME] == pytest.approx(expected_outcome, abs=1e-6)
+        assert entry["tpr"] == pytest.approx(np.mean(flagged[m & (y == 1)]), abs=1e-6)
+        assert entry["fpr"] == pytest.approx(np.mean(flagged[m & (y == 0)]), abs=1e-6)
+        lo, hi = entry["ci"][OUTCOME]
+        assert lo <= entry[OUTCOME] <= hi
+
+
+def test_bootstrap_tables_equal_fairlearn_metricframe():
+    y, score, threshold, protected = scored_groups(n=3000)
+    groups = protected["attribute"].to_numpy()
+    flagged = (score >= threshold).astype(int)
+    slow = fairness.by_group(y, flagged, groups, USE_CASE)
+    codes = pd.Categorical(groups, categories=slow.index).codes
+    fast = fairness._fast_table(y, flagged, codes, slow.index, USE_CASE)
+    pd.testing.assert_frame_equal(slow[sorted(slow.columns)], fast[sorted(fast.columns)], check_dtype=False)
+
+
+def test_bootstrap_is_seeded():
+    y, score, threshold, protected = scored_groups()
+    a = fairness.assess(USE_CASE, y, score, threshold, protected, SETTINGS, seed=3)
+    b = fairness.assess(USE_CASE, y, score, threshold, protected, SETTINGS, seed=3)
+    assert a == b
+
+
+# --- the gates --------------------------------------------------------------------------------
+def test_unbiased_scores_pass_every_gate():
+    y, score, threshold, protected = scored_groups(shift=0.0)
+    report = fairness.assess(USE_CASE, y, score, threshold, protected, SETTINGS, seed=1)
+    assert report["passed"], [g["detail"] for g in report["gates"]]
+    assert {g["gate"] for g in report["gates"]} == {f"fairness:attribute:{g['metric']}" for g in SETTINGS["gates"]}
+
+
+def test_injected_bias_fails_the_gate_naming_attribute_group_metric_and_threshold():
+    y, score, threshold, protected = scored_groups(shift=0.35)
+    report = fairness.assess(USE_CASE, y, score, threshold, protected, SETTINGS, seed=1)
+    assert not report["passed"]
+    failed = [g for g in report["gates"] if not g["passed"]]
+    assert failed
+    for gate in failed:
+        assert gate["gate"].startswith("fairness:attribute:")
+        assert isinstance(gate["value"], float)
+        assert isinstance(gate["threshold"], float)
+        assert "attribute" in gate["detail"]
+        assert "'b'" in gate["detail"]
+        assert "'a'" in gate["detail"]
+        assert f"{gate['threshold']:g}" in gate["detail"]
+    first_gate = SETTINGS["gates"][0]
+    assert any(g["gate"] == f"fairness:attribute:{first_gate['metric']}" for g in failed)
+
+
+def test_equalized_odds_gate_catches_unequal_error_rates_at_equal_outcome_rates():
+    rng = np.random.default_rng(5)
+    n = 8000
+    groups = np.where(np.arange(n) % 2 == 0, "a", "b")
+    y = (rng.random(n) < 0.3).astype(int)
+    informative = np.clip(rng.beta(2, 6, n) + 0.35 * y, 0, 1)
+    noise = rng.permutation(informative)  # same score distribution, no relation to the label
+    score = np.where(groups == "a", informative, noise)
+    settings = {**SETTINGS, "gates": [{"metric": "equalized_odds_difference", "max": 0.1}]}
+    report = fairness.assess(USE_CASE, y, score, float(np.quantile(score, 0.7)), pd.DataFrame({"sex": groups}), settings, seed=2)
+    (gate,) = report["gates"]
+    assert not gate["passed"]
+    assert gate["status"] == "fail"
+    assert "equalized-odds difference" in gate["detail"]
+    assert "at most 0.1" in gate["detail"]
+
+
+def test_point_rule_is_stricter_than_significant():
+    y, score, threshold, protected = scored_groups(n=1200, shift=0.06, seed=11)
+    point = fairness.assess(USE_CASE, y, score, threshold, protected, {**SETTINGS, "rule": "point"}, seed=1)
+    significant = fairness.assess(USE_CASE, y, score, threshold, protected, {**SETTINGS, "rule": "significant"}, seed=1)
+    for p, s in zip(point["gates"], significant["gates"], strict=True):
+        assert p["passed"] <= s["passed"]  # whatever fails under 'significant' fails under 'point'
+        if s["status"] == "warn":
+            assert not p["passed"]
+
+
+def test_small_groups_are_reported_but_not_gated():
+    y, score, threshold, protected = scored_groups()
+    protected.loc[protected.index[:20], "attribute"] = "tiny"
+    report = fairness.assess(USE_CASE, y, score, threshold, protected, SETTINGS, seed=1)
+    tiny = report["attributes"]["attribute"]["groups"]["tiny"]
+    assert tiny["n"] == 20
+    assert tiny["gated"]["outcome_rate"] is False
+    assert any("'tiny'" in n["detail"] and "min_group_size" in n["detail"] for n in report["not_gated"])
+    assert all("'tiny'" not in g["detail"] for g in report["gates"])
+
+
+def test_nothing_comparable_fails_closed():
+    y, score, threshold, protected = scored_groups(n=150)
+    report = fairness.assess(USE_CASE, y, score, threshold, protected, SETTINGS, seed=1)
+    assert not report["passed"]
+    assert report["gates"][0]["gate"] == "fairness:all:comparable_groups"
+
+
+def test_bad_gate_params_are_named():
+    bad = {**PARAMS, "fairness": {**PARAMS["fairness"], "gates": [{"metric": "accuracy_parity", "min": 0.8}]}}
+    with pytest.raises(config.ParamsError, match=r"fairness.gates\[0\]"):
+        fairness.gate_settings(bad)
+
+
+# --- the stage --------------------------------------------------------------------------------
+def test_report_covers_every_protected_group_and_is_logged_to_mlflow():
+    from mlflow.tracking import MlflowClient
+
+    run = pipeline_run()
+    report = json.loads(run.path("reports/fairness.json").read_text(encoding="utf-8"))
+    test_rows = len(pd.read_parquet(run.path("data/prepared/test.parquet")))
+    assert set(report["attributes"]) == set(CONTRACT.protected)
+    for _attribute, result in report["attributes"].items():
+        assert sum(g["n"] for g in result["groups"].values()) == test_rows
+    for gate in report["gates"]:
+        assert set(gate) >= {"gate", "passed", "value", "threshold", "detail"}
+        assert isinstance(gate["passed"], bool)
+        assert isinstance(gate["value"], float)
+    meta = json.loads(run.path("models/model_meta.json").read_text(encoding="utf-8"))
+    logged = MlflowClient(tracking_uri=run.tracking_uri).get_run(meta["run_id"]).data.metrics
+    for key, value in fairness.mlflow_metrics(report).items():
+        assert logged[key] == value, key
+
+
+def test_stage_exits_nonzero_on_biased_data(tmp_path, monkeypatch, caplog):
+    """Give one group the riskiest held-out rows: the stage (so `dvc repro`) must stop and say why."""
+    run = pipeline_run()
+    work = tmp_path / "biased"
+    shutil.copytree(run.dir, work, ignore=shutil.ignore_patterns(".dvc", "src"))
+    meta = json.loads((work / "models/model_meta.json").read_text(encoding="utf-8"))
+    meta["tracking_uri"] = f"sqlite:///{work / 'mlflow.db'}"
+    (work / "models/model_meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    test = pd.read_parquet(work / "data/prepared/test.parquet")
+    risk = model.scores(model.load(work / "models/model.skops"), test, CONTRACT)
+    attribute = CONTRACT.protected[-1]
+    groups = CONTRACT.categories(attribute)
+    riskiest = risk >= np.quantile(risk, 0.5)
+    protected = pd.read_parquet(work / "data/prepared/protected.parquet").set_index(CONTRACT.id_column)
+    protected.loc[test[CONTRACT.id_column], attribute] = np.where(riskiest, groups[0], groups[1])
+    protected.reset_index().to_parquet(work / "data/prepared/protected.parquet", index=False)
+
+    monkeypatch.chdir(work)
+    with caplog.at_level(logging.INFO):
+        assert fairness.main() == 1
+    report = json.loads((work / "reports/fairness.json").read_text(encoding="utf-8"))
+    failed = [g for g in report["gates"] if not g["passed"]]
+    assert failed
+    assert all(g["gate"].startswith(f"fairness:{attribute}:") for g in failed)
+    message = caplog.text
+    assert f"fairness:{attribute}:" in message
+    assert f"'{groups[0]}'" in message
+    assert any(f"{g['threshold']:g}" in message for g in failed)

@@ -1,0 +1,136 @@
+"""Reason codes and monotone directions, on the model the real pipeline trained.
+
+Credit (additive model): contributions plus the base score give back the model's log-odds;
+each contribution is measured from the best attainable value; the top four adverse features
+come back as the contract's codes and texts. Both use cases: sweeping a constrained feature
+over its range never moves the score against the declared direction.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from {{ cookiecutter.package }} import config, model, reasons
+from {{ cookiecutter.package }}.contract import load_contract
+
+from .pipeline_run import ROOT, pipeline_run
+
+CONTRACT = load_contract(ROOT / "contract.yaml")
+PARAMS = config.load_params(ROOT / "params.yaml")
+ADDITIVE = PARAMS["model"].get("interaction_cst") == "no_interactions"
+additive_only = pytest.mark.skipif(
+    not ADDITIVE, reason="reason codes need the additive (no-interaction) model; this use case's model has interactions"
+)
+VAGUE = re.compile(r"\b(other|others|misc\w*|various|unknown|insufficient|general|score|n/?a)\b", re.IGNORECASE)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    return model.load(pipeline_run().path("models/model.skops"))
+
+
+@pytest.fixture(scope="module")
+def held_out() -> pd.DataFrame:
+    return pd.read_parquet(pipeline_run().path("data/prepared/test.parquet"))
+
+
+def test_every_model_input_has_exactly_one_specific_code():
+    catalogue = CONTRACT.reason_catalogue()
+    features = [c["feature"] for c in catalogue]
+    codes = [c["code"] for c in catalogue]
+    texts = [c["text"] for c in catalogue]
+    assert sorted(features) == sorted(CONTRACT.model_input_order())
+    assert len(set(features)) == len(features)
+    assert len(set(codes)) == len(codes)
+    assert len(set(texts)) == len(texts)
+    for c in catalogue:
+        assert re.fullmatch(r"[A-Z]{2,4}\d{2}", c["code"]), c
+        assert len(c["text"].split()) >= 4, c
+        assert c["text"].endswith("."), c
+        assert not VAGUE.search(c["text"]), f"vague consumer text for {c['feature']}: {c['text']!r}"
+
+
+@additive_only
+def test_contributions_plus_base_score_reproduce_the_log_odds(fitted, held_out):
+    exp = reasons.explainer(fitted, CONTRACT)
+    contrib = reasons.contributions(fitted, CONTRACT, held_out)
+    raw = fitted.decision_function(model.model_frame(held_out, CONTRACT))
+    error = np.abs(exp.base_score + contrib.to_numpy().sum(axis=1) - raw)
+    assert error.max() < 1e-6
+    # ... and the log-odds are the model's probabilities.
+    np.testing.assert_allclose(1 / (1 + np.exp(-raw)), model.scores(fitted, held_out, CONTRACT), atol=1e-12)
+
+
+@additive_only
+def test_contributions_are_measured_from_the_best_attainable_value(fitted, held_out):
+    exp = reasons.explainer(fitted, CONTRACT)
+    assert (reasons.contributions(fitted, CONTRACT, pd.DataFrame([exp.best])).to_numpy() == 0).all()
+    for feature in CONTRACT.model_input_order():
+        col = CONTRACT[feature]
+        if col.dtype == "category":
+            values = list(col.categories)
+        else:
+            values = list(np.linspace(col.min, col.max, 41)) + list(held_out[feature].dropna().quantile(np.linspace(0, 1, 41)))
+        rows = pd.DataFrame([{**exp.best, feature: v} for v in values])
+        # No attainable value of any feature scores better than its best value.
+        assert reasons.contributions(fitted, CONTRACT, rows)[feature].min() >= -1e-12, feature
+    assert exp.best.keys() == set(CONTRACT.model_input_order())
+
+
+@additive_only
+def test_top_four_adverse_reasons_come_ordered_with_the_contracts_codes_and_text(fitted, held_out):
+    catalogue = {c["feature"]: c for c in CONTRACT.reason_catalogue()}
+    rows = held_out.head(300)
+    contrib = reasons.contributions(fitted, CONTRACT, rows)
+    for (_, c), codes in zip(contrib.iterrows(), reasons.reason_codes(fitted, CONTRACT, rows), strict=True):
+        assert len(codes) == min(reasons.TOP_N, int((c > reasons.MIN_ADVERSE).sum()))
+        assert [r["feature"] for r in codes] == list(c.sort_values(ascending=False, kind="stable").index[: len(codes)])
+        for r in codes:
+            assert r["code"] == catalogue[r["feature"]]["code"]
+            assert r["text"] == catalogue[r["feature"]]["text"]
+            assert r["contribution"] == pytest.approx(c[r["feature"]])
+
+
+@additive_only
+def test_worsening_one_feature_makes_it_the_first_reason(fitted):
+    exp = reasons.explainer(fitted, CONTRACT)
+    assert reasons.reason_codes(fitted, CONTRACT, pd.DataFrame([exp.best])) == [[]]
+    for col in [c for c in CONTRACT.columns if c.role == "feature" and c.monotone != "none"]:
+        feature = col.name
+        worst = col.max if col.monotone == "increasing" else col.min
+        (codes,) = reasons.reason_codes(fitted, CONTRACT, pd.DataFrame([{**exp.best, feature: worst}]))
+        contribution = reasons.contributions(fitted, CONTRACT, pd.DataFrame([{**exp.best, feature: worst}]))[feature].iloc[0]
+        if contribution > reasons.MIN_ADVERSE:  # the model may have learnt no effect for a feature
+            assert [r["code"] for r in codes] == [col.reason_code]
+
+
+def test_a_model_with_interactions_is_refused():
+    params = {**PARAMS, "model": {**PARAMS["model"], "interaction_cst": None, "max_iter": 5}}
+    train = pd.read_parquet(pipeline_run().path("data/prepared/train.parquet"))
+    pipeline = model.build_pipeline(CONTRACT, params)
+    pipeline.fit(model.model_frame(train, CONTRACT), model.target_vector(train, CONTRACT))
+    with pytest.raises(reasons.NotAdditiveError, match="interaction_cst"):
+        reasons.reason_codes(pipeline, CONTRACT, train.head(2))
+
+
+def test_sweeping_each_constrained_feature_never_violates_its_direction(fitted, held_out):
+    constrained = [c for c in CONTRACT.columns if c.role == "feature" and c.monotone != "none"]
+    assert constrained or not any(c.monotone != "none" for c in CONTRACT.columns)
+    rows = held_out.sample(n=min(150, len(held_out)), random_state=0).reset_index(drop=True)
+    moved = 0.0
+    for col in constrained:
+        observed = held_out[col.name].dropna()
+        grid = np.unique(np.concatenate([np.linspace(col.min, col.max, 60), observed.quantile(np.linspace(0, 1, 60)).to_numpy()]))
+        swept = rows.loc[rows.index.repeat(len(grid))].reset_index(drop=True)
+        swept[col.name] = np.tile(grid, len(rows))
+        score = model.scores(fitted, swept, CONTRACT).reshape(len(rows), len(grid))
+        steps = np.diff(score, axis=1)
+        sign = 1 if col.monotone == "increasing" else -1
+        worst = (sign * steps).min()
+        assert worst >= -1e-12, f"{col.name} is declared {col.monotone} but the score moves against it by {-worst:.3g}"
+        moved = max(moved, float(np.abs(steps).max()))
+    assert not constrained or moved > 0, "no sweep moved the score: the check would pass on a constant model"
