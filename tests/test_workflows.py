@@ -239,6 +239,10 @@ class ActRun:
             if "stepResult" in e and e.get("stage") == "Main":
                 self.steps[(e["jobID"], e["step"])] = e["stepResult"]
 
+    def summary(self, job: str) -> str:
+        """What the job wrote to $GITHUB_STEP_SUMMARY."""
+        return "".join(e["content"] for e in self.events if e.get("jobID") == job and e.get("command") == "summary")
+
     def output(self, job: str) -> str:
         return "".join(e["msg"] for e in self.events if e.get("jobID") == job and e.get("raw_output"))
 
@@ -405,6 +409,7 @@ def test_act_pull_request_passes_and_comments(champion, tmp_path):
     assert any(a.startswith("--watermark-title=") for a in call["args"])
     assert "--no-publish" in call["args"] and call["args"][-1] == "reports/report.md"
     assert call["body"] == report, "the comment must be the report the pipeline wrote"
+    assert result.summary("pipeline").strip() == report.strip(), "the step summary must carry the same report"
     assert call["token_present"] and call["event"] == "pull_request"
 
 
@@ -415,11 +420,11 @@ def degrade_the_model(repo: Path) -> str:
     return "weaker-model"
 
 
-def break_the_data(repo: Path) -> tuple[str, str]:
+def break_the_data(repo: Path, branch: str = "broken-data") -> tuple[str, str]:
     """A pull request that brings its own extract in which one feature breaks the contract."""
     contract = yaml.safe_load((repo / "contract.yaml").read_text())
     column = next(c for c in contract["columns"] if c["role"] == "feature" and isinstance(c.get("min"), int | float))
-    git(repo, "checkout", "-q", "-B", "broken-data", "main")
+    git(repo, "checkout", "-q", "-B", branch, "main")
     source = yaml.safe_load((repo / "params.yaml").read_text())["data"]["path"]
     target = "data/external/new_extract.parquet"
     script = (
@@ -433,7 +438,7 @@ def break_the_data(repo: Path) -> tuple[str, str]:
     set_param(repo, "data.path", target)
     git(repo, "add", target, "params.yaml")
     git(repo, "commit", "-q", "-m", f"Use a new extract ({column['name']} below its contract minimum in 25 rows)")
-    return "broken-data", column["name"]
+    return branch, column["name"]
 
 
 @pytest.mark.e2e
@@ -472,6 +477,32 @@ def test_act_pull_request_failing_a_gate_is_blocked_and_says_why(champion, tmp_p
         assert f"FAIL headline_metric: {metric}: not evaluated because data validation did not pass" in output
         assert "❌ **Gate failed: pipeline, data_validation, headline_metric**" in call["body"]
         assert f"| {column} |" in call["body"]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("champion", ["fraud_detection"], indirect=True)
+def test_act_fork_pull_request_runs_without_secrets_or_comment(champion, tmp_path):
+    """A fork's pull request: the pipeline runs and fails closed, the summary says why, no comment.
+
+    Its new extract needs PII_HMAC_KEY, which GitHub does not give forks: prepare refuses
+    it, so the gates judge an unfinished pipeline. One use case only (about 30 s).
+    """
+    repo = champion
+    branch, _ = break_the_data(repo, branch="fork-extract")
+    # `--job comment` runs pipeline, then decides on comment: exactly the part that differs for forks
+    result = run_act(repo, tmp_path, pull_request_event(repo, branch, 9, fork=True), job="comment")
+
+    assert result.returncode != 0, result.describe()
+    assert result.jobs["pipeline"] == "failure", result.describe()
+    assert "comment" not in result.jobs, f"a fork's run must not comment: {result.describe()}"
+    assert result.comments == []
+    assert result.steps[("pipeline", "Run the pipeline (dvc repro)")] == "failure"
+    assert "PII_HMAC_KEY is not set" in result.output("pipeline")
+    assert result.steps[("pipeline", "Gates")] == "failure"
+    assert "FAIL pipeline: the pipeline did not finish in this run" in result.output("pipeline")
+    summary = result.summary("pipeline")
+    assert "❌ **Gate failed: pipeline, data_validation, headline_metric**" in summary
+    assert "Not known: the pipeline did not finish in this run" in summary
 
 
 # --- step scripts, run on their own ----------------------------------------------------

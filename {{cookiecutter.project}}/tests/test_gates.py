@@ -84,6 +84,80 @@ def test_missing_inputs_fail(tmp_path, missing):
         assert "metrics.json is missing" in results["headline_metric"]["detail"]
 
 
+DVC_YAML = {
+    "stages": {
+        "validate": {"cmd": "v", "outs": [{"reports/validation.json": {"cache": False}}]},
+        "evaluate": {"cmd": "e", "metrics": [{"reports/metrics.json": {"cache": False}}]},
+        "fairness": {"cmd": "f", "metrics": [{"reports/fairness.json": {"cache": False}}]},
+    }
+}
+
+
+def fairness_report(passed: bool) -> dict:
+    return {
+        "passed": passed,
+        "gates": [
+            {"gate": "fairness:sex:auc_gap", "passed": True, "value": 0.01, "threshold": 0.05, "detail": "sex: meets"},
+            {"gate": "fairness:age:auc_gap", "passed": passed, "value": 0.09, "threshold": 0.05, "detail": "age: breaches"},
+        ],
+    }
+
+
+def test_reports_of_an_unfinished_pipeline_are_not_judged(tmp_path):
+    """After a failed `dvc repro` the git-tracked reports are an earlier run's: nothing passes on them."""
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML))
+    write_run(tmp_path, metrics={"auc": 0.99})
+    results = verdicts(tmp_path, {"auc": 0.80}, stale=("validate", "evaluate", "fairness"))
+    assert results["pipeline"]["passed"] is False
+    assert "stages not reproduced: validate, evaluate, fairness" in results["pipeline"]["detail"]
+    assert results["data_validation"]["passed"] is False
+    assert results["data_validation"]["detail"].startswith("not evaluated: the pipeline did not finish")
+    assert results["headline_metric"]["passed"] is False
+    assert "not evaluated" in results["headline_metric"]["detail"]
+    assert results["fairness"]["passed"] is False
+
+
+def test_reports_of_stages_that_did_finish_are_judged(tmp_path):
+    """The fairness stage failed (and stopped repro); validation and metrics are this run's."""
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML))
+    write_run(tmp_path, metrics={"auc": 0.81})
+    (tmp_path / "reports/fairness.json").write_text(json.dumps(fairness_report(passed=False)))
+    results = verdicts(tmp_path, {"auc": 0.80}, stale=("fairness",))
+    assert results["pipeline"]["passed"] is False
+    assert results["data_validation"]["passed"] is True
+    assert results["headline_metric"]["passed"] is True
+    assert results["fairness:sex:auc_gap"]["passed"] is True
+    assert results["fairness:age:auc_gap"] == {
+        "gate": "fairness:age:auc_gap",
+        "passed": False,
+        "value": 0.09,
+        "threshold": 0.05,
+        "detail": "age: breaches",
+    }
+
+
+def test_a_validation_failure_is_shown_even_when_later_stages_did_not_run(tmp_path):
+    validation = {"success": False, "failures": [{"column": "age", "expectation": "expect_x", "unexpected_count": 1}]}
+    write_run(tmp_path, validation=validation)
+    result = verdicts(tmp_path, {"auc": 0.80}, stale=("validate", "train"))["data_validation"]
+    assert result["passed"] is False
+    assert "column 'age': expect_x (1 unexpected)" in result["detail"]
+
+
+def test_fairness_gate_follows_the_pipeline(tmp_path):
+    write_run(tmp_path, metrics={"auc": 0.81})
+    assert "fairness" not in verdicts(tmp_path, {"auc": 0.80}), "no fairness stage, no fairness gate"
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML))
+    missing = verdicts(tmp_path, {"auc": 0.80})["fairness"]
+    assert missing["passed"] is False
+    assert "reports/fairness.json is missing" in missing["detail"]
+    (tmp_path / "reports/fairness.json").write_text(json.dumps(fairness_report(passed=True)))
+    results = verdicts(tmp_path, {"auc": 0.80})
+    assert results["fairness:age:auc_gap"]["passed"] is True
+    (tmp_path / "reports/fairness.json").write_text(json.dumps({"passed": True, "gates": []}))
+    assert "holds no gate verdicts" in verdicts(tmp_path, {"auc": 0.80})["fairness"]["detail"]
+
+
 def test_corrupt_report_fails_with_its_name(tmp_path):
     write_run(tmp_path, metrics={"auc": 0.9})
     (tmp_path / "reports/validation.json").write_text("{not json")

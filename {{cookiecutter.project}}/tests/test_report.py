@@ -85,11 +85,12 @@ def test_failed_validation_lists_failures_and_shows_no_metrics():
 
 
 def test_reports_of_an_unfinished_pipeline_are_not_presented_as_this_runs():
-    md = report.render(inputs(stale_stages=("prepare", "validate"), metrics_diff=None, gates=None))
+    stale_files = frozenset({"reports/validation.json", "reports/metrics.json", "reports/plots/roc.png"})
+    md = report.render(inputs(stale_stages=("prepare", "validate"), stale_files=stale_files, metrics_diff=None, gates=None))
     assert "❌ Not known: the pipeline did not finish in this run (stages not reproduced: prepare, validate)" in md
     assert "Not computed: the pipeline did not finish in this run" in md
-    assert "Not produced in this run" in md
-    assert "plots/roc.png" not in md
+    assert "Not produced in this run (the pipeline did not finish; these are an earlier run's): `plots/roc.png`." in md
+    assert "Plots are not uploaded" not in md
     assert "0.8100" not in md
 
 

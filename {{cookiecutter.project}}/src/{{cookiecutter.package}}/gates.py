@@ -40,7 +40,9 @@ import yaml
 
 METRICS_FILE = "reports/metrics.json"
 VALIDATION_FILE = "reports/validation.json"
+FAIRNESS_FILE = "reports/fairness.json"
 GATES_FILE = "reports/gates.json"
+STATUS_FAILED = "`dvc status` failed"
 
 
 class GateResult(TypedDict):
@@ -67,6 +69,23 @@ class Context:
     def path(self, relative: str) -> Path:
         return self.root / relative
 
+    def producer(self, relative: str) -> str | None:
+        """The dvc.yaml stage that writes ``relative`` (an out, metric or plot), if any."""
+        return producers(self.root).get(relative)
+
+    def fresh(self, relative: str) -> bool:
+        """``relative`` was written by this run's pipeline, not left over from an earlier one.
+
+        A stage that is up to date had all its inputs reproduced too (DVC deletes a stage's
+        outputs before it runs, so a failed upstream stage leaves its dependants changed).
+        """
+        if not self.stale_stages:
+            return True
+        if any(s.startswith(STATUS_FAILED) for s in self.stale_stages):
+            return False
+        stage = self.producer(relative)
+        return stage is not None and stage not in self.stale_stages
+
     def read_json(self, relative: str) -> dict[str, Any] | None:
         """The JSON object in ``relative``, or None if the file does not exist.
 
@@ -86,6 +105,21 @@ class Context:
 
 
 Gate = Callable[[Context], list[GateResult]]
+
+
+def producers(root: Path) -> dict[str, str]:
+    """Every output path declared in dvc.yaml, mapped to the stage that writes it."""
+    path = root / "dvc.yaml"
+    if not path.exists():
+        return {}
+    stages = (yaml.safe_load(path.read_text()) or {}).get("stages") or {}
+    found = {}
+    for stage, spec in stages.items():
+        for kind in ("outs", "metrics", "plots"):
+            for entry in (spec or {}).get(kind) or []:
+                for out in entry if isinstance(entry, dict) else [entry]:
+                    found[str(out)] = stage
+    return found
 
 
 def result(gate: str, passed: bool, value: Any, threshold: Any, detail: str) -> GateResult:
@@ -156,7 +190,7 @@ def data_validation_gate(ctx: Context) -> list[GateResult]:
             else f"{VALIDATION_FILE} reports success={summary.get('success')!r}"
         )
         return [result(name, False, len(failures), 0, detail + f"; see {VALIDATION_FILE}")]
-    if ctx.stale_stages:
+    if not ctx.fresh(VALIDATION_FILE):
         # a failure report is always worth showing; a success may be an earlier run's
         return [result(name, False, None, 0, f"not evaluated: {not_this_run(ctx)}")]
     return [result(name, True, 0, 0, "every expectation passed")]
@@ -177,7 +211,7 @@ def headline_metric_gate(ctx: Context) -> list[GateResult]:
         # reports/metrics.json is git-tracked: after a failed validation it is the
         # committed file from an earlier run, not a result of this one.
         return [result(name, False, None, None, f"{metric}: not evaluated because data validation did not pass in this run")]
-    if ctx.stale_stages:
+    if not ctx.fresh(METRICS_FILE):
         return [result(name, False, None, None, f"{metric}: not evaluated: {not_this_run(ctx)}")]
     if current is None:
         return [result(name, False, None, None, f"{metric}: {METRICS_FILE} is missing; run `make repro`")]
@@ -213,8 +247,36 @@ def headline_metric_gate(ctx: Context) -> list[GateResult]:
     return [result(name, passed, value, threshold, detail)]
 
 
+def fairness_gate(ctx: Context) -> list[GateResult]:
+    """The fairness stage's verdicts (``reports/fairness.json``), one result per attribute and metric.
+
+    Thresholds live in ``params.yaml: fairness.gates``; the stage computes the verdicts and
+    this gate makes them block the pull request. A pipeline without a fairness stage has no
+    fairness gate; one that declares it but left no report fails.
+    """
+    name = "fairness"
+    if ctx.producer(FAIRNESS_FILE) is None and not ctx.path(FAIRNESS_FILE).exists():
+        return []
+    try:
+        report = ctx.read_json(FAIRNESS_FILE)
+    except ValueError as err:
+        return [result(name, False, None, None, str(err))]
+    if report is None:
+        return [result(name, False, None, None, f"{FAIRNESS_FILE} is missing: the fairness stage did not run")]
+    verdicts = report.get("gates")
+    if not isinstance(verdicts, list) or not verdicts:
+        return [result(name, False, None, None, f"{FAIRNESS_FILE} holds no gate verdicts")]
+    failed = report.get("passed") is not True or any(g.get("passed") is not True for g in verdicts)
+    if not failed and not ctx.fresh(FAIRNESS_FILE):
+        return [result(name, False, None, None, f"not evaluated: {not_this_run(ctx)}")]
+    return [
+        result(str(g.get("gate", name)), g.get("passed") is True, g.get("value"), g.get("threshold"), str(g.get("detail", "")))
+        for g in verdicts
+    ]
+
+
 # Order matters only for reading: every gate runs, so the report shows all verdicts.
-GATES: list[Gate] = [pipeline_gate, data_validation_gate, headline_metric_gate]
+GATES: list[Gate] = [pipeline_gate, data_validation_gate, headline_metric_gate, fairness_gate]
 
 
 def run_gates(ctx: Context, gates: list[Gate] | None = None) -> list[GateResult]:
@@ -259,7 +321,7 @@ def stale_stages(root: Path) -> tuple[str, ...]:
     )
     if proc.returncode != 0:
         lines = (proc.stderr or proc.stdout).strip().splitlines()
-        return (f"`dvc status` failed: {lines[-1] if lines else proc.returncode}",)
+        return (f"{STATUS_FAILED}: {lines[-1] if lines else proc.returncode}",)
     return tuple(json.loads(proc.stdout or "{}"))  # in pipeline order, as dvc reports them
 
 

@@ -50,7 +50,8 @@ class Inputs:
     plots: list[str] = field(default_factory=list)  # paths relative to reports/
     images: str = "link"
     run_url: str | None = None
-    stale_stages: tuple[str, ...] = ()  # from `dvc status`: the reports of these are not this run's
+    stale_stages: tuple[str, ...] = ()  # from `dvc status`: stages not reproduced in this run
+    stale_files: frozenset[str] = frozenset()  # files (from the root) an earlier run left behind
 
     @property
     def headline(self) -> str | None:
@@ -129,7 +130,7 @@ def validation_section(inputs: Inputs) -> str:
     if v is None:
         return "### Data validation\n\n❌ `reports/validation.json` is missing: the validate stage did not run."
     failures = v.get("failures") or []
-    if v.get("success") is True and inputs.stale_stages:
+    if v.get("success") is True and gates_module.VALIDATION_FILE in inputs.stale_files:
         return (
             "### Data validation\n\n❌ Not known: the pipeline did not finish in this run "
             f"(stages not reproduced: {', '.join(inputs.stale_stages)}), so `reports/validation.json` is an earlier run's."
@@ -158,7 +159,7 @@ def metrics_section(inputs: Inputs) -> str:
         out.append(table(["Metric", f"`{base}`", "this run", "Change"], rows))
     elif inputs.validation is not None and inputs.validation.get("success") is False:
         out.append("Not computed: the data failed validation, so no model was trained in this run.")
-    elif inputs.stale_stages:
+    elif gates_module.METRICS_FILE in inputs.stale_files:
         out.append(
             f"Not computed: the pipeline did not finish in this run (stages not reproduced: {', '.join(inputs.stale_stages)})."
         )
@@ -189,15 +190,17 @@ def plots_section(inputs: Inputs) -> str | None:
     if not inputs.plots:
         return None
     out = ["### Plots"]
-    if inputs.stale_stages:
-        out.append("Not produced in this run: the pipeline did not finish, so `reports/plots/` holds an earlier run's plots.")
-        return "\n\n".join(out)
-    if inputs.images == "embed":
-        out += [f"![{Path(p).stem}]({p})" for p in inputs.plots]
-    else:
-        names = ", ".join(f"`{p}`" for p in inputs.plots)
+    plots = [p for p in inputs.plots if f"reports/{p}" not in inputs.stale_files]
+    left_over = [p for p in inputs.plots if f"reports/{p}" in inputs.stale_files]
+    if plots and inputs.images == "embed":
+        out += [f"![{Path(p).stem}]({p})" for p in plots]
+    elif plots:
+        names = ", ".join(f"`{p}`" for p in plots)
         where = f"the `reports` artifact of [this run]({inputs.run_url})" if inputs.run_url else "`reports/`"
         out.append(f"Plots are not uploaded anywhere; they are in {where}: {names}.")
+    if left_over:
+        names = ", ".join(f"`{p}`" for p in left_over)
+        out.append(f"Not produced in this run (the pipeline did not finish; these are an earlier run's): {names}.")
     return "\n\n".join(out)
 
 
@@ -265,9 +268,18 @@ def load_inputs(root: Path, baseline_rev: str, images: str, run_url: str | None,
         inputs.plots = sorted(str(p.relative_to(root / "reports")) for p in plots.rglob("*.png"))
     if compare:
         inputs.stale_stages = gates_module.stale_stages(root)
+        fresh = gates_module.Context(
+            params=params, root=root, baseline=None, baseline_source=baseline_rev, stale_stages=inputs.stale_stages
+        ).fresh
+        candidates = [gates_module.VALIDATION_FILE, gates_module.METRICS_FILE, *(f"reports/{p}" for p in inputs.plots)]
+        inputs.stale_files = frozenset(f for f in candidates if not fresh(f))
         # Metrics are compared only when this run produced them; otherwise the diff
         # would show the committed (stale) file as if it were this run's result.
-        if not inputs.stale_stages and inputs.validation is not None and inputs.validation.get("success") is True:
+        if (
+            gates_module.METRICS_FILE not in inputs.stale_files
+            and inputs.validation is not None
+            and inputs.validation.get("success") is True
+        ):
             try:
                 inputs.metrics_diff = dvc_diff(root, "metrics", baseline_rev, show_all=True)
             except RuntimeError as err:
