@@ -222,9 +222,13 @@ def _column(path: str, index: int, raw: Any) -> Column:
     if not isinstance(proxy_for, list) or not all(isinstance(p, str) and p for p in proxy_for):
         _fail(path, where, "'proxy_for' must name a protected column, or list several")
     if proxy_for and role == "feature":
-        _fail(path, where, f"is flagged as a proxy for protected attribute(s) {proxy_for} but has role 'feature': a proxy "
-                           "must never be a model input; give it role 'protected' (kept apart, used only to measure "
-                           "fairness) or remove the column")
+        _fail(
+            path,
+            where,
+            f"is flagged as a proxy for protected attribute(s) {proxy_for} but has role 'feature': a proxy "
+            "must never be a model input; give it role 'protected' (kept apart, used only to measure "
+            "fairness) or remove the column",
+        )
     if role == "target":
         if not cats or len(cats) != 2:
             _fail(path, where, "the target must declare exactly two 'categories'")
@@ -277,8 +281,10 @@ def load_contract(path: str | Path = "contract.yaml") -> Contract:
     for c in columns:
         unknown_targets = [p for p in c.proxy_for if p not in protected]
         if unknown_targets:
-            raise ContractError(f"{path}: column {c.name!r}: 'proxy_for' names {unknown_targets}, which are not "
-                                f"protected columns (protected: {sorted(protected)})")
+            raise ContractError(
+                f"{path}: column {c.name!r}: 'proxy_for' names {unknown_targets}, which are not "
+                f"protected columns (protected: {sorted(protected)})"
+            )
     subject = raw.get("subject")
     if subject is not None and (subject not in names or next(c for c in columns if c.name == subject).role != "pii"):
         raise ContractError(f"{path}: 'subject' must name a column with role 'pii' (got {subject!r})")
