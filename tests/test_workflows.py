@@ -475,7 +475,7 @@ def test_act_pull_request_failing_a_gate_is_blocked_and_says_why(champion, tmp_p
         assert result.steps[("pipeline", "Run the pipeline (dvc repro)")] == "failure"
         assert re.search(rf"FAIL data_validation: \d+ expectation\(s\) failed: column '{column}'", output), output[-3000:]
         assert f"FAIL headline_metric: {metric}: not evaluated because data validation did not pass" in output
-        assert "❌ **Gate failed: pipeline, data_validation, headline_metric**" in call["body"]
+        assert "❌ **Gate failed: pipeline, data_validation, headline_metric" in call["body"]
         assert f"| {column} |" in call["body"]
 
 
@@ -501,7 +501,7 @@ def test_act_fork_pull_request_runs_without_secrets_or_comment(champion, tmp_pat
     assert result.steps[("pipeline", "Gates")] == "failure"
     assert "FAIL pipeline: the pipeline did not finish in this run" in result.output("pipeline")
     summary = result.summary("pipeline")
-    assert "❌ **Gate failed: pipeline, data_validation, headline_metric**" in summary
+    assert "❌ **Gate failed: pipeline, data_validation, headline_metric" in summary
     assert "Not known: the pipeline did not finish in this run" in summary
 
 

@@ -103,6 +103,30 @@ def test_no_baseline_shows_current_metrics_and_the_reason():
     assert "- `dvc metrics diff origin/main` failed: unknown Git revision" in md
 
 
+FAIRNESS = {
+    "attributes": {
+        "sex": {
+            "groups": {
+                "female": {"n": 120, "approval_rate": 0.74, "gated": {"tpr": True}},
+                "male": {"n": 130, "approval_rate": 0.76},
+            }
+        }
+    }
+}
+
+
+def test_fairness_by_group_has_its_own_table_and_no_stale_numbers():
+    md = report.render(inputs(fairness=FAIRNESS))
+    section = md.split("### Fairness by group")[1].split("###")[0]
+    assert "| Group | n | approval_rate |" in section
+    assert "| female | 120 | 0.7400 |" in section
+    assert "gated" not in section
+    stale = report.render(inputs(fairness=FAIRNESS, stale_files=frozenset({"reports/fairness.json"})))
+    assert "Not computed in this run" in stale
+    assert "0.7400" not in stale
+    assert "### Fairness" not in report.render(inputs(fairness=None))
+
+
 def test_unchanged_params_said_explicitly():
     assert "No parameter changed." in report.render(inputs(params_diff={}))
 
@@ -150,7 +174,8 @@ def test_cli_compares_with_a_git_revision_through_dvc(tmp_path):
         yaml.safe_dump(
             {
                 "stages": {
-                    "evaluate": {"cmd": "true", "params": ["model"], "metrics": [{"reports/metrics.json": {"cache": False}}]}
+                    "evaluate": {"cmd": "true", "params": ["model"], "metrics": [{"reports/metrics.json": {"cache": False}}]},
+                    "fairness": {"cmd": "true", "metrics": [{"reports/fairness.json": {"cache": False}}]},
                 }
             }
         )
@@ -158,6 +183,7 @@ def test_cli_compares_with_a_git_revision_through_dvc(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({**PARAMS, "model": {"learning_rate": 0.05}}))
     (tmp_path / "reports").mkdir()
     (tmp_path / "reports/metrics.json").write_text(json.dumps({"auc": 0.8}))
+    (tmp_path / "reports/fairness.json").write_text(json.dumps(FAIRNESS))
     run(tmp_path, sys.executable, "-m", "dvc", "commit", "-q", "--force")  # records dvc.lock, as a repro would
     run(tmp_path, "git", "add", "-A")
     run(tmp_path, "git", "commit", "-qm", "baseline")
@@ -172,6 +198,8 @@ def test_cli_compares_with_a_git_revision_through_dvc(tmp_path):
     md = (tmp_path / "reports/report.md").read_text()
     assert "| **auc** (headline) | 0.8000 | 0.8200 | +0.0200 |" in md
     assert "| `model.learning_rate` | 0.05 | 0.1 |" in md
+    assert "attributes.sex" not in md, "only reports/metrics.json feeds the metrics table"
+    assert "| female | 120 | 0.7400 |" in md
 
     assert report.main(["--root", str(tmp_path), "--baseline-rev", "no-such-rev"]) == 0
     md = (tmp_path / "reports/report.md").read_text()

@@ -52,6 +52,7 @@ class Inputs:
     run_url: str | None = None
     stale_stages: tuple[str, ...] = ()  # from `dvc status`: stages not reproduced in this run
     stale_files: frozenset[str] = frozenset()  # files (from the root) an earlier run left behind
+    fairness: dict[str, Any] | None = None  # reports/fairness.json, when the pipeline has that stage
 
     @property
     def headline(self) -> str | None:
@@ -118,9 +119,11 @@ def gates_section(inputs: Inputs) -> str:
         for g in inputs.gates.get("gates", [])
     ]
     settings = (inputs.params.get("gates") or {}).get("metric") or {}
+    fairness = any(str(g.get("gate", "")).startswith("fairness") for g in inputs.gates.get("gates", []))
     note = (
         f"Thresholds come from `params.yaml` (`gates`): headline metric `{settings.get('name')}`, "
-        f"tolerance {fmt_plain(settings.get('tolerance'))} against `{inputs.gates.get('baseline')}`."
+        f"tolerance {fmt_plain(settings.get('tolerance'))} against `{inputs.gates.get('baseline')}`"
+        + ("; fairness thresholds in `fairness.gates`." if fairness else ".")
     )
     return "### Gates\n\n" + table(["Result", "Gate", "Value", "Threshold", "Detail"], rows) + "\n\n" + note
 
@@ -174,6 +177,27 @@ def metrics_section(inputs: Inputs) -> str:
     return "\n\n".join(out)
 
 
+def fairness_section(inputs: Inputs) -> str | None:
+    """Outcomes by protected group, from reports/fairness.json; the verdicts are in the gates table."""
+    if inputs.fairness is None:
+        return None
+    out = ["### Fairness by group"]
+    if gates_module.FAIRNESS_FILE in inputs.stale_files:
+        out.append("Not computed in this run: the pipeline did not finish before the fairness stage.")
+        return "\n\n".join(out)
+    for attribute, result in (inputs.fairness.get("attributes") or {}).items():
+        groups = (result or {}).get("groups") or {}
+        columns: list[str] = []
+        for stats in groups.values():
+            for key, value in (stats or {}).items():
+                if isinstance(value, int | float) and not isinstance(value, bool) and key not in columns:
+                    columns.append(key)
+        columns.sort(key=lambda c: (c != "n", c))
+        rows = [[fmt(group), *(fmt((stats or {}).get(c)) for c in columns)] for group, stats in groups.items()]
+        out.append(f"**{attribute}**\n\n" + table(["Group", *columns], rows))
+    return "\n\n".join(out)
+
+
 def params_section(inputs: Inputs) -> str:
     out = [f"### Parameters changed vs `{inputs.baseline_rev}`"]
     if inputs.params_diff is None:
@@ -215,6 +239,7 @@ SECTIONS: list[Callable[[Inputs], str | None]] = [
     gates_section,
     validation_section,
     metrics_section,
+    fairness_section,
     params_section,
     plots_section,
     notes_section,
@@ -240,14 +265,15 @@ def flatten_dvc_diff(raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return flat
 
 
-def dvc_diff(root: Path, kind: str, rev: str, show_all: bool) -> dict[str, dict[str, Any]]:
-    """Run ``dvc <kind> diff --json <rev>`` in ``root``; RuntimeError names the failure."""
+def dvc_diff(root: Path, kind: str, rev: str, show_all: bool, only: str | None = None) -> dict[str, dict[str, Any]]:
+    """Run ``dvc <kind> diff --json <rev>`` in ``root`` (for one file with ``only``); RuntimeError names the failure."""
     cmd = [sys.executable, "-m", "dvc", kind, "diff", "--json", rev] + (["--all"] if show_all else [])
     proc = subprocess.run(cmd, check=False, cwd=root, capture_output=True, text=True)
     if proc.returncode != 0:
         message = (proc.stderr or proc.stdout).strip().splitlines()
         raise RuntimeError(f"`dvc {kind} diff {rev}` failed: {message[-1] if message else proc.returncode}")
-    return flatten_dvc_diff(json.loads(proc.stdout or "{}"))
+    raw = json.loads(proc.stdout or "{}")
+    return flatten_dvc_diff({path: changes for path, changes in raw.items() if only is None or path == only})
 
 
 def load_inputs(root: Path, baseline_rev: str, images: str, run_url: str | None, compare: bool = True) -> Inputs:
@@ -258,6 +284,7 @@ def load_inputs(root: Path, baseline_rev: str, images: str, run_url: str | None,
         ("validation", gates_module.VALIDATION_FILE),
         ("metrics", gates_module.METRICS_FILE),
         ("gates", gates_module.GATES_FILE),
+        ("fairness", gates_module.FAIRNESS_FILE),
     ):
         try:
             setattr(inputs, attr, ctx.read_json(relative))
@@ -271,7 +298,12 @@ def load_inputs(root: Path, baseline_rev: str, images: str, run_url: str | None,
         fresh = gates_module.Context(
             params=params, root=root, baseline=None, baseline_source=baseline_rev, stale_stages=inputs.stale_stages
         ).fresh
-        candidates = [gates_module.VALIDATION_FILE, gates_module.METRICS_FILE, *(f"reports/{p}" for p in inputs.plots)]
+        candidates = [
+            gates_module.VALIDATION_FILE,
+            gates_module.METRICS_FILE,
+            gates_module.FAIRNESS_FILE,
+            *(f"reports/{p}" for p in inputs.plots),
+        ]
         inputs.stale_files = frozenset(f for f in candidates if not fresh(f))
         # Metrics are compared only when this run produced them; otherwise the diff
         # would show the committed (stale) file as if it were this run's result.
@@ -281,7 +313,8 @@ def load_inputs(root: Path, baseline_rev: str, images: str, run_url: str | None,
             and inputs.validation.get("success") is True
         ):
             try:
-                inputs.metrics_diff = dvc_diff(root, "metrics", baseline_rev, show_all=True)
+                # the model's metrics; other DVC metrics files (fairness) have their own section
+                inputs.metrics_diff = dvc_diff(root, "metrics", baseline_rev, show_all=True, only=gates_module.METRICS_FILE)
             except RuntimeError as err:
                 inputs.diff_errors.append(str(err))
         try:
