@@ -13,7 +13,7 @@ export DO_NOT_TRACK := 1
 export ITERATIVE_DO_NOT_TRACK := 1
 export BENTOML_DO_NOT_TRACK := true
 export GX_ANALYTICS_ENABLED := false
-export MLFLOW_ENABLE_TELEMETRY := false
+export MLFLOW_DISABLE_TELEMETRY := true
 export UV_PYTHON_DOWNLOADS := never
 # The generated projects' Makefiles find uv (installed into the venv) on PATH.
 export PATH := $(CURDIR)/$(BIN):$(PATH)

@@ -28,7 +28,7 @@ ENV = {
     "ITERATIVE_DO_NOT_TRACK": "1",
     "BENTOML_DO_NOT_TRACK": "true",
     "GX_ANALYTICS_ENABLED": "false",
-    "MLFLOW_ENABLE_TELEMETRY": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
     "UV_PYTHON_DOWNLOADS": "never",
     "GIT_AUTHOR_NAME": "Template Tests",
     "GIT_AUTHOR_EMAIL": "tests@example.com",

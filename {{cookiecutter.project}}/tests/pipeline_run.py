@@ -58,7 +58,7 @@ def _env() -> dict[str, str]:
         DO_NOT_TRACK="1",
         ITERATIVE_DO_NOT_TRACK="1",
         GX_ANALYTICS_ENABLED="false",
-        MLFLOW_ENABLE_TELEMETRY="false",
+        MLFLOW_DISABLE_TELEMETRY="true",
         PYTHONWARNINGS="ignore",
     )
     # Small data: OpenMP threads cost more than they save, and oversubscribe a busy CI runner.

@@ -16,7 +16,6 @@ for _var, _val in (
     ("GX_ANALYTICS_ENABLED", "false"),
     ("ITERATIVE_DO_NOT_TRACK", "1"),
     ("BENTOML_DO_NOT_TRACK", "true"),
-    ("MLFLOW_ENABLE_TELEMETRY", "false"),
     ("MLFLOW_DISABLE_TELEMETRY", "true"),
 ):
     os.environ.setdefault(_var, _val)
