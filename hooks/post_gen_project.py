@@ -16,7 +16,7 @@ PACKAGE_DIR = ROOT / "src" / CONTEXT["package"]
 def keep_use_case(use_case: str) -> None:
     chosen = ROOT / "_use_cases" / use_case
     shutil.move(str(chosen / "contract.yaml"), ROOT / "contract.yaml")
-    shutil.move(str(chosen / "synthetic.py"), PACKAGE_DIR / "synthetic.py")
+    shutil.move(str(chosen / "synthetic.py"), PACKAGE_DIR / "data" / "synthetic.py")
     shutil.rmtree(ROOT / "_use_cases")
 
 

@@ -105,7 +105,7 @@ def test_answers_reach_the_files(tmp_path):
     assert params["use_case"] == "fraud_detection" and params["decision"]["threshold"] is None
     contract = yaml.safe_load((project / "contract.yaml").read_text())
     assert contract["name"] == "card_transactions"
-    assert "python -m loanbook.prepare" in (project / "dvc.yaml").read_text()
+    assert "python -m loanbook.data.prepare" in (project / "dvc.yaml").read_text()
     lock = tomllib.loads((project / "uv.lock").read_text())
     assert any(p["name"] == "loan-book" and p["source"] == {"editable": "."} for p in lock["package"])
 

@@ -101,4 +101,4 @@ def test_all_problems_are_reported_at_once(tmp_path):
 def test_good_answers_pass(tmp_path):
     result = bake_cli(tmp_path, project_name="Loan Book Scoring", package="loan_book", author_email="risk.team@bank.example")
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "loan-book-scoring" / "src" / "loan_book" / "train.py").is_file()
+    assert (tmp_path / "loan-book-scoring" / "src" / "loan_book" / "training" / "train.py").is_file()

@@ -11,8 +11,9 @@ import pytest
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
-from {{ cookiecutter.package }} import config, generate, model, prepare  # noqa: E402
-from {{ cookiecutter.package }}.contract import Contract, load_contract  # noqa: E402
+from {{ cookiecutter.package }}.core import config, model  # noqa: E402
+from {{ cookiecutter.package }}.core.contract import Contract, load_contract  # noqa: E402
+from {{ cookiecutter.package }}.data import generate, prepare  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_KEY = b"unit-test-key-0123456789abcdef0123456789"

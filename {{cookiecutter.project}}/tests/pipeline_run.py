@@ -22,8 +22,13 @@ import pandas as pd
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGE = "{{ cookiecutter.package }}"
 STAGES = ("prepare", "validate", "train", "evaluate", "fairness", "explain", "model_card")
+
+
+def stage_modules() -> dict[str, str]:
+    """Stage name -> module, read from dvc.yaml's ``cmd: python -m <module>`` lines (one source)."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    return {name: stage["cmd"].split()[-1] for name, stage in stages.items()}
 
 
 @dataclass(frozen=True)
@@ -71,10 +76,10 @@ def run_stages(workdir: Path, *stages: str, erase: str | None = None) -> subproc
     script = "\n".join(
         [
             "import sys, importlib",
-            f"pkg = {PACKAGE!r}",
+            f"modules = {stage_modules()!r}",
             f"erase = {erase!r}",
             f"for name in {list(stages)!r}:",
-            "    mod = importlib.import_module(f'{pkg}.{name}')",
+            "    mod = importlib.import_module(modules[name])",
             "    if name == 'prepare':",
             "        if erase is not None and mod.main(['--erase', erase]) != 0:",
             "            sys.exit('prepare --erase failed')",
@@ -118,8 +123,8 @@ def _pipeline_run() -> PipelineRun | Exception:
 
 
 def _run_pipeline() -> PipelineRun:
-    from {{ cookiecutter.package }} import config
-    from {{ cookiecutter.package }}.contract import load_contract
+    from {{ cookiecutter.package }}.core import config
+    from {{ cookiecutter.package }}.core.contract import load_contract
 
     params = config.load_params(ROOT / "params.yaml")
     contract = load_contract(ROOT / "contract.yaml")

@@ -6,7 +6,7 @@ import datetime as dt
 
 from hypothesis import strategies as st
 
-from {{ cookiecutter.package }}.contract import Column, Contract
+from {{ cookiecutter.package }}.core.contract import Column, Contract
 
 
 def value(col: Column) -> st.SearchStrategy:

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from {{ cookiecutter.package }} import generate, prepare, validate
+from {{ cookiecutter.package }}.data import generate, prepare, validate
 
 from .conftest import TEST_KEY
 

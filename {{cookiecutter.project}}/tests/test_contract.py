@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from {{ cookiecutter.package }}.contract import ContractError, load_contract
+from {{ cookiecutter.package }}.core.contract import ContractError, load_contract
 
 
 def test_roles_partition_the_columns(contract):

@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from {{ cookiecutter.package }} import config, fairness, model
-from {{ cookiecutter.package }}.contract import ContractError, load_contract
+from {{ cookiecutter.package }}.core import config, model
+from {{ cookiecutter.package }}.core.contract import ContractError, load_contract
+from {{ cookiecutter.package }}.evaluation import fairness
 
 from .pipeline_run import ROOT, pipeline_run
 

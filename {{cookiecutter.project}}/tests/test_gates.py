@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from {{ cookiecutter.package }} import gates
+from {{ cookiecutter.package }}.ci import gates
 
 PARAMS = {"gates": {"metric": {"name": "auc", "tolerance": 0.01}, "require_baseline": True}}
 PASSING_VALIDATION = {"success": True, "failures": []}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from {{ cookiecutter.package }} import generate
+from {{ cookiecutter.package }}.data import generate
 
 
 def test_same_seed_same_data_other_seed_other_data(contract):
@@ -42,7 +42,7 @@ def test_positive_rate_is_realistic(raw, contract, params):
 
 
 def test_synthetic_file_is_marked_as_synthetic(tmp_path, contract):
-    from {{ cookiecutter.package }} import prepare
+    from {{ cookiecutter.package }}.data import prepare
 
     path = tmp_path / "synthetic.parquet"
     generate.write_synthetic(generate.generate(contract, n_rows=200, seed=3), path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from {{ cookiecutter.package }} import metrics
+from {{ cookiecutter.package }}.core import metrics
 
 Y = np.array([0, 0, 1, 1, 0, 1, 0, 0, 0, 1])
 S = np.array([0.1, 0.2, 0.9, 0.8, 0.3, 0.35, 0.4, 0.05, 0.6, 0.7])

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
 
-from {{ cookiecutter.package }} import model
+from {{ cookiecutter.package }}.core import model
 
 from .strategies import records
 
@@ -112,7 +112,7 @@ def test_missing_feature_is_named(contract, fitted):
     ],
 )
 def test_bad_model_params_are_named(contract, params, key, value, message):
-    from {{ cookiecutter.package }}.config import ParamsError
+    from {{ cookiecutter.package }}.core.config import ParamsError
 
     with pytest.raises(ParamsError, match=message.replace("(", r"\(")):
         model.build_pipeline(contract, {**params, "model": {**params["model"], key: value}})

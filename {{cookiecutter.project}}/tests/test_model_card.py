@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from {{ cookiecutter.package }} import config, lineage, model_card
+from {{ cookiecutter.package }}.core import config
+from {{ cookiecutter.package }}.governance import lineage, model_card
 
 from .pipeline_run import ROOT, pipeline_run
 
@@ -57,7 +58,7 @@ def assert_card_matches_store(card_json: dict, tracking_uri: str) -> int:
 
 def test_card_json_is_valid_against_the_shipped_schema():
     model_card.validate(card(pipeline_run().dir))
-    assert (ROOT / "src" / "{{ cookiecutter.package }}" / "schemas" / "model_card.schema.json").exists()
+    assert (ROOT / "src" / "{{ cookiecutter.package }}" / "governance" / "schemas" / "model_card.schema.json").exists()
 
 
 def test_schema_rejects_a_bare_number_and_a_missing_section():

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from {{ cookiecutter.package }} import prepare
-from {{ cookiecutter.package }}.prepare import PrepareError
+from {{ cookiecutter.package }}.data import prepare
+from {{ cookiecutter.package }}.data.prepare import PrepareError
 
 from .conftest import TEST_KEY
 from .strategies import records

@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from {{ cookiecutter.package }} import prepare
-from {{ cookiecutter.package }}.contract import load_contract
+from {{ cookiecutter.package }}.core.contract import load_contract
+from {{ cookiecutter.package }}.data import prepare
 
 from .pipeline_run import ROOT, pipeline_run
 

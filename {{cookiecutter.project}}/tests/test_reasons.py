@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from threadpoolctl import threadpool_limits
 
-from {{ cookiecutter.package }} import config, model, reasons
-from {{ cookiecutter.package }}.contract import load_contract
+from {{ cookiecutter.package }}.core import config, model, reasons
+from {{ cookiecutter.package }}.core.contract import load_contract
 
 from .pipeline_run import ROOT, pipeline_run
 from .strategies import records

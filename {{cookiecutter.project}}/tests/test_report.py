@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from {{ cookiecutter.package }} import report
+from {{ cookiecutter.package }}.ci import report
 
 PARAMS = {
     "use_case": "credit_scoring",

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from {{ cookiecutter.package }} import metrics, train
+from {{ cookiecutter.package }}.core import metrics
+from {{ cookiecutter.package }}.training import train
 
 
 def test_training_refuses_without_a_passed_validation(tmp_path):
@@ -35,7 +36,7 @@ def test_tuned_threshold_minimises_expected_cost():
 
 
 def test_a_stage_reports_user_errors_in_one_line_and_exits_1(caplog):
-    from {{ cookiecutter.package }} import config
+    from {{ cookiecutter.package }}.core import config
 
     def broken_stage() -> int:
         raise config.ParamsError("params.yaml: 'split.test_fraction' must be between 0.05 and 0.5, got 2")

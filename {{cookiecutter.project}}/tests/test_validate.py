@@ -9,7 +9,8 @@ import shutil
 import numpy as np
 import pytest
 
-from {{ cookiecutter.package }} import config, validate
+from {{ cookiecutter.package }}.core import config
+from {{ cookiecutter.package }}.data import validate
 
 
 def failures_for(summary, column):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .contract import Contract
+from ..core.contract import Contract
 
 _FIRST = [
     "Ana",

@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import config, model
-from .contract import Contract, load_contract
-from .metrics import HEADLINE
+from ..core import config, model
+from ..core.contract import Contract, load_contract
+from ..core.metrics import HEADLINE
 
 FAIRNESS = config.REPORTS / "fairness.json"
 MISSING_GROUP = "(missing)"

@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import config, model, tracking
-from .contract import Contract, load_contract
-from .metrics import expected_cost
+from ..core import config, model
+from ..core.contract import Contract, load_contract
+from ..core.metrics import expected_cost
+from . import tracking
 
 
 class ValidationNotPassedError(config.UserError, RuntimeError):

@@ -2,7 +2,7 @@
 
 Run after `dvc repro` and the gates:
 
-    python -m {{ cookiecutter.package }}.report --baseline-rev origin/main
+    python -m {{ cookiecutter.package }}.ci.report --baseline-rev origin/main
 
 It reads only files of the run (``reports/validation.json``, ``reports/metrics.json``,
 ``reports/gates.json``, ``reports/plots/``) plus ``dvc metrics diff`` and ``dvc params

@@ -7,8 +7,9 @@ import sys
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import config, synthetic
-from .contract import Contract, load_contract
+from ..core import config
+from . import synthetic
+from ..core.contract import Contract, load_contract
 
 
 def generate(contract: Contract, n_rows: int, seed: int):

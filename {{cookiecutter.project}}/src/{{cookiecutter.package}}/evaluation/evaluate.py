@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pandas as pd
 
-from . import config, metrics, model
-from .contract import load_contract
+from ..core import config, metrics, model
+from ..core.contract import load_contract
 
 
 def plots(y: np.ndarray, score: np.ndarray, threshold: float, out_dir=config.PLOTS) -> list[str]:

@@ -22,7 +22,8 @@ from typing import Any
 
 import yaml
 
-from . import config, tracking
+from ..core import config
+from ..training import tracking
 
 DVC_LOCK = Path("dvc.lock")
 PYPROJECT = Path("pyproject.toml")

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import config, model, reasons
-from .contract import Contract, load_contract
+from ..core import config, model, reasons
+from ..core.contract import Contract, load_contract
 
 EXPLAIN = config.REPORTS / "explain.json"
 IMPORTANCE_PLOT = config.PLOTS / "permutation_importance.png"

@@ -2,7 +2,7 @@
 
 Run after `dvc repro`:
 
-    python -m {{ cookiecutter.package }}.gates --baseline-rev origin/main
+    python -m {{ cookiecutter.package }}.ci.gates --baseline-rev origin/main
 
 Every gate is a function ``gate(ctx) -> list[GateResult]`` listed in ``GATES``. A gate
 returns one result per thing it checked (a fairness gate returns one per group and metric),

@@ -17,10 +17,12 @@ from typing import Any
 
 import pandas as pd
 
-from . import __version__, config, lineage
-from .contract import Contract, load_contract
-from .explain import EXPLAIN
-from .fairness import FAIRNESS, HEADLINE, OUTCOME, mlflow_key
+from .. import __version__
+from ..core import config
+from ..core.contract import Contract, load_contract
+from ..evaluation.explain import EXPLAIN
+from ..evaluation.fairness import FAIRNESS, HEADLINE, OUTCOME, mlflow_key
+from . import lineage
 
 CARD_MD = config.REPORTS / "model_card.md"
 CARD_JSON = config.REPORTS / "model_card.json"

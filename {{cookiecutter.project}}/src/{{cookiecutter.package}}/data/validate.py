@@ -14,8 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-from . import config
-from .contract import Contract, ContractError, load_contract
+from ..core import config
+from ..core.contract import Contract, ContractError, load_contract
 
 NUMERIC_TYPES = [
     "int8",

@@ -1,0 +1,1 @@
+"""Pull-request tooling: the gates and the PR report (not DVC stages)."""

@@ -1,0 +1,1 @@
+"""Data stages: generate (synthetic), prepare (pseudonymise, erase, split), validate (Great Expectations)."""

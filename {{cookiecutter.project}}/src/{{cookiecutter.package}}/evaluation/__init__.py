@@ -1,0 +1,1 @@
+"""Evaluation stages: metrics and plots, fairness by protected group, explanations."""

@@ -1,0 +1,1 @@
+"""Governance: the model card and the lineage record."""

@@ -1,0 +1,1 @@
+"""Training stage and its MLflow tracking helpers."""
