@@ -17,6 +17,7 @@ def keep_use_case(use_case: str) -> None:
     chosen = ROOT / "_use_cases" / use_case
     shutil.move(str(chosen / "contract.yaml"), ROOT / "contract.yaml")
     shutil.move(str(chosen / "synthetic.py"), PACKAGE_DIR / "data" / "synthetic.py")
+    shutil.move(str(chosen / "use_case.yaml"), PACKAGE_DIR / "core" / "use_case.yaml")
     shutil.rmtree(ROOT / "_use_cases")
 
 

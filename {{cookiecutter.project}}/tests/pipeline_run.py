@@ -21,6 +21,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from {{ cookiecutter.package }}.core import use_case
+
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("prepare", "validate", "train", "evaluate", "fairness", "explain", "model_card")
 
@@ -50,7 +52,7 @@ class PipelineRun:
 def small_params(params: dict) -> dict:
     """The repository's params with a small data set and fewer resamples, so the run takes seconds."""
     out = yaml.safe_load(yaml.safe_dump(params))
-    out["generate"]["n_rows"] = 4000 if params["use_case"] == "credit_scoring" else 12000
+    out["generate"]["n_rows"] = 4000 if use_case.load().name == "credit_scoring" else 12000
     out["explain"]["n_repeats"] = 2
     out["fairness"]["bootstrap"] = 50
     return out
@@ -123,10 +125,9 @@ def _pipeline_run() -> PipelineRun | Exception:
 
 
 def _run_pipeline() -> PipelineRun:
-    from {{ cookiecutter.package }}.core import config
     from {{ cookiecutter.package }}.core.contract import load_contract
 
-    params = config.load_params(ROOT / "params.yaml")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
     contract = load_contract(ROOT / "contract.yaml")
     workdir = make_workdir(params)
     first = run_stages(workdir, "generate")

@@ -11,12 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from {{ cookiecutter.package }}.core import config
+from {{ cookiecutter.package }}.core import use_case
 from {{ cookiecutter.package }}.governance import lineage, model_card
 
 from .pipeline_run import ROOT, pipeline_run
-
-PARAMS = config.load_params(ROOT / "params.yaml")
 
 
 def card(run_dir: Path) -> dict:
@@ -118,7 +116,7 @@ def test_card_states_rows_and_dates_of_the_data():
 
 def test_regulatory_classification_follows_the_use_case():
     reg = card(pipeline_run().dir)["regulatory"]
-    if PARAMS["use_case"] == "credit_scoring":
+    if use_case.load().name == "credit_scoring":
         assert reg["eu_ai_act"] == "high-risk"
         assert "Annex III point 5(b)" in reg["classification"]
     else:

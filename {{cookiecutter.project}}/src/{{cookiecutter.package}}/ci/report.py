@@ -13,6 +13,10 @@ function there. Anything missing is said in the report, never silently left out.
 Images: with ``--images link`` (the default) plots are named and linked to the run's
 artifacts, so nothing leaves the CI provider; with ``--images embed`` they are referenced as
 local images for ``cml comment`` to publish.
+
+Sections stay Python functions rather than a Jinja template: each is a few branches on what
+the run left behind (missing, stale, failed) and a table; a template would keep every branch
+and lose the unit tests' direct calls.
 """
 
 from __future__ import annotations
@@ -29,10 +33,12 @@ from typing import Any
 
 import yaml
 
+from ..core import config, use_case
+from ..core.reports import FairnessReport, ValidationReport
 from . import gates as gates_module
 
-REPORT_FILE = "reports/report.md"
-PLOTS_DIR = "reports/plots"
+REPORT_FILE = config.REPORT_MD.as_posix()
+PLOTS_DIR = config.PLOTS.as_posix()
 
 
 @dataclass
@@ -41,7 +47,7 @@ class Inputs:
 
     params: dict[str, Any]
     baseline_rev: str
-    validation: dict[str, Any] | None = None
+    validation: ValidationReport | None = None
     metrics: dict[str, Any] | None = None
     gates: dict[str, Any] | None = None
     metrics_diff: dict[str, dict[str, Any]] | None = None  # metric -> {"old", "new", "diff"}
@@ -52,12 +58,9 @@ class Inputs:
     run_url: str | None = None
     stale_stages: tuple[str, ...] = ()  # from `dvc status`: stages not reproduced in this run
     stale_files: frozenset[str] = frozenset()  # files (from the root) an earlier run left behind
-    fairness: dict[str, Any] | None = None  # reports/fairness.json, when the pipeline has that stage
-
-    @property
-    def headline(self) -> str | None:
-        metric = (self.params.get("gates") or {}).get("metric") or {}
-        return metric.get("name")
+    fairness: FairnessReport | None = None  # reports/fairness.json, when the pipeline has that stage
+    headline: str = field(default_factory=lambda: use_case.load().headline_metric)
+    title: str = field(default_factory=lambda: use_case.load().title)
 
 
 def fmt(value: Any) -> str:
@@ -89,8 +92,7 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def header_section(inputs: Inputs) -> str:
-    use_case = inputs.params.get("use_case", "model")
-    title = f"## {use_case.replace('_', ' ').capitalize()}: model report"
+    title = f"## {inputs.title}: model report"
     gates = inputs.gates
     if gates is None:
         verdict = (
@@ -121,7 +123,7 @@ def gates_section(inputs: Inputs) -> str:
     settings = (inputs.params.get("gates") or {}).get("metric") or {}
     fairness = any(str(g.get("gate", "")).startswith("fairness") for g in inputs.gates.get("gates", []))
     note = (
-        f"Thresholds come from `params.yaml` (`gates`): headline metric `{settings.get('name')}`, "
+        f"Thresholds come from `params.yaml` (`gates`): headline metric `{inputs.headline}`, "
         f"tolerance {fmt_plain(settings.get('tolerance'))} against `{inputs.gates.get('baseline')}`"
         + ("; fairness thresholds in `fairness.gates`." if fairness else ".")
     )
@@ -132,17 +134,14 @@ def validation_section(inputs: Inputs) -> str:
     v = inputs.validation
     if v is None:
         return "### Data validation\n\n❌ `reports/validation.json` is missing: the validate stage did not run."
-    failures = v.get("failures") or []
-    if v.get("success") is True and gates_module.VALIDATION_FILE in inputs.stale_files:
+    if v.success is True and gates_module.VALIDATION_FILE in inputs.stale_files:
         return (
             "### Data validation\n\n❌ Not known: the pipeline did not finish in this run "
             f"(stages not reproduced: {', '.join(inputs.stale_stages)}), so `reports/validation.json` is an earlier run's."
         )
-    if v.get("success") is True:
-        checked = v.get("evaluated_expectations") or v.get("statistics", {}).get("evaluated_expectations")
-        count = f" ({checked} expectations)" if checked else ""
-        return f"### Data validation\n\n✅ The data met the contract{count}."
-    rows = [[fmt(f.get("column")), f"`{f.get('expectation')}`", fmt(f.get("unexpected_count"))] for f in failures]
+    if v.success is True:
+        return f"### Data validation\n\n✅ The data met the contract ({v.expectations} expectations checked)."
+    rows = [[fmt(f.column), f"`{f.expectation}`", fmt(f.unexpected_count)] for f in v.failures]
     body = table(["Column", "Expectation", "Unexpected rows"], rows) if rows else "No failure details recorded."
     return (
         "### Data validation\n\n❌ The data broke the contract (`contract.yaml`); "
@@ -160,7 +159,7 @@ def metrics_section(inputs: Inputs) -> str:
             label = f"**{name}** (headline)" if name == inputs.headline else name
             rows.append([label, fmt(d.get("old")), fmt(d.get("new")), fmt_change(d.get("diff"))])
         out.append(table(["Metric", f"`{base}`", "this run", "Change"], rows))
-    elif inputs.validation is not None and inputs.validation.get("success") is False:
+    elif inputs.validation is not None and inputs.validation.success is False:
         out.append("Not computed: the data failed validation, so no model was trained in this run.")
     elif gates_module.METRICS_FILE in inputs.stale_files:
         out.append(
@@ -185,7 +184,7 @@ def fairness_section(inputs: Inputs) -> str | None:
     if gates_module.FAIRNESS_FILE in inputs.stale_files:
         out.append("Not computed in this run: the pipeline did not finish before the fairness stage.")
         return "\n\n".join(out)
-    for attribute, result in (inputs.fairness.get("attributes") or {}).items():
+    for attribute, result in inputs.fairness.attributes.items():
         groups = (result or {}).get("groups") or {}
         columns: list[str] = []
         for stats in groups.values():
@@ -280,14 +279,14 @@ def load_inputs(root: Path, baseline_rev: str, images: str, run_url: str | None,
     ctx = gates_module.Context(params={}, root=root, baseline=None, baseline_source=baseline_rev)
     params = yaml.safe_load((root / "params.yaml").read_text()) or {}
     inputs = Inputs(params=params, baseline_rev=baseline_rev, images=images, run_url=run_url)
-    for attr, relative in (
-        ("validation", gates_module.VALIDATION_FILE),
-        ("metrics", gates_module.METRICS_FILE),
-        ("gates", gates_module.GATES_FILE),
-        ("fairness", gates_module.FAIRNESS_FILE),
+    for attr, relative, model in (
+        ("validation", gates_module.VALIDATION_FILE, ValidationReport),
+        ("metrics", gates_module.METRICS_FILE, None),
+        ("gates", gates_module.GATES_FILE, None),
+        ("fairness", gates_module.FAIRNESS_FILE, FairnessReport),
     ):
         try:
-            setattr(inputs, attr, ctx.read_json(relative))
+            setattr(inputs, attr, ctx.read_json(relative) if model is None else ctx.read_report(relative, model))
         except ValueError as err:
             inputs.diff_errors.append(str(err))
     plots = root / PLOTS_DIR
@@ -310,7 +309,7 @@ def load_inputs(root: Path, baseline_rev: str, images: str, run_url: str | None,
         if (
             gates_module.METRICS_FILE not in inputs.stale_files
             and inputs.validation is not None
-            and inputs.validation.get("success") is True
+            and inputs.validation.success is True
         ):
             try:
                 # the model's metrics; other DVC metrics files (fairness) have their own section

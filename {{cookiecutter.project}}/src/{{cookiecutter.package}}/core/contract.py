@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from .config import UserError
+from .config import ROW_KEY
+from .errors import UserError
 
 ROLES = ("id", "pii", "protected", "feature", "target", "timestamp")
 DTYPES = ("string", "int", "float", "category", "datetime")
@@ -134,6 +135,11 @@ class Contract:
     def id_column(self) -> str | None:
         ids = self.names("id")
         return ids[0] if ids else None
+
+    @property
+    def row_key(self) -> str:
+        """The column that keys rows across prepared files: the id column, or one ``prepare`` adds."""
+        return self.id_column or ROW_KEY
 
     @property
     def timestamp(self) -> str | None:

@@ -59,3 +59,10 @@ def flatten(prefix: str, value: Any) -> dict[str, Any]:
             out.update(flatten(f"{prefix}.{k}" if prefix else str(k), v))
         return out
     return {prefix: value}
+
+
+def model_requirements() -> list[str]:
+    """Pinned requirements of the logged model: what loading it needs, at the versions that trained it."""
+    from importlib import metadata
+
+    return [f"{name}=={metadata.version(name)}" for name in ("scikit-learn", "skops", "numpy", "pandas", "scipy")]
