@@ -73,7 +73,9 @@ def _env() -> dict[str, str]:
     return env
 
 
-def run_stages(workdir: Path, *stages: str, erase: str | None = None) -> subprocess.CompletedProcess:
+def run_stages(
+    workdir: Path, *stages: str, erase: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Run stage ``main()`` functions in order in one fresh interpreter; stop at the first failure."""
     script = "\n".join(
         [
@@ -92,7 +94,9 @@ def run_stages(workdir: Path, *stages: str, erase: str | None = None) -> subproc
             "        sys.exit(f'stage {name} exited with {rc}')",
         ]
     )
-    return subprocess.run([sys.executable, "-c", script], cwd=workdir, env=_env(), capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-c", script], cwd=workdir, env={**_env(), **(env or {})}, capture_output=True, text=True, timeout=900
+    )
 
 
 def make_workdir(params: dict) -> Path:
