@@ -26,6 +26,8 @@ T = TypeVar("T")
 def setup_logging() -> logging.Logger:
     """The package logger at ``LOG_LEVEL`` (default INFO); third-party libraries speak only on warnings."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for chatty in ("great_expectations", "mlflow"):  # they log set-up details at INFO
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     logger = logging.getLogger(LOGGER)
     logger.setLevel(os.environ.get("LOG_LEVEL", "INFO"))
     return logger
@@ -34,7 +36,8 @@ def setup_logging() -> logging.Logger:
 def run_stage(main: Callable[[], int | None], name: str | None = None) -> int:
     """Run a stage's ``main()``: a user error becomes one line on stderr and exit status 1."""
     log = setup_logging()
-    name = name or getattr(main, "__module__", "stage").rsplit(".", 1)[-1]
+    code = getattr(main, "__code__", None)
+    name = name or (Path(code.co_filename).stem if code else "stage")
     start = time.perf_counter()
     try:
         status = main() or 0
@@ -51,13 +54,14 @@ def entry_point(main: Callable[[], int | None]) -> None:
     sys.exit(run_stage(main))
 
 
-def progress(items: Iterable[T], total: int, what: str, every: float = 5.0) -> Iterator[T]:
+def progress(items: Iterable[T], total: int, what: str, every: float | None = None) -> Iterator[T]:
     """Yield ``items``, logging ``what: i/total (p%)`` at most every ``every`` seconds.
 
     Plain lines, no carriage returns, so CI logs stay readable; silent for work that ends
-    within the first interval.
+    within the first interval. The interval defaults to ``PROGRESS_EVERY`` (seconds, 5).
     """
     log = logging.getLogger(LOGGER)
+    every = float(os.environ.get("PROGRESS_EVERY", "5")) if every is None else every
     start = last = time.perf_counter()
     done = 0
     for done, item in enumerate(items, start=1):

@@ -163,6 +163,7 @@ def run_validation(df: pd.DataFrame, contract: Contract, params: Params, docs_di
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)  # no set-up chatter at INFO
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     if docs_dir is not None:

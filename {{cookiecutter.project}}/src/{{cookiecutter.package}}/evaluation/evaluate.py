@@ -12,6 +12,7 @@ from ..core import config, metrics, model, use_case
 from ..core.contract import load_contract
 from ..core.params import load_params
 from ..core.stage import LOGGER, entry_point, read_json, write_json
+from ..training import tracking
 from .plots import figure
 
 log = logging.getLogger(LOGGER)
@@ -58,8 +59,7 @@ def main() -> int:
 
     import mlflow
 
-    mlflow.set_tracking_uri(meta["tracking_uri"])
-    with mlflow.start_run(run_id=meta["run_id"]):
+    with tracking.resume_run(meta):
         mlflow.log_metrics({f"test_{k}": v for k, v in result.items()})
         for name in written:
             mlflow.log_artifact(str(config.PLOTS / name), artifact_path="plots")

@@ -21,6 +21,7 @@ from ..core.contract import Contract, load_contract
 from ..core.params import load_params
 from ..core.reports import ExplainReport
 from ..core.stage import LOGGER, entry_point, progress, read_json
+from ..training import tracking
 from .plots import figure
 
 log = logging.getLogger(LOGGER)
@@ -118,8 +119,7 @@ def main() -> int:
 
     import mlflow
 
-    mlflow.set_tracking_uri(meta["tracking_uri"])
-    with mlflow.start_run(run_id=meta["run_id"]):
+    with tracking.resume_run(meta):
         mlflow.log_metrics(mlflow_metrics(result))
         mlflow.log_artifact(str(config.IMPORTANCE_PLOT), artifact_path="plots")
         mlflow.log_artifact(str(config.EXPLAIN))

@@ -27,6 +27,7 @@ from ..core.errors import DataError, StageOrderError
 from ..core.params import FairnessParams, load_params
 from ..core.reports import FairnessReport
 from ..core.stage import LOGGER, entry_point, read_json
+from ..training import tracking
 from .group_stats import _fast_table, assess_attribute, by_group  # noqa: F401 - by_group/_fast_table are public here
 
 log = logging.getLogger(LOGGER)
@@ -247,8 +248,7 @@ def main() -> int:
 
     import mlflow
 
-    mlflow.set_tracking_uri(meta["tracking_uri"])
-    with mlflow.start_run(run_id=meta["run_id"]):
+    with tracking.resume_run(meta):
         mlflow.log_metrics(mlflow_metrics(report))
         mlflow.log_artifact(str(config.FAIRNESS))
     for gate in report["gates"]:

@@ -25,6 +25,7 @@ from ..core.params import Params, load_params
 from ..core.reports import ExplainReport, FairnessReport
 from ..core.stage import LOGGER, entry_point, read_json, write_json, write_text
 from ..evaluation.fairness import mlflow_key
+from ..training import tracking
 from . import lineage
 
 log = logging.getLogger(LOGGER)
@@ -300,6 +301,7 @@ def main() -> int:
     import mlflow
     from mlflow.tracking import MlflowClient
 
+    tracking.quiet_mlflow()
     mlflow.set_tracking_uri(meta["tracking_uri"])
     client = MlflowClient(tracking_uri=meta["tracking_uri"])
     record = lineage.build(params, meta, client.get_run(meta["run_id"]).data.tags)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import subprocess
 from pathlib import Path
@@ -16,10 +17,30 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 
 
+class _NoPipVersionWarning(logging.Filter):
+    """Drops MLflow's "Failed to resolve installed pip version" warning, and only that one.
+
+    A uv environment has no pip; the logged model's requirements are pinned explicitly
+    (``model_requirements``), so the unpinned ``pip`` MLflow writes into conda.yaml changes nothing.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Failed to resolve installed pip version")
+
+
+def quiet_mlflow() -> None:
+    """MLflow speaks only when something is wrong (no table-creation or uv-detection chatter)."""
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    env_logger = logging.getLogger("mlflow.utils.environment")
+    if not any(isinstance(f, _NoPipVersionWarning) for f in env_logger.filters):
+        env_logger.addFilter(_NoPipVersionWarning())
+
+
 def experiment(name: str) -> str:
     """Set the tracking URI and experiment; returns the experiment id."""
     import mlflow
 
+    quiet_mlflow()
     mlflow.set_tracking_uri(tracking_uri())
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
@@ -66,3 +87,12 @@ def model_requirements() -> list[str]:
     from importlib import metadata
 
     return [f"{name}=={metadata.version(name)}" for name in ("scikit-learn", "skops", "numpy", "pandas", "scipy")]
+
+
+def resume_run(meta: dict[str, Any]):
+    """The training run recorded in ``models/model_meta.json``, reopened to log more to it."""
+    import mlflow
+
+    quiet_mlflow()
+    mlflow.set_tracking_uri(meta["tracking_uri"])
+    return mlflow.start_run(run_id=meta["run_id"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 import numpy as np
@@ -62,17 +63,14 @@ def decision_threshold(contract: Contract, params: Params, train: pd.DataFrame) 
     return t, {"threshold_source": "cost_tuned", "tuning_rows": int(len(late))}
 
 
-def signature_sample(X: pd.DataFrame, contract: Contract) -> pd.DataFrame:
-    """Rows for MLflow's signature, with every numeric input as float.
+def as_doubles(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with every integer column as float64, for the schemas MLflow infers.
 
-    Any input may be missing at scoring time (the model handles NaN), and an integer column
-    in a signature would refuse a missing value; so the signature declares doubles.
+    Any input may be missing at scoring time (the model handles NaN), and an integer column in
+    a schema would refuse a missing value; so the schemas declare doubles.
     """
-    sample = X.head(50).copy()
-    for name in sample.columns:
-        if pd.api.types.is_numeric_dtype(sample[name]):
-            sample[name] = sample[name].astype("float64")
-    return sample
+    ints = [c for c in df.columns if pd.api.types.is_integer_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c])]
+    return df.astype(dict.fromkeys(ints, "float64"))
 
 
 def log_run(params: Params, contract: Contract, train: pd.DataFrame, pipeline, threshold: float) -> tuple[str, dict[str, str]]:
@@ -93,19 +91,21 @@ def log_run(params: Params, contract: Contract, train: pd.DataFrame, pipeline, t
                 "contract": f"{contract.name} v{contract.version}",
             }
         )
-        mlflow.log_input(
-            mlflow.data.from_pandas(
-                train.drop(columns=contract.pii, errors="ignore").head(0),
+        with warnings.catch_warnings():
+            # MLflow registers its local-file dataset source twice (for "" and "file:") and warns
+            # that a path matches both; either one records the same path.
+            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways")
+            dataset = mlflow.data.from_pandas(
+                as_doubles(train.drop(columns=contract.pii, errors="ignore").head(0)),
                 source=str(config.TRAIN),
                 name="train",
                 digest=data_hashes["train_md5"][:8],
-            ),
-            context="training",
-        )
+            )
+        mlflow.log_input(dataset, context="training")
         mlflow.log_metric("decision_threshold", threshold)
         mlflow.log_metric("train_rows", len(train))
         mlflow.log_metric("train_positive_rate", float(y.mean()))
-        sample = signature_sample(X, contract)
+        sample = as_doubles(X.head(50))
         mlflow.sklearn.log_model(
             pipeline,
             name="model",
