@@ -18,7 +18,7 @@ LAST_LINE = "at it, describe its columns in contract.yaml, export PII_HMAC_KEY, 
 
 
 def next_steps(stdout: str) -> str:
-    return stdout[stdout.index(FIRST_LINE) :].strip()
+    return stdout[stdout.index("Created ") :].strip()
 
 
 def test_a_bake_prints_what_to_do_next_and_only_that(tmp_path):
@@ -47,7 +47,7 @@ def test_every_prompt_has_a_human_label_and_an_interactive_bake_prints_the_same(
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        env=env(PWD=str(tmp_path)),
+        env=env(PWD=str(tmp_path), COLUMNS="200"),
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
