@@ -53,6 +53,8 @@ STATUS_FAILED = "`dvc status` failed"
 
 
 class GateResult(TypedDict):
+    """One verdict: which gate, pass or fail, the value judged, its threshold, and why."""
+
     gate: str
     passed: bool
     value: Any
@@ -75,6 +77,7 @@ class Context:
     stale_stages: tuple[str, ...] = ()
 
     def path(self, relative: str) -> Path:
+        """``relative`` under the repository root."""
         return self.root / relative
 
     def producer(self, relative: str) -> str | None:
@@ -143,6 +146,7 @@ def producers(root: Path) -> dict[str, str]:
 
 
 def result(gate: str, passed: bool, value: Any, threshold: Any, detail: str) -> GateResult:
+    """A :class:`GateResult`."""
     return GateResult(gate=gate, passed=bool(passed), value=value, threshold=threshold, detail=detail)
 
 
@@ -157,6 +161,7 @@ def gate_settings(params: dict[str, Any]) -> GatesParams:
 
 
 def not_this_run(ctx: Context) -> str:
+    """Why a report cannot be judged: the stages that were not reproduced."""
     return f"the pipeline did not finish in this run (stages not reproduced: {', '.join(ctx.stale_stages)})"
 
 
@@ -281,6 +286,7 @@ GATES: list[Gate] = [pipeline_gate, data_validation_gate, headline_metric_gate, 
 
 
 def run_gates(ctx: Context, gates: list[Gate] | None = None) -> list[GateResult]:
+    """Every gate's results; a gate that crashes is a failed gate, named."""
     results: list[GateResult] = []
     for gate in GATES if gates is None else gates:
         try:
@@ -293,6 +299,8 @@ def run_gates(ctx: Context, gates: list[Gate] | None = None) -> list[GateResult]
 
 
 class BaselineError(RuntimeError):
+    """The baseline revision cannot be read."""
+
     pass
 
 
@@ -327,6 +335,7 @@ def stale_stages(root: Path) -> tuple[str, ...]:
 
 
 def format_results(results: list[GateResult]) -> str:
+    """One line per result, PASS or FAIL first."""
     lines = []
     for r in results:
         lines.append(f"{'PASS' if r['passed'] else 'FAIL'} {r['gate']}: {r['detail']}")
@@ -334,6 +343,7 @@ def format_results(results: list[GateResult]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``make gates``: judge this run, write reports/gates.json, exit 1 if any gate failed (2 on bad input)."""
     parser = argparse.ArgumentParser(prog="gates", description=__doc__.split("\n")[0])
     source = parser.add_mutually_exclusive_group()
     source.add_argument(

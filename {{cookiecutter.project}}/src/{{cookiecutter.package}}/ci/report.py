@@ -80,18 +80,21 @@ def fmt_plain(value: Any) -> str:
 
 
 def fmt_change(value: Any) -> str:
+    """A signed change, 4 decimals."""
     if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
         return f"{value:+.4f}"
     return fmt(value)
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
 
 
 def header_section(inputs: Inputs) -> str:
+    """Title and the one-line verdict."""
     title = f"## {inputs.title}: model report"
     gates = inputs.gates
     if gates is None:
@@ -108,6 +111,7 @@ def header_section(inputs: Inputs) -> str:
 
 
 def gates_section(inputs: Inputs) -> str:
+    """Every gate's result, with where its threshold comes from."""
     if inputs.gates is None:
         return "### Gates\n\n`reports/gates.json` is missing: the gates did not run."
     rows = [
@@ -131,6 +135,7 @@ def gates_section(inputs: Inputs) -> str:
 
 
 def validation_section(inputs: Inputs) -> str:
+    """Whether the data met the contract, and what broke it if not."""
     v = inputs.validation
     if v is None:
         return "### Data validation\n\n❌ `reports/validation.json` is missing: the validate stage did not run."
@@ -150,6 +155,7 @@ def validation_section(inputs: Inputs) -> str:
 
 
 def metrics_section(inputs: Inputs) -> str:
+    """This run's metrics against the baseline's (headline first)."""
     base = inputs.baseline_rev
     out = [f"### Metrics: this run vs `{base}`"]
     if inputs.metrics_diff:
@@ -198,6 +204,7 @@ def fairness_section(inputs: Inputs) -> str | None:
 
 
 def params_section(inputs: Inputs) -> str:
+    """Parameters changed against the baseline."""
     out = [f"### Parameters changed vs `{inputs.baseline_rev}`"]
     if inputs.params_diff is None:
         out.append("Not compared (see notes below).")
@@ -210,6 +217,7 @@ def params_section(inputs: Inputs) -> str:
 
 
 def plots_section(inputs: Inputs) -> str | None:
+    """The run's plots, linked or embedded."""
     if not inputs.plots:
         return None
     out = ["### Plots"]
@@ -228,6 +236,7 @@ def plots_section(inputs: Inputs) -> str | None:
 
 
 def notes_section(inputs: Inputs) -> str | None:
+    """What could not be compared, and why."""
     if not inputs.diff_errors:
         return None
     return "### Notes\n\n" + "\n".join(f"- {e}" for e in inputs.diff_errors)
@@ -246,6 +255,7 @@ SECTIONS: list[Callable[[Inputs], str | None]] = [
 
 
 def render(inputs: Inputs) -> str:
+    """The whole report."""
     parts = [part for section in SECTIONS if (part := section(inputs))]
     footer = f"<sub>Run: {inputs.run_url}</sub>" if inputs.run_url else None
     return "\n\n".join(parts + ([footer] if footer else [])) + "\n"
@@ -276,6 +286,7 @@ def dvc_diff(root: Path, kind: str, rev: str, show_all: bool, only: str | None =
 
 
 def load_inputs(root: Path, baseline_rev: str, images: str, run_url: str | None, compare: bool = True) -> Inputs:
+    """Read everything the sections need from the repository at ``root``."""
     ctx = gates_module.Context(params={}, root=root, baseline=None, baseline_source=baseline_rev)
     params = yaml.safe_load((root / "params.yaml").read_text()) or {}
     inputs = Inputs(params=params, baseline_rev=baseline_rev, images=images, run_url=run_url)
@@ -324,6 +335,7 @@ def load_inputs(root: Path, baseline_rev: str, images: str, run_url: str | None,
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``make report``: write reports/report.md (always exits 0: the gates decide)."""
     parser = argparse.ArgumentParser(prog="report", description=__doc__.split("\n")[0])
     parser.add_argument("--baseline-rev", default="main", help="git revision to compare with (default: main)")
     parser.add_argument(

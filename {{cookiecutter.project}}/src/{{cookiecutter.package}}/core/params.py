@@ -29,23 +29,33 @@ Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 class DataParams(_Section):
+    """``data``: the contract and the input file."""
+
     contract: str = "contract.yaml"
     path: str
 
 
 class GenerateParams(_Section):
+    """``generate``: the synthetic data set's size."""
+
     n_rows: Annotated[int, Field(ge=100)]
 
 
 class PrepareParams(_Section):
+    """``prepare``: the erasure ledger."""
+
     erasure_ledger: str
 
 
 class SplitParams(_Section):
+    """``split``: the held-out fraction."""
+
     test_fraction: Annotated[float, Field(ge=0.05, le=0.5)]
 
 
 class ValidateParams(_Section):
+    """``validate``: the suite's table-level limits."""
+
     min_rows: PositiveInt
     max_null_fraction: Fraction
     target_rate: list[Fraction]
@@ -59,6 +69,8 @@ class ValidateParams(_Section):
 
 
 class ModelParams(_Section):
+    """``model``: the HistGradientBoostingClassifier's settings."""
+
     learning_rate: Annotated[float, Field(gt=0)]
     max_iter: PositiveInt
     max_leaf_nodes: Annotated[int, Field(ge=2)]
@@ -84,6 +96,8 @@ class ModelParams(_Section):
 
 
 class DecisionParams(_Section):
+    """``decision``: a fixed threshold, or the costs that tune one."""
+
     threshold: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None
     tuning_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None
     cost_false_negative: Annotated[float, Field(gt=0)] | None = None
@@ -99,12 +113,16 @@ class DecisionParams(_Section):
 
 
 class EvaluateParams(_Section):
+    """``evaluate``: the minimum headline metric and fraud operating points."""
+
     min_headline: Fraction
     top_k_fraction: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
     max_fpr: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None
 
 
 class ExplainParams(_Section):
+    """``explain``: permutation repeats."""
+
     n_repeats: PositiveInt
 
 
@@ -118,6 +136,8 @@ FairnessMetric = Literal[
 
 
 class FairnessGate(_Section):
+    """One fairness gate: a between-group metric and its bound."""
+
     metric: FairnessMetric
     min: float | None = None
     max: float | None = None
@@ -140,6 +160,8 @@ class FairnessGate(_Section):
 
 
 class FairnessParams(_Section):
+    """``fairness``: group-size minimums, the bootstrap, the rule and the gates."""
+
     min_group_size: PositiveInt
     min_group_outcomes: PositiveInt
     bootstrap: Annotated[int, Field(ge=0)]
@@ -149,15 +171,21 @@ class FairnessParams(_Section):
 
 
 class MlflowParams(_Section):
+    """``mlflow``: the experiment name."""
+
     experiment: str
 
 
 class GateMetricParams(_Section):
+    """``gates.metric``: direction and tolerance of the headline-metric gate."""
+
     direction: Literal["higher", "lower"] = "higher"
     tolerance: Annotated[float, Field(ge=0)] = 0.0
 
 
 class GatesParams(_Section):
+    """``gates``: what a change must meet to replace the champion."""
+
     metric: GateMetricParams = GateMetricParams()
     require_baseline: bool = True
 

@@ -14,6 +14,7 @@ ARTIFACTS = Path("mlartifacts")
 
 
 def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI``, or the local sqlite store."""
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 
 
@@ -62,6 +63,8 @@ def file_md5(path: str | Path) -> str:
 
 
 def git_state() -> dict[str, Any]:
+    """The commit and whether the working tree has uncommitted changes."""
+
     def run(*args: str) -> str:
         try:
             return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout.strip()
@@ -74,6 +77,7 @@ def git_state() -> dict[str, Any]:
 
 
 def flatten(prefix: str, value: Any) -> dict[str, Any]:
+    """Nested params as ``a.b.c`` keys (MLflow params are flat)."""
     if isinstance(value, dict):
         out: dict[str, Any] = {}
         for k, v in value.items():
