@@ -37,12 +37,11 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 import yaml
-from pydantic import ValidationError
 
 from ..core import config, use_case
 from ..core.errors import ParamsError
 from ..core.params import GatesParams
-from ..core.reports import FairnessReport, Report, ValidationReport
+from ..core.reports import FairnessReport, Report, ReportError, ValidationReport
 
 # Paths relative to the repository root the gates judge (which may not be the cwd).
 METRICS_FILE = config.METRICS.as_posix()
@@ -120,11 +119,9 @@ class Context:
         if data is None:
             return None
         try:
-            return model.model_validate(data)
-        except ValidationError as err:
-            first = err.errors(include_url=False)[0]
-            where = ".".join(str(p) for p in first["loc"]) or "<root>"
-            raise ValueError(f"{relative}: '{where}': {first['msg']}") from None
+            return model.parse(data, relative)
+        except ReportError as err:
+            raise ValueError(str(err)) from None
 
 
 Gate = Callable[[Context], list[GateResult]]

@@ -221,8 +221,9 @@ def plots_section(inputs: Inputs) -> str | None:
     if not inputs.plots:
         return None
     out = ["### Plots"]
-    plots = [p for p in inputs.plots if f"reports/{p}" not in inputs.stale_files]
-    left_over = [p for p in inputs.plots if f"reports/{p}" in inputs.stale_files]
+    reports = config.REPORTS.as_posix()
+    plots = [p for p in inputs.plots if f"{reports}/{p}" not in inputs.stale_files]
+    left_over = [p for p in inputs.plots if f"{reports}/{p}" in inputs.stale_files]
     if plots and inputs.images == "embed":
         out += [f"![{Path(p).stem}]({p})" for p in plots]
     elif plots:
@@ -312,7 +313,7 @@ def load_inputs(root: Path, baseline_rev: str, images: str, run_url: str | None,
             gates_module.VALIDATION_FILE,
             gates_module.METRICS_FILE,
             gates_module.FAIRNESS_FILE,
-            *(f"reports/{p}" for p in inputs.plots),
+            *(f"{config.REPORTS.as_posix()}/{p}" for p in inputs.plots),
         ]
         inputs.stale_files = frozenset(f for f in candidates if not fresh(f))
         # Metrics are compared only when this run produced them; otherwise the diff

@@ -14,9 +14,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from .config import PARAMS_FILE
 from .errors import ParamsError
-
-PARAMS_FILE = Path("params.yaml")
 
 
 class _Section(BaseModel):

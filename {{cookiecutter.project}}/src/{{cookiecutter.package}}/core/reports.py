@@ -37,12 +37,17 @@ class Report(BaseModel):
             raise ReportError(f"{path} not found: the stage that writes it did not run (dvc repro)") from None
         except json.JSONDecodeError as exc:
             raise ReportError(f"{path}: not valid JSON ({exc})") from None
+        return cls.parse(data, path)
+
+    @classmethod
+    def parse(cls: type[R], data: Any, source: str | Path) -> R:
+        """Check an already-read report; a wrong shape is a :class:`ReportError` naming ``source`` and the key."""
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
             first = exc.errors(include_url=False)[0]
             where = ".".join(str(p) for p in first["loc"]) or "<root>"
-            raise ReportError(f"{path}: '{where}': {first['msg']} ({exc.error_count()} problem(s))") from None
+            raise ReportError(f"{source}: '{where}': {first['msg']} ({exc.error_count()} problem(s))") from None
 
     def write(self, path: str | Path) -> None:
         """Write the report atomically."""
