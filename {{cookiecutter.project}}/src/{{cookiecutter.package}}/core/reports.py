@@ -116,3 +116,28 @@ class ExplainReport(Report):
 
     permutation_importance: dict[str, Any]
     reason_codes: dict[str, Any]
+
+
+class ModelMeta(Report):
+    """``models/model_meta.json``: the model's threshold and MLflow run, written by ``train``.
+
+    Read by every later stage and by the decision service.
+    """
+
+    run_id: str
+    tracking_uri: str
+    threshold: float
+    threshold_source: Literal["params", "cost_tuned"]
+    tuning_rows: int | None = None
+    features: list[str]
+    data: dict[str, str]
+
+
+class PrepareSummary(Report):
+    """``data/prepared/summary.json``: what ``prepare`` read, erased, dropped and split."""
+
+    rows_in: int
+    rows_erased: int
+    columns_dropped: list[str]
+    rows_train: int
+    rows_test: int

@@ -11,7 +11,8 @@ import pandas as pd
 from ..core import config, metrics, model, use_case
 from ..core.contract import load_contract
 from ..core.params import load_params
-from ..core.stage import LOGGER, entry_point, read_json, write_json
+from ..core.reports import ModelMeta
+from ..core.stage import LOGGER, entry_point, write_json
 from ..training import tracking
 from .plots import figure
 
@@ -47,15 +48,15 @@ def main() -> int:
     """Write ``reports/metrics.json`` and the plots; log both to the training run."""
     params = load_params()
     contract = load_contract(params.data.contract)
-    meta = read_json(config.MODEL_META, "train")
+    meta = ModelMeta.read(config.MODEL_META)
     pipeline = model.load(config.MODEL)
     test = pd.read_parquet(config.TEST)
     y = model.target_vector(test, contract)
     score = model.scores(pipeline, test, contract)
     facts = use_case.load()
-    result = metrics.compute(facts.name, y, score, float(meta["threshold"]), params)
+    result = metrics.compute(facts.name, y, score, meta.threshold, params)
     write_json(config.METRICS, result)
-    written = plots(y, score, float(meta["threshold"]))
+    written = plots(y, score, meta.threshold)
 
     import mlflow
 

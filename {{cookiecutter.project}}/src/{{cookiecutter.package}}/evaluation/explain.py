@@ -19,8 +19,8 @@ import pandas as pd
 from ..core import config, model, reasons, use_case
 from ..core.contract import Contract, load_contract
 from ..core.params import load_params
-from ..core.reports import ExplainReport
-from ..core.stage import LOGGER, entry_point, progress, read_json
+from ..core.reports import ExplainReport, ModelMeta
+from ..core.stage import LOGGER, entry_point, progress
 from ..training import tracking
 from .plots import figure
 
@@ -105,13 +105,13 @@ def main() -> int:
     """Write ``reports/explain.json`` and the importance plot; fail if reason codes are not exact."""
     params = load_params()
     contract = load_contract(params.data.contract)
-    meta = read_json(config.MODEL_META, "train")
+    meta = ModelMeta.read(config.MODEL_META)
     pipeline = model.load(config.MODEL)
     test = pd.read_parquet(config.TEST)
     scoring = use_case.load().explain_scoring
     report = ExplainReport(
         permutation_importance=permutation_importance(pipeline, test, contract, scoring, params.explain.n_repeats, params.seed),
-        reason_codes=reason_code_summary(pipeline, test, contract, float(meta["threshold"])),
+        reason_codes=reason_code_summary(pipeline, test, contract, meta.threshold),
     )
     report.write(config.EXPLAIN)
     result = report.model_dump()

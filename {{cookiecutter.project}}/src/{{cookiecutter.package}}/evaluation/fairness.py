@@ -25,8 +25,8 @@ from ..core import config, model, use_case
 from ..core.contract import Contract, ContractError, load_contract
 from ..core.errors import DataError, StageOrderError
 from ..core.params import FairnessParams, load_params
-from ..core.reports import FairnessReport
-from ..core.stage import LOGGER, entry_point, read_json
+from ..core.reports import FairnessReport, ModelMeta
+from ..core.stage import LOGGER, entry_point
 from ..training import tracking
 from .group_stats import _fast_table, assess_attribute, by_group  # noqa: F401 - by_group/_fast_table are public here
 
@@ -241,9 +241,9 @@ def main() -> int:
         raise ContractError(
             f"{contract.path} declares no protected attributes: fairness cannot be measured; declare them (role: protected)"
         )
-    meta = read_json(config.MODEL_META, "train")
+    meta = ModelMeta.read(config.MODEL_META)
     y, score, protected, subjects = load_scored(contract)
-    report = assess(y, score, float(meta["threshold"]), protected, params.fairness, params.seed, subjects)
+    report = assess(y, score, meta.threshold, protected, params.fairness, params.seed, subjects)
     FairnessReport.model_validate(report).write(config.FAIRNESS)
 
     import mlflow

@@ -26,6 +26,7 @@ from ..core import config
 from ..core.config import DVC_LOCK, PYPROJECT, UV_LOCK
 from ..core.errors import StageOrderError
 from ..core.params import Params
+from ..core.reports import ModelMeta
 from ..training import tracking
 
 # The files a reviewer traces a decision to: the data in, the prepared data, the model.
@@ -95,11 +96,11 @@ def package_versions(pyproject: Path = PYPROJECT) -> dict[str, str]:
     return versions
 
 
-def build(params: Params, meta: dict[str, Any], run_tags: dict[str, str]) -> dict[str, Any]:
+def build(params: Params, meta: ModelMeta, run_tags: dict[str, str]) -> dict[str, Any]:
     """The lineage record of the run ``meta`` names."""
     lock = read_dvc_lock()
     return {
-        "mlflow": {"run_id": meta["run_id"], "tracking_uri": meta["tracking_uri"]},
+        "mlflow": {"run_id": meta.run_id, "tracking_uri": meta.tracking_uri},
         "git": {
             "sha": run_tags.get("git_sha", "unknown"),
             "dirty": run_tags.get("git_dirty", "unknown"),

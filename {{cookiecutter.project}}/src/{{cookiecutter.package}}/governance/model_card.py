@@ -22,7 +22,7 @@ from ..core import config, use_case
 from ..core.contract import Contract, load_contract
 from ..core.errors import UserError
 from ..core.params import Params, load_params
-from ..core.reports import ExplainReport, FairnessReport
+from ..core.reports import ExplainReport, FairnessReport, ModelMeta, PrepareSummary
 from ..core.stage import LOGGER, entry_point, read_json, write_json, write_text
 from ..evaluation.fairness import mlflow_key
 from ..training import tracking
@@ -292,31 +292,31 @@ def main() -> int:
     """Write the lineage record and the model card (Markdown + JSON), and attach them to the run."""
     params = load_params()
     contract = load_contract(params.data.contract)
-    meta = read_json(config.MODEL_META, "train")
+    meta = ModelMeta.read(config.MODEL_META)
     fairness = FairnessReport.read(config.FAIRNESS).model_dump()
     explain = ExplainReport.read(config.EXPLAIN).model_dump()
     metrics_keys = sorted(read_json(config.METRICS, "evaluate"))
-    summary = read_json(config.PREPARE_SUMMARY, "prepare")
+    summary = PrepareSummary.read(config.PREPARE_SUMMARY)
 
     import mlflow
     from mlflow.tracking import MlflowClient
 
     tracking.quiet_mlflow()
-    mlflow.set_tracking_uri(meta["tracking_uri"])
-    client = MlflowClient(tracking_uri=meta["tracking_uri"])
-    record = lineage.build(params, meta, client.get_run(meta["run_id"]).data.tags)
+    mlflow.set_tracking_uri(meta.tracking_uri)
+    client = MlflowClient(tracking_uri=meta.tracking_uri)
+    record = lineage.build(params, meta, client.get_run(meta.run_id).data.tags)
     write_json(config.LINEAGE, record)
-    with mlflow.start_run(run_id=meta["run_id"]):
-        mlflow.log_metrics({"data.rows_in": float(summary["rows_in"]), "data.rows_erased": float(summary["rows_erased"])})
+    with mlflow.start_run(run_id=meta.run_id):
+        mlflow.log_metrics({"data.rows_in": float(summary.rows_in), "data.rows_erased": float(summary.rows_erased)})
         mlflow.set_tags(data_tags(contract))
         mlflow.log_artifact(str(config.LINEAGE))
-    run = Run(client.get_run(meta["run_id"]))  # read back: the card shows what the store holds
-    history = change_log(client, run, client.get_run(meta["run_id"]).info.experiment_id)
+    run = Run(client.get_run(meta.run_id))  # read back: the card shows what the store holds
+    history = change_log(client, run, client.get_run(meta.run_id).info.experiment_id)
     card = build(params, contract, run, record, fairness, explain, metrics_keys, history)
     validate(card)
     write_json(config.MODEL_CARD_JSON, card)
     write_text(config.MODEL_CARD_MD, render(card))
-    with mlflow.start_run(run_id=meta["run_id"]):
+    with mlflow.start_run(run_id=meta.run_id):
         mlflow.log_artifact(str(config.MODEL_CARD_JSON))
         mlflow.log_artifact(str(config.MODEL_CARD_MD))
     md, card_json = config.MODEL_CARD_MD, config.MODEL_CARD_JSON.name

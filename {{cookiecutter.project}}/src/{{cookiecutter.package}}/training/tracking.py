@@ -93,10 +93,10 @@ def model_requirements() -> list[str]:
     return [f"{name}=={metadata.version(name)}" for name in ("scikit-learn", "skops", "numpy", "pandas", "scipy")]
 
 
-def resume_run(meta: dict[str, Any]):
-    """The training run recorded in ``models/model_meta.json``, reopened to log more to it."""
+def resume_run(meta):
+    """The training run ``meta`` (``models/model_meta.json``) names, reopened to log more to it."""
     import mlflow
 
     quiet_mlflow()
-    mlflow.set_tracking_uri(meta["tracking_uri"])
-    return mlflow.start_run(run_id=meta["run_id"])
+    mlflow.set_tracking_uri(meta.tracking_uri)
+    return mlflow.start_run(run_id=meta.run_id)

@@ -14,8 +14,8 @@ from ..core.contract import Contract, load_contract
 from ..core.errors import StageOrderError
 from ..core.metrics import expected_cost
 from ..core.params import Params, load_params
-from ..core.reports import ValidationReport
-from ..core.stage import LOGGER, entry_point, write_json
+from ..core.reports import ModelMeta, ValidationReport
+from ..core.stage import LOGGER, entry_point
 from . import tracking
 
 log = logging.getLogger(LOGGER)
@@ -129,15 +129,14 @@ def main() -> int:
     pipeline.fit(model.model_frame(train, contract), model.target_vector(train, contract))
     model.save(pipeline)
     run_id, data_hashes = log_run(params, contract, train, pipeline, threshold)
-    meta = {
-        "run_id": run_id,
-        "tracking_uri": tracking.tracking_uri(),
-        "threshold": threshold,
+    ModelMeta(
+        run_id=run_id,
+        tracking_uri=tracking.tracking_uri(),
+        threshold=threshold,
         **threshold_info,
-        "features": contract.model_input_order(),
-        "data": data_hashes,
-    }
-    write_json(config.MODEL_META, meta)
+        features=contract.model_input_order(),
+        data=data_hashes,
+    ).write(config.MODEL_META)
     log.info("trained on %d rows; threshold %.4f; MLflow run %s", len(train), threshold, run_id)
     return 0
 
