@@ -106,7 +106,9 @@ def test_text_labels_and_no_id_column_go_through_every_stage(tmp_path, contract,
     for result in fairness["attributes"].values():
         assert sum(g["n"] for g in result["groups"].values()) == test_rows
     headline = use_case.load().headline_metric
-    assert json.loads((workdir / "reports/metrics.json").read_text(encoding="utf-8"))[headline] > 0.6
+    value = json.loads((workdir / "reports/metrics.json").read_text(encoding="utf-8"))[headline]
+    # The model learnt the signal from text labels (the smaller data set scores a little below the full one).
+    assert value >= 0.8 * small["evaluate"]["min_headline"], value
 
 
 # --- one line per user error, never a traceback ----------------------------------------------
