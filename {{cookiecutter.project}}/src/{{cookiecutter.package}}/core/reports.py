@@ -131,6 +131,7 @@ class ModelMeta(Report):
     tuning_rows: int | None = None
     features: list[str]
     data: dict[str, str]
+    git_sha: str = "unknown"  # the commit that trained the model
 
 
 class PrepareSummary(Report):

@@ -136,6 +136,7 @@ def main() -> int:
         **threshold_info,
         features=contract.model_input_order(),
         data=data_hashes,
+        git_sha=tracking.git_state()["git_sha"],
     ).write(config.MODEL_META)
     log.info("trained on %d rows; threshold %.4f; MLflow run %s", len(train), threshold, run_id)
     return 0
