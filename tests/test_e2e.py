@@ -124,7 +124,7 @@ run = mlflow.get_run("{meta['run_id']}")
 models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
 mine = [m for m in models if m.source_run_id == run.info.run_id]
 loaded = mlflow.sklearn.load_model(mine[0].model_uri)
-from {package} import model, contract
+from {package}.core import model, contract
 c = contract.load_contract("contract.yaml")
 test = pd.read_parquet("data/prepared/test.parquet").head(200)
 same = bool(np.array_equal(model.scores(loaded, test, c), model.scores(model.load(), test, c)))
@@ -238,8 +238,8 @@ def test_bring_your_own_data_file(pipeline_repo, tmp_path):
     project = fresh_copy(pipeline_repo("credit_scoring"), tmp_path / "copy")
     script = (
         "import pandas as pd\n"
-        f"from {package_of(project)} import generate\n"
-        f"from {package_of(project)}.contract import load_contract\n"
+        f"from {package_of(project)}.data import generate\n"
+        f"from {package_of(project)}.core.contract import load_contract\n"
         "df = generate.generate(load_contract('contract.yaml'), n_rows=6000, seed=2024)\n"
         "df['branch'] = 'north'\n"
         f"df.to_{fmt}('data/external/applications.{fmt}', index=False)\n"
@@ -253,3 +253,61 @@ def test_bring_your_own_data_file(pipeline_repo, tmp_path):
     assert summary["rows_in"] == 6000 and summary["columns_dropped"] == ["branch"]
     metrics = json.loads((project / "reports" / "metrics.json").read_text())
     assert metrics["rows"] == 1200 and metrics["roc_auc"] > 0.75
+
+
+@pytest.mark.parametrize("use_case", USE_CASES)
+def test_the_built_bento_serves_a_decision(pipeline_repo, use_case, tmp_path):
+    """`make bento` in a baked, reproduced repository; the bento (from the store, run outside
+    the repository) answers a decision with the model the pipeline trained."""
+    project = pipeline_repo(use_case)
+    home = tmp_path / "bentoml"
+    built = run(["make", "bento"], cwd=project, BENTOML_HOME=str(home))
+    meta = json.loads((project / "models" / "model_meta.json").read_text())
+    version = f"0.1.0-{meta['run_id'][:8]}"
+    assert f'Successfully built Bento(tag="decision_service:{version}")' in built.stdout, built.stdout[-2000:]
+    bento = home / "bentos" / "decision_service" / version
+    for shipped in ("src/contract.yaml", "src/models/model.skops", "src/models/model_meta.json", "bento.yaml"):
+        assert (bento / shipped).is_file(), shipped
+    again = run(["make", "bento"], cwd=project, BENTOML_HOME=str(home))
+    assert "is already built" in again.stdout  # rebuilding the same model is a no-op, not an error
+
+    record = py(
+        project,
+        "import json, pandas as pd, yaml; c = yaml.safe_load(open('contract.yaml'));"
+        "f = [x['name'] for x in c['columns'] if x['role'] == 'feature'];"
+        "print(pd.read_parquet('data/prepared/test.parquet')[f].head(1).to_json(orient='records'))",
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "audit.jsonl"
+    server = subprocess.Popen(
+        [str(project / ".venv" / "bin" / "bentoml"), "serve", f"decision_service:{version}", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=tmp_path,  # not the repository: everything the service loads comes from the bento
+        env=helpers.env(BENTOML_HOME=str(home), AUDIT_LOG_PATH=str(log)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        answer = None
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                req = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/decide",
+                    data=json.dumps(json.loads(record)[0]).encode(),
+                    headers={"Content-Type": "application/json"},
+                )
+                with urllib.request.urlopen(req, timeout=30) as resp:
+                    answer = json.loads(resp.read())
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert answer is not None, server.stdout.read()[-3000:] if server.poll() is not None else "no answer in 180 s"
+        assert answer["model"]["run_id"] == meta["run_id"]
+        assert answer["threshold"] == meta["threshold"]
+        assert json.loads(log.read_text().splitlines()[-1])["decision_id"] == answer["decision_id"]
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
