@@ -22,7 +22,7 @@ import pandas as pd
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("prepare", "validate", "train", "evaluate", "fairness", "explain", "model_card")
+STAGES = ("prepare", "validate", "train", "reference", "evaluate", "fairness", "explain", "model_card")
 
 
 def stage_modules() -> dict[str, str]:
