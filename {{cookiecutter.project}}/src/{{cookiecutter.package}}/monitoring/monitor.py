@@ -175,7 +175,10 @@ def _fairness(df, y, flagged, contract: Contract, params, use_case: str) -> dict
         if attr not in df.columns:
             continue
         groups = df[attr].astype(object).where(df[attr].notna(), fairness.MISSING_GROUP).astype(str).to_numpy()
-        table = fairness.by_group(y, flagged, groups, use_case)
+        # The vectorised twin of fairness.by_group (tested equal to it there): MetricFrame's
+        # per-group Python calls took half the monitor's time on a million rows.
+        codes, levels = pd.factorize(groups, sort=True)
+        table = fairness._fast_table(y.astype(float), flagged.astype(float), codes, pd.Index(levels), use_case)
         rate = [g for g in table.index if table.loc[g, "n"] >= min_size]
         tpr = [g for g in rate if table.loc[g, "positives"] >= min_outcomes]
         fpr = [g for g in rate if table.loc[g, "n"] - table.loc[g, "positives"] >= min_outcomes]
