@@ -140,8 +140,11 @@ def performance(
     out["baseline"] = baseline
     out["verdict"] = "OK"
     if baseline is not None:
-        # Ranking metrics fall when a model decays; a fall past the tolerance is an alert.
-        out["verdict"] = "ALERT" if result[headline] < baseline - tol else "OK"
+        # A fall past the tolerance is an alert only when sampling noise cannot explain it: a
+        # few hundred positives move PR-AUC by several points from one batch to the next.
+        low, high = _bootstrap_interval(use_case, y, score, threshold, params, headline)
+        out["interval_95"] = [low, high]
+        out["verdict"] = "ALERT" if high < baseline - tol else "OK"
     edges = ref["score"]["edges"]
     idx = np.searchsorted(np.asarray(edges), score, side="left")
     out["calibration"] = [
@@ -157,6 +160,21 @@ def performance(
     out["calibration_in_the_large"] = {"mean_score": float(score.mean()), "observed_rate": float(y.mean())}
     out["fairness"] = _fairness(df, y, score >= threshold, contract, params, use_case)
     return out
+
+
+def _bootstrap_interval(use_case, y, score, threshold, params, headline, n_boot=100, max_rows=20_000) -> tuple[float, float]:
+    """Seeded 95% bootstrap interval of the headline metric (on a subsample of at most ``max_rows``)."""
+    rng = np.random.default_rng(0)
+    if len(y) > max_rows:
+        keep = rng.choice(len(y), max_rows, replace=False)
+        y, score = y[keep], score[keep]
+    values = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(y), len(y))
+        if len(np.unique(y[idx])) == 2:
+            values.append(metrics.compute(use_case, y[idx], score[idx], threshold, params)[headline])
+    low, high = np.quantile(values, [0.025, 0.975])
+    return float(low), float(high)
 
 
 def _committed_metrics() -> dict[str, Any]:
@@ -268,7 +286,10 @@ def status(report: dict[str, Any]) -> tuple[str, list[str]]:
     perf = report.get("performance") or {}
     if perf.get("verdict") == "ALERT":
         h = perf["headline"]
-        reasons.append(f"performance: {h} {perf['metrics'][h]:.4f} vs {perf['baseline']:.4f} at training")
+        low, high = perf["interval_95"]
+        reasons.append(
+            f"performance: {h} {perf['metrics'][h]:.4f} (95% interval {low:.4f}-{high:.4f}) vs {perf['baseline']:.4f} at training"
+        )
         verdicts.append("ALERT")
     return drift.worst(verdicts), reasons
 

@@ -174,11 +174,13 @@ def markdown(report: dict[str, Any], images: list[str]) -> str:
     if perf and perf.get("available"):
         h = perf["headline"]
         base = "n/a" if perf["baseline"] is None else f"{perf['baseline']:.4f}"
+        ci = perf.get("interval_95")
+        interval = f", 95% interval {ci[0]:.4f}-{ci[1]:.4f}" if ci else ""
         lines += [
             "",
             "### Performance on labelled rows",
             "",
-            f"{h}: {perf['metrics'][h]:.4f} (at training: {base}); {perf['verdict']}.",
+            f"{h}: {perf['metrics'][h]:.4f}{interval} (at training: {base}); {perf['verdict']}.",
             "",
         ]
         lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in perf["metrics"].items()]
