@@ -115,7 +115,7 @@ def test_monitor_least_privilege_and_one_issue_by_label(baked):
     assert "vars.RETRAIN_ON_ALERT == 'true'" in jobs["retrain"]["if"] and "drift == 'true'" in jobs["retrain"]["if"]
     steps = {s.get("name"): s for s in jobs["monitor"]["steps"]}
     assert steps["Monitor"]["run"].strip() == "make monitor BATCH=data/monitoring/batch.parquet"
-    assert 'cat reports/monitoring/latest.md >> "$GITHUB_STEP_SUMMARY"' in steps["Verdict"]["run"]
+    assert "reports/monitoring/latest.md >> \"$GITHUB_STEP_SUMMARY\"" in steps["Verdict"]["run"]
     assert "make monitor-fetch" in steps["Get the newest batch"]["run"]
     issue = next(s for s in jobs["alert"]["steps"] if s.get("name") == "Open or update the monitoring issue")
     assert '--label "$ISSUE_LABEL" --state open' in issue["run"] and "gh issue comment" in issue["run"]
@@ -214,6 +214,7 @@ def test_act_monitor_opens_one_issue_then_updates_it(pipeline_repo, tmp_path):
     create = issue_calls[2]
     assert create["argv"][create["argv"].index("--label") + 1] == "model-monitoring"
     assert create["body"].startswith("## Model monitoring: 🚨 ALERT") and "/actions/runs/" in create["body"]
+    assert "![" not in create["body"] and "![" not in summary, "plot files are artifacts, not links that would break"
     dispatches = [call["argv"] for call in first.comments if call["argv"][0] == "workflow"]
     assert len(dispatches) == 1, dispatches
     dispatch = dispatches[0]
