@@ -7,9 +7,11 @@ run trained (``pipeline_run``), and read the outputs back as a dashboard would.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -106,7 +108,8 @@ def in_run(trained, monkeypatch):
     return params
 
 
-def movers(params) -> dict[str, float]:
+@functools.cache
+def _movers(run_dir: str) -> tuple[tuple[str, float], ...]:
     """The two numeric features whose one-sd shift (in their riskier direction) moves the score most."""
     pipeline = model.load(config.MODEL)
     base = batch.make_batch(CONTRACT, 2000, seed=1, drift={})
@@ -118,7 +121,12 @@ def movers(params) -> dict[str, float]:
             if after - before > moves.get(name, (0.0, 0.0))[1]:
                 moves[name] = (sign, after - before)
     top = sorted(moves, key=lambda k: -moves[k][1])[:2]
-    return {name: moves[name][0] for name in top}
+    return tuple((name, moves[name][0]) for name in top)
+
+
+def movers(params) -> dict[str, float]:
+    """``_movers`` for the model in the working directory (computed once per session)."""
+    return dict(_movers(str(Path.cwd())))
 
 
 def monitor_batch(tmp_path, df: pd.DataFrame, params, audit_log=None) -> dict:
@@ -261,6 +269,13 @@ def test_reference_is_versioned_with_the_model_and_refused_for_another(in_run, t
         reference.load(reference.REFERENCE, run_id="some-other-run")
     with pytest.raises(reference.ReferenceError, match="not found: run `make repro`"):
         reference.load(tmp_path / "missing.json")
+
+
+def test_monitor_before_the_pipeline_ran_says_what_to_run(params, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "contract.yaml").write_text((ROOT / "contract.yaml").read_text())
+    with pytest.raises(reference.ReferenceError, match="not found: run `make repro`"):
+        monitor.run(tmp_path / "batch.parquet", None, None, params)
 
 
 @pytest.mark.parametrize(

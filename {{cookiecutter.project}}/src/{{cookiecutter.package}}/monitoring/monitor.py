@@ -221,6 +221,8 @@ def run(batch_path: Path, audit_log: Path | None, since: datetime | None, params
     """Every figure of the monitor for one batch; pure computation, no files written."""
     settings = Settings.from_params(params)
     contract = load_contract(config.param(params, "data.contract", str))
+    if not config.MODEL_META.exists() or not config.MODEL.exists():
+        raise reference.ReferenceError(f"{config.MODEL} / {config.MODEL_META} not found: run `make repro` (or `dvc pull`) first")
     meta = json.loads(config.MODEL_META.read_text(encoding="utf-8"))
     ref = reference.load(reference.REFERENCE, run_id=meta["run_id"])
     threshold = float(ref["threshold"])
