@@ -38,6 +38,7 @@ from test_workflows import (
     make,
     run,
     run_scripts,
+    run_step,
     shellcheck,
     tool,
 )
@@ -138,6 +139,60 @@ def test_retrain_opens_a_pull_request_with_an_app_token_when_configured(baked):
         token = steps[name]["env"].get("GH_TOKEN") or steps[name]["env"].get("TOKEN")
         assert token == "${{ steps.app.outputs.token || github.token }}", name
     assert "no workflow" in steps["Open the pull request"]["run"]
+
+
+# --- the pull-request step on its own: with and without the App token ---------------------
+
+
+def retrain_step(repo: Path, name: str) -> str:
+    return next(s["run"] for s in workflow(repo, "retrain.yml")["jobs"]["retrain"]["steps"] if s.get("name") == name)
+
+
+@pytest.mark.parametrize("app_token", ["", "app-token-from-standin"])
+def test_pull_request_body_says_whether_ci_will_run(tmp_path, app_token):
+    repo = bake(tmp_path / "bake", use_case="credit_scoring")
+    work = tmp_path / "work"
+    check(["git", "init", "-q", "-b", "retrain/x", str(work)], tmp_path)
+    for message in ("champion", "retrained"):
+        (work / "dvc.lock").write_text(message)
+        git(work, "add", "-A")
+        git(work, "commit", "-q", "-m", message)
+    git(work, "update-ref", "refs/remotes/origin/main", "HEAD~1")
+    gh_bin = tmp_path / "gh-bin"
+    gh_bin.mkdir()
+    (gh_bin / "gh").symlink_to(STANDINS / "gh" / "gh")
+    env = {"GH_TOKEN": app_token or "github-token", "APP_TOKEN": app_token, "BRANCH": "retrain/x", "BASE": "main",
+           "REASON": "monitoring ALERT", "RUN_URL": "https://github.com/o/r/actions/runs/1", "GITHUB_REPOSITORY": "o/r",
+           "GH_STANDIN_STATE": str(tmp_path / "state.json"), "GH_STANDIN_LOG": str(tmp_path / "calls.jsonl"),
+           "PATH": f"{gh_bin}:/usr/bin:/bin"}
+    step_dir = tmp_path / "step"
+    step_dir.mkdir()
+    script = f"cd {work}\n" + retrain_step(repo, "Open the pull request")
+    proc = run_step(script, step_dir, **env)
+    assert proc.returncode == 0, proc.stderr
+    (call,) = [json.loads(line) for line in (tmp_path / "calls.jsonl").read_text().splitlines()]
+    assert call["argv"][:2] == ["pr", "create"] and call["body"].startswith("## Retraining: monitoring ALERT")
+    assert "dvc.lock" in call["body"]
+    assert ("no workflow" in call["body"]) == (not app_token)
+    assert ("::warning title=CI will not run" in proc.stdout) == (not app_token)
+
+
+def test_branch_push_keeps_the_token_out_of_the_repository(tmp_path):
+    repo = bake(tmp_path / "bake", use_case="credit_scoring")
+    bare, work = tmp_path / "origin.git", tmp_path / "work"
+    check(["git", "init", "-q", "--bare", str(bare)], tmp_path)
+    check(["git", "init", "-q", "-b", "retrain/x", str(work)], tmp_path)
+    (work / "dvc.lock").write_text("retrained")
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "retrained")
+    git(work, "remote", "add", "origin", str(bare))
+    step_dir = tmp_path / "step"
+    step_dir.mkdir()
+    script = f"cd {work}\n" + retrain_step(repo, "Push the branch")
+    proc = run_step(script, step_dir, TOKEN="secret-token-value", BRANCH="retrain/x", PATH="/usr/bin:/bin")
+    assert proc.returncode == 0, proc.stderr
+    assert check(["git", "rev-parse", "retrain/x"], bare).strip() == git(work, "rev-parse", "HEAD").strip()
+    assert "secret-token-value" not in (work / ".git" / "config").read_text()
 
 
 # --- act ---------------------------------------------------------------------------------
