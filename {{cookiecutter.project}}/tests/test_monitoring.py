@@ -224,8 +224,15 @@ def test_served_scores_from_the_audit_log_of_this_model_only(in_run, tmp_path):
     assert report["figures"]["served_score"]["verdict"] == "ALERT"
     assert report["figures"]["score"]["verdict"] == "OK"
     assert report["decision_rate"]["served"] == pytest.approx(float(np.mean(drifted >= report["model"]["threshold"])))
+    # Naive timestamps are the service's UTC; --since keeps only what came after.
+    old = audit_record(len(lines), 0.01, run_id, now.replace(year=now.year - 1, tzinfo=None))
+    log.write_text(log.read_text() + json.dumps(old) + "\n")
+    path = tmp_path / "batch.parquet"
+    recent = monitor.run(path, log, now.replace(hour=0, minute=0, second=0, microsecond=0), in_run)
+    assert recent["audit_log"]["this_model"] == 3000
+    assert monitor.run(path, log, None, in_run)["audit_log"]["this_model"] == 3001
     log.write_text(log.read_text() + "not json\n")
-    with pytest.raises(monitor.MonitorError, match=r"line 3501 is not a decision record"):
+    with pytest.raises(monitor.MonitorError, match=r"line 3502 is not a decision record"):
         monitor_batch(tmp_path, batch.make_batch(CONTRACT, 600, seed=11, drift={}), in_run, audit_log=log)
 
 

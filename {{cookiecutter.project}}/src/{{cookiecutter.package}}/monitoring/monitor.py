@@ -114,6 +114,7 @@ def read_audit_scores(path: Path, run_id: str, since: datetime | None) -> dict[s
                 stamp = datetime.fromisoformat(str(record["timestamp"]).replace("Z", "+00:00"))
                 score = float(record["score"])
                 record_run = record["model"]["run_id"]
+                stamp = stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)  # the service writes UTC
             except (ValueError, KeyError, TypeError) as exc:
                 raise MonitorError(
                     f"audit log {path}: line {number} is not a decision record ({type(exc).__name__}: {exc})"
@@ -243,9 +244,11 @@ def run(batch_path: Path, audit_log: Path | None, since: datetime | None, params
         if served["scores"].size:
             figures["served_score"] = {"kind": "psi", **drift.compare(ref["score"], served["scores"], settings.epsilon)}
     # Drift is judged only on data that meets the contract: a broken feed is a data-quality
-    # failure to fix at the source, not a change in the population.
-    for fig in figures.values():
-        fig["verdict"] = drift.verdict(fig["value"], settings.warn, settings.alert) if quality["success"] else "NOT_JUDGED"
+    # failure to fix at the source, not a change in the population. Served scores are judged
+    # regardless: the service refuses requests that break the contract.
+    for name, fig in figures.items():
+        judged = quality["success"] or name == "served_score"
+        fig["verdict"] = drift.verdict(fig["value"], settings.warn, settings.alert) if judged else "NOT_JUDGED"
     report: dict[str, Any] = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "batch": {"path": str(batch_path), "rows": int(len(df)), "labelled": has_labels(df, contract)},
