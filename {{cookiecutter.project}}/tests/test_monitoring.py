@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -225,7 +225,7 @@ def test_served_scores_from_the_audit_log_of_this_model_only(in_run, tmp_path):
     assert report["figures"]["score"]["verdict"] == "OK"
     assert report["decision_rate"]["served"] == pytest.approx(float(np.mean(drifted >= report["model"]["threshold"])))
     # Naive timestamps are the service's UTC; --since keeps only what came after.
-    old = audit_record(len(lines), 0.01, run_id, now.replace(year=now.year - 1, tzinfo=None))
+    old = audit_record(len(lines), 0.01, run_id, (now - timedelta(days=365)).replace(tzinfo=None))
     log.write_text(log.read_text() + json.dumps(old) + "\n")
     path = tmp_path / "batch.parquet"
     recent = monitor.run(path, log, now.replace(hour=0, minute=0, second=0, microsecond=0), in_run)
