@@ -169,6 +169,22 @@ class FairnessParams(_Section):
     gates: list[FairnessGate]
 
 
+class MonitorParams(_Section):
+    """``monitor``: drift bins, PSI/CSI thresholds and the tolerated fall of the headline metric."""
+
+    bins: Annotated[int, Field(ge=2, le=100)]
+    psi_warn: Annotated[float, Field(gt=0)]
+    psi_alert: Annotated[float, Field(gt=0)]
+    epsilon: Annotated[float, Field(gt=0, lt=0.01)]
+    performance_tolerance: Annotated[float, Field(ge=0)]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MonitorParams:
+        if not self.psi_warn < self.psi_alert:
+            raise ValueError(f"psi_warn ({self.psi_warn}) must be above 0 and below psi_alert ({self.psi_alert})")
+        return self
+
+
 class MlflowParams(_Section):
     """``mlflow``: the experiment name."""
 
@@ -203,6 +219,7 @@ class Params(_Section):
     evaluate: EvaluateParams
     explain: ExplainParams
     fairness: FairnessParams
+    monitor: MonitorParams
     mlflow: MlflowParams
     gates: GatesParams = GatesParams()
     _raw: dict[str, Any] = PrivateAttr(default_factory=dict)

@@ -10,14 +10,16 @@ so what the monitor sees is drift, not a broken feed. Labels come from the gener
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..core import config
 from ..core.contract import Contract, load_contract
+from ..core.errors import UserError
+from ..core.params import load_params
+from ..core.stage import LOGGER, entry_point
 from ..data import synthetic
 
 
@@ -27,16 +29,14 @@ def parse_drift(specs: list[str], contract: Contract) -> dict[str, float]:
     for spec in specs:
         name, _, amount = spec.partition("=")
         if name not in contract.features:
-            raise config.UserError(
-                f"--drift {spec!r}: {name!r} is not a feature in {contract.path} (features: {contract.features})"
-            )
+            raise UserError(f"--drift {spec!r}: {name!r} is not a feature in {contract.path} (features: {contract.features})")
         default = 1.0 if name in contract.numeric_features else 0.5
         try:
             out[name] = float(amount) if amount else default
         except ValueError:
-            raise config.UserError(f"--drift {spec!r}: amount {amount!r} is not a number") from None
+            raise UserError(f"--drift {spec!r}: amount {amount!r} is not a number") from None
         if name in contract.categorical_features and not 0 < out[name] <= 1:
-            raise config.UserError(f"--drift {spec!r}: for a categorical feature the amount is a share in (0, 1]")
+            raise UserError(f"--drift {spec!r}: for a categorical feature the amount is a share in (0, 1]")
     return out
 
 
@@ -70,6 +70,7 @@ def make_batch(contract: Contract, rows: int, seed: int, drift: dict[str, float]
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Write a synthetic batch, drifted in the features ``--drift`` names."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=2026, help="use a seed other than params.yaml's to get unseen rows")
@@ -77,12 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--unlabelled", action="store_true", help="drop the target column")
     parser.add_argument("--out", type=Path, required=True, help="output file (.parquet or .csv)")
     args = parser.parse_args(argv)
-    log = config.setup_logging()
+    log = logging.getLogger(LOGGER)
     if args.rows < 1:
-        raise config.UserError(f"--rows must be at least 1, got {args.rows}")
+        raise UserError(f"--rows must be at least 1, got {args.rows}")
     if args.out.suffix.lower() not in (".parquet", ".csv"):
-        raise config.UserError(f"--out {args.out}: use a .parquet or .csv file name")
-    contract = load_contract(config.param(config.load_params(), "data.contract", str))
+        raise UserError(f"--out {args.out}: use a .parquet or .csv file name")
+    contract = load_contract(load_params().data.contract)
     df = make_batch(contract, args.rows, args.seed, parse_drift(args.drift, contract), labelled=not args.unlabelled)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(args.out.name + ".tmp")
@@ -93,4 +94,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(config.run_stage(main))
+    entry_point(main)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import os
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,10 +21,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..core import config, metrics, model
+from ..core import config, metrics, model, use_case
 from ..core.contract import Contract, load_contract
+from ..core.errors import DataError
+from ..core.params import Params, load_params
+from ..core.reports import ModelMeta
+from ..core.stage import LOGGER, entry_point
 from ..data.validate import run_validation
 from ..evaluation import fairness
+from ..evaluation.group_stats import _fast_table, summarise
 from . import drift, outputs, reference
 
 OUT_DIR = config.REPORTS / "monitoring"
@@ -32,32 +37,24 @@ AUDIT_LOG_ENV = "AUDIT_LOG_PATH"
 AUDIT_LOG_DEFAULT = Path("logs/audit/decisions.jsonl")
 
 
-class MonitorError(config.UserError, RuntimeError):
+class MonitorError(DataError):
     """The batch or the audit log cannot be read."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
+    """The monitor's thresholds (``monitor`` in params.yaml)."""
+
     warn: float
     alert: float
     epsilon: float
     performance_tolerance: float
 
     @classmethod
-    def from_params(cls, params: dict[str, Any]) -> Settings:
-        number = (int, float)
-        warn, alert = config.param(params, "monitor.psi_warn", number), config.param(params, "monitor.psi_alert", number)
-        if not 0 < warn < alert:
-            raise config.ParamsError(
-                f"params.yaml: 'monitor.psi_warn' ({warn}) must be above 0 and below 'monitor.psi_alert' ({alert})"
-            )
-        epsilon = config.param(params, "monitor.epsilon", number)
-        if not 0 < epsilon < 0.01:
-            raise config.ParamsError(f"params.yaml: 'monitor.epsilon' must be in (0, 0.01), got {epsilon}")
-        tolerance = config.param(params, "monitor.performance_tolerance", number)
-        if tolerance < 0:
-            raise config.ParamsError(f"params.yaml: 'monitor.performance_tolerance' must be >= 0, got {tolerance}")
-        return cls(float(warn), float(alert), float(epsilon), float(tolerance))
+    def from_params(cls, params: Params) -> Settings:
+        """The ``monitor`` section (checked when params.yaml is loaded)."""
+        m = params.monitor
+        return cls(m.psi_warn, m.psi_alert, m.epsilon, m.performance_tolerance)
 
 
 def read_batch(path: Path) -> pd.DataFrame:
@@ -86,7 +83,7 @@ def has_labels(df: pd.DataFrame, contract: Contract) -> bool:
     return contract.target in df.columns and bool(df[contract.target].notna().any())
 
 
-def data_quality(df: pd.DataFrame, contract: Contract, params: dict[str, Any]) -> dict[str, Any]:
+def data_quality(df: pd.DataFrame, contract: Contract, params: Params) -> dict[str, Any]:
     """The contract's Great Expectations suite on the batch.
 
     Every feature must be present; other declared columns (ids, PII, protected attributes,
@@ -127,15 +124,15 @@ def read_audit_scores(path: Path, run_id: str, since: datetime | None) -> dict[s
 
 
 def performance(
-    df: pd.DataFrame, score: np.ndarray, contract: Contract, params: dict[str, Any], threshold: float, ref: dict, tol: float
+    df: pd.DataFrame, score: np.ndarray, contract: Contract, params: Params, threshold: float, ref: dict, tol: float
 ) -> dict[str, Any]:
     """Headline metrics, calibration by reference score bin and fairness by group, on labelled rows."""
-    use_case = config.param(params, "use_case", str)
+    facts = use_case.load()
     y = model.target_vector(df, contract)
     if len(np.unique(y)) < 2:
         return {"available": False, "why": "the labelled rows hold only one target class"}
-    result = metrics.compute(use_case, y, score, threshold, params)
-    headline = metrics.HEADLINE[use_case]
+    result = metrics.compute(facts.name, y, score, threshold, params)
+    headline = facts.headline_metric
     out: dict[str, Any] = {"available": True, "rows": int(len(y)), "metrics": result, "headline": headline}
     baseline = _committed_metrics().get(headline)
     out["baseline"] = baseline
@@ -143,7 +140,7 @@ def performance(
     if baseline is not None:
         # A fall past the tolerance is an alert only when sampling noise cannot explain it: a
         # few hundred positives move PR-AUC by several points from one batch to the next.
-        low, high = _bootstrap_interval(use_case, y, score, threshold, params, headline)
+        low, high = _bootstrap_interval(facts.name, y, score, threshold, params, headline)
         out["interval_95"] = [low, high]
         out["verdict"] = "ALERT" if high < baseline - tol else "OK"
     edges = ref["score"]["edges"]
@@ -159,7 +156,7 @@ def performance(
         if (idx == b).any()
     ]
     out["calibration_in_the_large"] = {"mean_score": float(score.mean()), "observed_rate": float(y.mean())}
-    out["fairness"] = _fairness(df, y, score >= threshold, contract, params, use_case)
+    out["fairness"] = _fairness(df, y, score >= threshold, contract, params)
     return out
 
 
@@ -185,10 +182,9 @@ def _committed_metrics() -> dict[str, Any]:
         return {}
 
 
-def _fairness(df, y, flagged, contract: Contract, params, use_case: str) -> dict[str, Any]:
-    min_size = config.param(params, "fairness.min_group_size", int)
-    min_outcomes = config.param(params, "fairness.min_group_outcomes", int)
-    outcome = fairness.OUTCOME[use_case]
+def _fairness(df, y, flagged, contract: Contract, params: Params) -> dict[str, Any]:
+    min_size, min_outcomes = params.fairness.min_group_size, params.fairness.min_group_outcomes
+    outcome = use_case.load().fairness_outcome
     result = {}
     for attr in contract.protected:
         if attr not in df.columns:
@@ -197,35 +193,36 @@ def _fairness(df, y, flagged, contract: Contract, params, use_case: str) -> dict
         # The vectorised twin of fairness.by_group (tested equal to it there): MetricFrame's
         # per-group Python calls took half the monitor's time on a million rows.
         codes, levels = pd.factorize(groups, sort=True)
-        table = fairness._fast_table(y.astype(float), flagged.astype(float), codes, pd.Index(levels), use_case)
+        table = _fast_table(y.astype(float), flagged.astype(float), codes, pd.Index(levels))
         rate = [g for g in table.index if table.loc[g, "n"] >= min_size]
         tpr = [g for g in rate if table.loc[g, "positives"] >= min_outcomes]
         fpr = [g for g in rate if table.loc[g, "n"] - table.loc[g, "positives"] >= min_outcomes]
         result[attr] = {
             "groups": {g: {k: (None if pd.isna(v) else float(v)) for k, v in row.items()} for g, row in table.iterrows()},
-            "summary": fairness.summarise(table, outcome, rate, tpr, fpr),
+            "summary": summarise(table, outcome, rate, tpr, fpr),
         }
     # Point estimates on one batch, set beside the pipeline's gates for the reader. Not turned
     # into verdicts: the fairness gates judge with bootstrap intervals on the held-out set at
     # retraining, and a point estimate on a few thousand rows would cry wolf.
     gates = []
-    for gate in config.param(params, "fairness.gates", list):
+    for gate in params.fairness.gates:
         for attr, found in result.items():
-            value = found["summary"].get(gate["metric"], {}).get("value")
+            value = found["summary"].get(gate.metric, {}).get("value")
             if value is not None:
-                beyond = value < gate["min"] if "min" in gate else value > gate["max"]
-                gates.append({"attribute": attr, **gate, "value": value, "beyond_gate": bool(beyond)})
+                beyond = value < gate.threshold if gate.bound == "min" else value > gate.threshold
+                spec = {"metric": gate.metric, gate.bound: gate.threshold}
+                gates.append({"attribute": attr, **spec, "value": value, "beyond_gate": bool(beyond)})
     return {"by_attribute": result, "gates": gates}
 
 
-def run(batch_path: Path, audit_log: Path | None, since: datetime | None, params: dict[str, Any]) -> dict[str, Any]:
+def run(batch_path: Path, audit_log: Path | None, since: datetime | None, params: Params) -> dict[str, Any]:
     """Every figure of the monitor for one batch; pure computation, no files written."""
     settings = Settings.from_params(params)
-    contract = load_contract(config.param(params, "data.contract", str))
+    contract = load_contract(params.data.contract)
     if not config.MODEL_META.exists() or not config.MODEL.exists():
         raise reference.ReferenceError(f"{config.MODEL} / {config.MODEL_META} not found: run `make repro` (or `dvc pull`) first")
-    meta = json.loads(config.MODEL_META.read_text(encoding="utf-8"))
-    ref = reference.load(reference.REFERENCE, run_id=meta["run_id"])
+    meta = ModelMeta.read(config.MODEL_META)
+    ref = reference.load(reference.REFERENCE, run_id=meta.run_id)
     threshold = float(ref["threshold"])
     df = read_batch(batch_path)
     quality = data_quality(df, contract, params)
@@ -240,7 +237,7 @@ def run(batch_path: Path, audit_log: Path | None, since: datetime | None, params
             figures[name] = {"kind": "csi", **drift.compare(entry, frame[name], settings.epsilon)}
     served = None
     if audit_log is not None and audit_log.exists():
-        served = read_audit_scores(audit_log, meta["run_id"], since)
+        served = read_audit_scores(audit_log, meta.run_id, since)
         if served["scores"].size:
             figures["served_score"] = {"kind": "psi", **drift.compare(ref["score"], served["scores"], settings.epsilon)}
     # Drift is judged only on data that meets the contract: a broken feed is a data-quality
@@ -252,7 +249,7 @@ def run(batch_path: Path, audit_log: Path | None, since: datetime | None, params
     report: dict[str, Any] = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "batch": {"path": str(batch_path), "rows": int(len(df)), "labelled": has_labels(df, contract)},
-        "model": {"run_id": meta["run_id"], "threshold": threshold, "contract": f"{contract.name} v{contract.version}"},
+        "model": {"run_id": meta.run_id, "threshold": threshold, "contract": f"{contract.name} v{contract.version}"},
         "thresholds": {"warn": settings.warn, "alert": settings.alert, "epsilon": settings.epsilon},
         "data_quality": quality,
         "figures": figures,
@@ -300,6 +297,7 @@ def status(report: dict[str, Any]) -> tuple[str, list[str]]:
 
 
 def parse_since(text: str | None) -> datetime | None:
+    """``--since`` as an aware datetime (UTC when no zone is given)."""
     if not text:
         return None
     try:
@@ -310,6 +308,7 @@ def parse_since(text: str | None) -> datetime | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``make monitor``: write the reports and the Prometheus textfile for one batch."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", required=True, type=Path, help="CSV or Parquet file of recent data")
     parser.add_argument(
@@ -319,8 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="report directory")
     parser.add_argument("--textfile", type=Path, default=None, help="Prometheus textfile (default <out>/monitor.prom)")
     args = parser.parse_args(argv)
-    log = config.setup_logging()
-    params = config.load_params()
+    log = logging.getLogger(LOGGER)
+    params = load_params()
     audit = args.audit_log or Path(os.environ.get(AUDIT_LOG_ENV) or AUDIT_LOG_DEFAULT)
     report = run(args.batch, audit, parse_since(args.since), params)
     written = outputs.write(report, args.out, args.textfile or args.out / "monitor.prom")
@@ -331,4 +330,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(config.run_stage(main))
+    entry_point(main)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core import config
+from ..core.stage import write_json
 
 STATUS_CODE = {"OK": 0, "WARN": 1, "ALERT": 2}
 
@@ -26,7 +26,7 @@ def write(report: dict[str, Any], out_dir: Path, textfile: Path) -> list[Path]:
     score_png, csi_png = out_dir / f"{date}-score.png", out_dir / f"{date}-csi.png"
     images = plots(report, score_png, csi_png)
     json_path, md_path = out_dir / f"{date}.json", out_dir / f"{date}.md"
-    config.write_json(json_path, report)
+    write_json(json_path, report)
     _atomic_text(md_path, markdown(report, [p.name for p in images]))
     for src in (json_path, md_path):
         shutil.copyfile(src, out_dir / f"latest{src.suffix}")

@@ -9,7 +9,7 @@ into these bins; it never re-bins the reference.
 from __future__ import annotations
 
 import json
-import sys
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +18,23 @@ import pandas as pd
 
 from ..core import config, model
 from ..core.contract import Contract, load_contract
+from ..core.errors import StageOrderError
+from ..core.params import Params, load_params
+from ..core.reports import ModelMeta
+from ..core.stage import LOGGER, entry_point, write_json
 from . import drift
 
 REFERENCE = config.MODEL_DIR / "reference.json"
 SCHEMA_VERSION = 1
 
 
-class ReferenceError(config.UserError, RuntimeError):
+class ReferenceError(StageOrderError):
     """The reference is missing or does not belong to the model being monitored."""
 
 
-def n_bins(params: dict[str, Any]) -> int:
-    bins = config.param(params, "monitor.bins", int)
-    if not 2 <= bins <= 100:
-        raise config.ParamsError(f"params.yaml: 'monitor.bins' must be between 2 and 100, got {bins}")
-    return bins
+def n_bins(params: Params) -> int:
+    """Quantile bins per numeric feature and for the score (``monitor.bins``)."""
+    return params.monitor.bins
 
 
 def build(df: pd.DataFrame, score: np.ndarray, contract: Contract, threshold: float, bins: int) -> dict[str, Any]:
@@ -73,22 +75,23 @@ def load(path: Path = REFERENCE, run_id: str | None = None) -> dict[str, Any]:
 
 
 def main() -> int:
-    log = config.setup_logging()
-    params = config.load_params()
-    contract = load_contract(config.param(params, "data.contract", str))
-    meta = json.loads(config.MODEL_META.read_text(encoding="utf-8"))
+    """Write ``models/reference.json`` for the model the train stage just wrote."""
+    log = logging.getLogger(LOGGER)
+    params = load_params()
+    contract = load_contract(params.data.contract)
+    meta = ModelMeta.read(config.MODEL_META)
     train = pd.read_parquet(config.TRAIN)
     score = model.scores(model.load(config.MODEL), train, contract)
     ref = {
         "schema_version": SCHEMA_VERSION,
-        "model": {"run_id": meta["run_id"]},
+        "model": {"run_id": meta.run_id},
         "contract": {"name": contract.name, "version": contract.version},
-        **build(train, score, contract, float(meta["threshold"]), n_bins(params)),
+        **build(train, score, contract, meta.threshold, n_bins(params)),
     }
-    config.write_json(REFERENCE, ref)
+    write_json(REFERENCE, ref)
     log.info("wrote %s: %d training rows, %d features, %d score bins", REFERENCE, len(train), len(ref["features"]), ref["bins"])
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(config.run_stage(main))
+    entry_point(main)
