@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -253,3 +255,71 @@ def test_bring_your_own_data_file(pipeline_repo, tmp_path):
     assert summary["rows_in"] == 6000 and summary["columns_dropped"] == ["branch"]
     metrics = json.loads((project / "reports" / "metrics.json").read_text())
     assert metrics["rows"] == 1200 and metrics["roc_auc"] > 0.75
+
+
+@pytest.mark.parametrize("use_case", USE_CASES)
+def test_the_built_bento_serves_decisions(pipeline_repo, use_case, tmp_path):
+    """`make bento` in the baked repo, then `bentoml serve <tag>` on the BUILT bento (not the source tree).
+
+    The server runs from an empty directory, so the contract and model it answers with can only
+    come from the bento. The image build itself needs a Docker engine and stops here."""
+    project = pipeline_repo(use_case)
+    home = tmp_path / "bentoml"
+    built = run(["make", "bento"], cwd=project, BENTOML_HOME=str(home), BENTOML_DO_NOT_TRACK="true")
+    tag = next(line.split('tag="')[1].split('"')[0] for line in built.stdout.splitlines() if "Successfully built Bento" in line)
+    bento = home / "bentos" / tag.replace(":", "/")
+    shipped = {p.relative_to(bento / "src").as_posix() for p in (bento / "src").rglob("*") if p.is_file()}
+    package = package_of(project)
+    assert {"contract.yaml", "models/model.skops", "models/model_meta.json"} <= shipped
+    # Only the light core and the service: the bento carries no pipeline layer.
+    layers = {p.split("/")[2] for p in shipped if p.startswith(f"src/{package}/") and p.count("/") > 2}
+    assert layers == {"core", "serving"}, layers
+
+    meta = json.loads((project / "models" / "model_meta.json").read_text())
+    contract = yaml.safe_load((project / "contract.yaml").read_text())
+    test = project / "data" / "prepared" / "test.parquet"
+    script = (
+        "import json, pandas as pd, yaml\n"
+        "c = yaml.safe_load(open('contract.yaml'))\n"
+        "cols = [x['name'] for x in c['columns'] if x['role'] == 'feature']\n"
+        f"print(pd.read_parquet({str(test)!r})[cols].head(1).to_json(orient='records'))\n"
+    )
+    record = json.loads(py(project, script).strip().splitlines()[-1])[0]
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
+    port = free_port()
+    audit_log = tmp_path / "audit" / "decisions.jsonl"
+    proc = subprocess.Popen(
+        [str(project / ".venv" / "bin" / "bentoml"), "serve", tag, "--host", "127.0.0.1", "--port", str(port)],
+        cwd=empty,
+        env=helpers.env(BENTOML_HOME=str(home), BENTOML_DO_NOT_TRACK="true", AUDIT_LOG_PATH=str(audit_log)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        answer = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/decide",
+                    data=json.dumps(record).encode(),
+                    headers={"Content-Type": "application/json"},
+                )
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    answer = json.loads(response.read())
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert answer is not None, f"the built bento did not answer:\n{proc.stdout.read() if proc.poll() is not None else ''}"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=60)
+    assert answer["model"]["run_id"] == meta["run_id"]
+    assert answer["model"]["contract"] == contract["name"]
+    assert answer["threshold"] == meta["threshold"] and 0.0 <= answer["score"] <= 1.0
+    logged = [json.loads(line) for line in audit_log.read_text().splitlines()]
+    assert [r["decision_id"] for r in logged] == [answer["decision_id"]]
