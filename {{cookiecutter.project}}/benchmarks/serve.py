@@ -100,7 +100,7 @@ def lua_script(path: Path, bodies: list[str]) -> Path:
     """A wrk script posting the bodies round-robin."""
     quoted = ",\n".join("[==[" + b + "]==]" for b in bodies)
     path.write_text(
-        f"local bodies = {{\n{quoted}\n}}\nlocal i = 0\n"
+        "local bodies = {\n" + quoted + "\n}\nlocal i = 0\n"
         'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
         "request = function()\n  i = i % #bodies + 1\n  return wrk.format(nil, '/decide', nil, bodies[i])\nend\n",
         encoding="utf-8",
