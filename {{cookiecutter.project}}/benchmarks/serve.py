@@ -109,7 +109,7 @@ def lua_script(path: Path, bodies: list[str]) -> Path:
 
 
 def ms(value: str) -> float:
-    """wrk's latency text (``850.00us``, ``12.3ms``, ``1.2s``) in milliseconds."""
+    """Latency text from wrk (``850.00us``, ``12.3ms``, ``1.2s``) in milliseconds."""
     number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value).groups()
     return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
@@ -162,13 +162,15 @@ def main() -> int:
                 results[kind] = {c: drive(port, script, c, args.duration) for c in args.concurrency}
             finally:
                 stop(proc)
-    print(f"POST /decide, {len(bodies)} held-out rows round-robin, {args.duration}s per cell, wrk closed loop, {os.cpu_count()} CPUs")
+    print(f"POST /decide, {len(bodies)} held-out rows round-robin, {args.duration}s per cell, wrk closed loop,", end=" ")
+    print(f"{os.cpu_count()} CPUs")
     print(f"{'clients':>7}  {'server':<8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}  ratio")
     for c in args.concurrency:
         for kind in ("bentoml", "fastapi"):
             r = results[kind][c]
             ratio = r["rps"] / results["fastapi"][c]["rps"] if kind == "bentoml" else 1.0
-            print(f"{c:>7}  {kind:<8} {r['rps']:>8.0f} {r['p50']:>8.1f} {r['p99']:>8.1f} {r['non2xx']:>8}  {ratio:.2f}x {r['socket_errors']}")
+            cells = f"{r['rps']:>8.0f} {r['p50']:>8.1f} {r['p99']:>8.1f} {r['non2xx']:>8}"
+            print(f"{c:>7}  {kind:<8} {cells}  {ratio:.2f}x {r['socket_errors']}")
     return 0
 
 
