@@ -95,7 +95,7 @@ def data_quality(df: pd.DataFrame, contract: Contract, params: Params) -> dict[s
         c for c in contract.columns if c.role == "feature" or (c.name in df.columns and (c.role != "target" or labelled))
     )
     batch_contract = dataclasses.replace(contract, columns=keep, _by_name={})
-    return run_validation(df, batch_contract, params)
+    return run_validation(df, batch_contract, params).model_dump()
 
 
 def read_audit_scores(path: Path, run_id: str, since: datetime | None) -> dict[str, Any]:

@@ -15,11 +15,13 @@ import os
 # scikit-learn is imported.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import logging  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import bentoml  # noqa: E402
+from pydantic import ValidationError  # noqa: E402
 from starlette.middleware.base import BaseHTTPMiddleware  # noqa: E402
 
 from ..core.contract import load_contract  # noqa: E402
@@ -43,6 +45,21 @@ REFUSED = bentoml.metrics.Counter(
     name="refused_requests", documentation="Requests refused with a 4xx", labelnames=["endpoint", "reason"]
 )
 REFUSAL = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type"}
+
+
+class _NoTracebackForRefusals(logging.Filter):
+    """Drops BentoML's ERROR traceback for a request that failed validation.
+
+    A refused request is the client's mistake, answered with a 400 and counted in
+    ``refused_requests_total``; a traceback per bad request would flood the log and cost
+    CPU on the hot path. Real exceptions are still logged.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:  # noqa: D102 - logging's interface
+        return not (record.exc_info and isinstance(record.exc_info[1], ValidationError))
+
+
+logging.getLogger("bentoml._internal.server.http_app").addFilter(_NoTracebackForRefusals())
 
 
 class CountRefusals(BaseHTTPMiddleware):
