@@ -50,8 +50,11 @@ def git_init() -> None:
 
 def main() -> int:
     keep_use_case(CONTEXT["use_case"])
+    # Each target keeps its own deployment files; Prometheus, Grafana and the local stack are for all.
     if CONTEXT["deploy_target"] != "kubernetes":
         remove("deploy/k8s")
+    if CONTEXT["deploy_target"] != "bentocloud":
+        remove("deploy/bentocloud")
     git_init()
     return 0
 
