@@ -5,6 +5,7 @@
     python -m {{ cookiecutter.package }}.ci.release notes --tag v1.2.0 [--image ghcr.io/o/r@sha256:...]
     python -m {{ cookiecutter.package }}.ci.release lineage --tag v1.2.0 --image ghcr.io/o/r@sha256:...
     python -m {{ cookiecutter.package }}.ci.release register --tag v1.2.0 --image ghcr.io/o/r@sha256:...
+    python -m {{ cookiecutter.package }}.ci.release set-image --overlay deploy/k8s/overlays/production --image ...@sha256:...
     python -m {{ cookiecutter.package }}.ci.release smoke-request
     python -m {{ cookiecutter.package }}.ci.release smoke --url http://127.0.0.1:3000 --tag v1.2.0 --sha <commit>
 
@@ -27,10 +28,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from {{ cookiecutter.package }}.core import config
-from {{ cookiecutter.package }}.core.contract import load_contract
-from {{ cookiecutter.package }}.governance import lineage
-from {{ cookiecutter.package }}.training.tracking import file_md5
 
 TAG = re.compile(r"v(?P<version>\d+\.\d+\.\d+)")
 IMAGE = re.compile(r"[\w.-]+(?::\d+)?/[\w./-]+@sha256:[0-9a-f]{64}")
@@ -41,6 +41,20 @@ ATTACHMENTS = ["reports/model_card.md", "reports/metrics.json", "reports/fairnes
 
 class ReleaseError(config.UserError):
     """A release that must not go ahead; the message says why."""
+
+
+def file_md5(path: Path) -> str:
+    """The hash DVC records for a file (the pipeline's own function; imported late, it pulls in MLflow)."""
+    from {{ cookiecutter.package }}.training.tracking import file_md5 as md5
+
+    return md5(path)
+
+
+def load_contract():  # noqa: ANN201 (the contract type lives in core.contract)
+    """The data contract (imported late: the deploy steps need only set-image)."""
+    from {{ cookiecutter.package }}.core.contract import load_contract as load
+
+    return load()
 
 
 def git(*args: str) -> str:
@@ -62,8 +76,10 @@ def check_tag(tag: str, main_ref: str) -> str:
         raise ReleaseError(f"tag '{tag}' is not vX.Y.Z")
     version = package_version()
     if match["version"] != version:
-        raise ReleaseError(f"tag '{tag}' does not match the package version {version} in pyproject.toml; "
-                           f"bump the version on main or tag v{version}")
+        raise ReleaseError(
+            f"tag '{tag}' does not match the package version {version} in pyproject.toml; "
+            f"bump the version on main or tag v{version}"
+        )
     head = git("rev-parse", "HEAD")
     if subprocess.run(["git", "merge-base", "--is-ancestor", head, main_ref]).returncode != 0:
         raise ReleaseError(f"tag '{tag}' points at {head[:12]}, which is not on {main_ref}: release only what main reviewed")
@@ -72,6 +88,8 @@ def check_tag(tag: str, main_ref: str) -> str:
 
 def verify_model() -> str:
     """The md5 of the model file, checked against the one dvc.lock records for this commit."""
+    from {{ cookiecutter.package }}.governance import lineage
+
     path = config.MODEL
     expected, stage = lineage.lock_md5(lineage.read_dvc_lock(), path.as_posix())
     if expected is None:
@@ -80,8 +98,9 @@ def verify_model() -> str:
         raise ReleaseError(f"{path} is missing: `dvc pull` it or `dvc repro` before releasing")
     actual = file_md5(config.MODEL)
     if actual != expected:
-        raise ReleaseError(f"{path} has md5 {actual}, but dvc.lock ({stage} stage) records {expected}: "
-                           "this is not the model the commit reviewed")
+        raise ReleaseError(
+            f"{path} has md5 {actual}, but dvc.lock ({stage} stage) records {expected}: this is not the model the commit reviewed"
+        )
     return actual
 
 
@@ -96,9 +115,15 @@ def identity(tag: str, image: str | None = None) -> dict[str, Any]:
     """What the release is: the version, commit, MLflow run, contract and (once pushed) image."""
     meta = read_json("models/model_meta.json")
     contract = load_contract()
-    found = {"version": TAG.fullmatch(tag)["version"] if TAG.fullmatch(tag) else tag, "tag": tag,
-             "git_sha": git("rev-parse", "HEAD"), "run_id": meta["run_id"], "contract": contract.name,
-             "contract_version": contract.version, "model_md5": file_md5(config.MODEL)}
+    found = {
+        "version": TAG.fullmatch(tag)["version"] if TAG.fullmatch(tag) else tag,
+        "tag": tag,
+        "git_sha": git("rev-parse", "HEAD"),
+        "run_id": meta["run_id"],
+        "contract": contract.name,
+        "contract_version": contract.version,
+        "model_md5": file_md5(config.MODEL),
+    }
     if image is not None:
         if IMAGE.fullmatch(image) is None:
             raise ReleaseError(f"image '{image}' is not a reference by digest (registry/name@sha256:<64 hex>)")
@@ -118,7 +143,8 @@ def notes(tag: str, image: str | None) -> str:
     lines = [
         f"## {Path.cwd().name} {tag}",
         "",
-        "| | |", "|---|---|",
+        "| | |",
+        "|---|---|",
         f"| version | `{who['version']}` |",
         f"| commit | `{who['git_sha']}` |",
         f"| MLflow run | `{who['run_id']}` |",
@@ -128,7 +154,8 @@ def notes(tag: str, image: str | None) -> str:
         "",
         "### Metrics (test set)",
         "",
-        "| metric | value |", "|---|---|",
+        "| metric | value |",
+        "|---|---|",
         *[f"| {k} | {v:.4f} |" for k, v in metrics.items() if isinstance(v, int | float)],
         "",
         f"### Gates: all {len(results)} passed on this commit",
@@ -175,8 +202,14 @@ def register(tag: str, image: str, name: str) -> str:
     client = MlflowClient(tracking_uri=uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment(name)
-    tags = {"git_sha": who["git_sha"], "release_tag": tag, "image": image, "image_digest": image.split("@", 1)[1],
-            "training_run_id": who["run_id"], "model_md5": who["model_md5"]}
+    tags = {
+        "git_sha": who["git_sha"],
+        "release_tag": tag,
+        "image": image,
+        "image_digest": image.split("@", 1)[1],
+        "training_run_id": who["run_id"],
+        "model_md5": who["model_md5"],
+    }
     with mlflow.start_run(run_name=f"release {tag}", tags=tags) as run:
         mlflow.log_artifact(str(config.MODEL), artifact_path="model")
         mlflow.log_artifact(str(config.MODEL_META), artifact_path="model")
@@ -192,6 +225,21 @@ def register(tag: str, image: str, name: str) -> str:
     return f"Registered {name} version {version.version} as champion (run {run.info.run_id})."
 
 
+def set_image(overlay: Path, image: str) -> None:
+    """Point a Kustomize overlay's `decision-service` image at ``image`` (by digest only)."""
+    if IMAGE.fullmatch(image) is None:
+        raise ReleaseError(f"image '{image}' is not a reference by digest (registry/name@sha256:<64 hex>)")
+    path = overlay / "kustomization.yaml"
+    if not path.exists():
+        raise ReleaseError(f"{path} does not exist: deploy/k8s/overlays/<environment> is expected")
+    kustomization = yaml.safe_load(path.read_text(encoding="utf-8"))
+    name, digest = image.split("@", 1)
+    entry = {"name": "decision-service", "newName": name, "digest": digest}
+    others = [i for i in kustomization.get("images", []) if i.get("name") != "decision-service"]
+    kustomization["images"] = [*others, entry]
+    path.write_text(yaml.safe_dump(kustomization, sort_keys=False), encoding="utf-8")
+
+
 def smoke_request() -> dict[str, Any]:
     """One real applicant from the test set, as the service's request body (features only)."""
     import pandas as pd
@@ -204,8 +252,11 @@ def smoke_request() -> dict[str, Any]:
 
 def smoke(url: str, tag: str, sha: str, request: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
     """POST one decision to a deployed service; ReleaseError unless it reports this release's model."""
+    if not url.startswith(("http://", "https://")):
+        raise ReleaseError(f"smoke URL '{url}' is not http(s)")
     body = json.dumps(request).encode()
-    req = urllib.request.Request(f"{url.rstrip('/')}/decide", data=body, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    req = urllib.request.Request(f"{url.rstrip('/')}/decide", data=body, headers=headers)  # noqa: S310 (http(s) only)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (URL given by the workflow)
             answer = json.loads(resp.read())
@@ -215,8 +266,9 @@ def smoke(url: str, tag: str, sha: str, request: dict[str, Any], timeout: float 
     version = TAG.fullmatch(tag)["version"] if TAG.fullmatch(tag) else tag
     got = (model.get("package_version"), model.get("git_sha"))
     if got != (version, sha):
-        raise ReleaseError(f"the deployed service reports model {got[0]} at {str(got[1])[:12]}, "
-                           f"not release {version} at {sha[:12]}")
+        raise ReleaseError(
+            f"the deployed service reports model {got[0]} at {str(got[1])[:12]}, not release {version} at {sha[:12]}"
+        )
     return answer
 
 
@@ -241,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--image", required=name != "notes")
         p.add_argument("--out", type=Path)
     sub.choices["register"].add_argument("--name", default=Path.cwd().name)
+    p = sub.add_parser("set-image")
+    p.add_argument("--overlay", type=Path, required=True)
+    p.add_argument("--image", required=True)
     p = sub.add_parser("smoke-request")
     p.add_argument("--out", type=Path, default=RELEASE_DIR / "smoke_request.json")
     p = sub.add_parser("smoke")
@@ -257,14 +312,20 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "verify-model":
             print(f"{config.MODEL.name}: md5 {verify_model()} as recorded in dvc.lock")
         elif args.command in ("notes", "lineage"):
-            text = notes(args.tag, args.image) if args.command == "notes" else \
-                json.dumps(release_lineage(args.tag, args.image), indent=2) + "\n"
+            text = (
+                notes(args.tag, args.image)
+                if args.command == "notes"
+                else json.dumps(release_lineage(args.tag, args.image), indent=2) + "\n"
+            )
             out = args.out or RELEASE_DIR / ("notes.md" if args.command == "notes" else "lineage.json")
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(text, encoding="utf-8")
             print(f"wrote {out}")
         elif args.command == "register":
             print(register(args.tag, args.image, args.name))
+        elif args.command == "set-image":
+            set_image(args.overlay, args.image)
+            print(f"{args.overlay}: decision-service = {args.image}")
         elif args.command == "smoke-request":
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(smoke_request(), indent=2) + "\n", encoding="utf-8")
