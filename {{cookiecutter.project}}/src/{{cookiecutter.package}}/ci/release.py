@@ -80,6 +80,10 @@ def check_tag(tag: str, main_ref: str) -> str:
             f"tag '{tag}' does not match the package version {version} in pyproject.toml; "
             f"bump the version on main or tag v{version}"
         )
+    init = Path("src/{{ cookiecutter.package }}/__init__.py")
+    declared = re.search(r'^__version__ = "([^"]+)"', init.read_text(encoding="utf-8"), flags=re.M) if init.exists() else None
+    if declared is not None and declared[1] != version:
+        raise ReleaseError(f"{init} says __version__ = {declared[1]!r} but pyproject.toml says {version!r}: make them equal")
     head = git("rev-parse", "HEAD")
     if subprocess.run(["git", "merge-base", "--is-ancestor", head, main_ref]).returncode != 0:
         raise ReleaseError(f"tag '{tag}' points at {head[:12]}, which is not on {main_ref}: release only what main reviewed")
