@@ -97,7 +97,8 @@ def test_verify_checks_tag_model_and_gates_before_building(baked):
     assert "check-tag" in verify["Check the tag"]["run"] and "--main-ref origin/main" in verify["Check the tag"]["run"]
     assert "verify-model" in verify["Get the model of this commit"]["run"]
     assert verify["Gates"]["run"] == "make gates BASELINE=HEAD"
-    assert 'BENTO_VERSION="$VERSION"' in verify["Build the bento"]["run"]
+    assert verify["Build the bento"]["run"].startswith("# `make bento`") and "make bento\n" in verify["Build the bento"]["run"]
+    assert 'b["tag"].endswith(":" + sys.argv[1])' in verify["Build the bento"]["run"], "the bento must carry the tag's version"
 
 
 def test_image_is_pushed_scanned_signed_and_attested_by_digest(baked):
