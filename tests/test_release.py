@@ -97,6 +97,7 @@ def test_verify_checks_tag_model_and_gates_before_building(baked):
     assert "check-tag" in verify["Check the tag"]["run"] and "--main-ref origin/main" in verify["Check the tag"]["run"]
     assert "verify-model" in verify["Get the model of this commit"]["run"]
     assert verify["Gates"]["run"] == "make gates BASELINE=HEAD"
+    assert verify["Gates"]["if"] == "always() && steps.tag.outcome == 'success'"
     assert verify["Build the bento"]["run"].startswith("# `make bento`") and "make bento\n" in verify["Build the bento"]["run"]
     assert 'b["tag"].endswith(":" + sys.argv[1])' in verify["Build the bento"]["run"], "the bento must carry the tag's version"
 
@@ -333,8 +334,13 @@ def test_act_release_stops_when_a_gate_fails_on_the_tagged_commit(release_repo, 
         result = act_release(repo, tmp_path, "v0.1.0")
         assert result.returncode != 0 and result.jobs == {"verify": "failure"}, result.describe()
         assert result.steps[("verify", "Check the tag")] == "success"
+        # the fairness stage stops `dvc repro` (a real reproduction: act's workspace has only
+        # the committed files), and the gates still run and name it
+        assert result.steps[("verify", "Get the model of this commit")] == "failure"
         assert result.steps[("verify", "Gates")] == "failure", result.describe()
-        assert "FAIL fairness" in result.output("verify")
+        output = result.output("verify")
+        assert "fairness gate(s) failed: fairness:age_band:demographic_parity_ratio" in output
+        assert re.search(r"FAIL fairness\S*: ", output), output[-3000:]
         assert ("verify", "Build the bento") not in result.steps
     finally:
         git(repo, "reset", "-q", "--hard", "HEAD~1")
