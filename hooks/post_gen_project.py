@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,7 @@ def keep_use_case(use_case: str) -> None:
     chosen = ROOT / "_use_cases" / use_case
     shutil.move(str(chosen / "contract.yaml"), ROOT / "contract.yaml")
     shutil.move(str(chosen / "synthetic.py"), PACKAGE_DIR / "data" / "synthetic.py")
+    shutil.move(str(chosen / "use_case.yaml"), PACKAGE_DIR / "core" / "use_case.yaml")
     shutil.rmtree(ROOT / "_use_cases")
 
 
@@ -48,6 +50,36 @@ def git_init() -> None:
             return
 
 
+def where() -> str:
+    """The new repository's path as the person who ran cookiecutter would type it."""
+    invoked_from = os.environ.get("PWD")
+    if invoked_from:
+        relative = os.path.relpath(ROOT, invoked_from)
+        if not relative.startswith(".."):
+            return relative
+    return str(ROOT)
+
+
+def next_steps() -> str:
+    """What to do now: printed after every bake, interactive or not, and nothing else."""
+    use_case = CONTEXT["use_case"].replace("_", " ")
+    return f"""
+Created {where()} ({use_case}). Next:
+
+  cd {where()}
+  make setup repro test    # locked environment, the whole pipeline on synthetic data, the tests
+
+Then look at:
+  reports/metrics.json, reports/fairness.json, reports/model_card.md, reports/plots/
+  reports/data_docs/index.html                          data validation (Great Expectations)
+  uv run mlflow ui --backend-store-uri sqlite:///mlflow.db    runs, params, metrics, models
+  make help                                             every command
+
+Your own data: put a CSV or Parquet file in data/external/, point data.path in params.yaml
+at it, describe its columns in contract.yaml, export PII_HMAC_KEY, then make repro.
+"""
+
+
 def main() -> int:
     keep_use_case(CONTEXT["use_case"])
     # Each target keeps its own deployment files; Prometheus, Grafana and the local stack are for all.
@@ -56,6 +88,7 @@ def main() -> int:
     if CONTEXT["deploy_target"] != "bentocloud":
         remove("deploy/bentocloud")
     git_init()
+    print(next_steps())
     return 0
 
 

@@ -20,8 +20,11 @@ def pipeline_repo(tmp_path_factory):
             out = tmp_path_factory.mktemp(f"e2e-{use_case}")
             project = bake(out, use_case=use_case, project_name=f"Acme {use_case.replace('_', ' ').title()}")
             run(["make", "setup"], cwd=project)
-            run(["make", "repro"], cwd=project)
+            # PROGRESS_EVERY=0: every step of long loops is logged, so the log shows the progress lines.
+            done = run(["make", "repro"], cwd=project, PROGRESS_EVERY="0")
+            get.repro_logs[use_case] = done.stdout + done.stderr
             cache[use_case] = project
         return cache[use_case]
 
+    get.repro_logs = {}
     return get

@@ -102,7 +102,9 @@ def test_answers_reach_the_files(tmp_path):
     assert "url = s3://acme-bank-loan-book-dvc" in (project / ".dvc" / "config").read_text()
     assert "EXTRAS := --extra s3" in (project / "Makefile").read_text()
     params = yaml.safe_load((project / "params.yaml").read_text())
-    assert params["use_case"] == "fraud_detection" and params["decision"]["threshold"] is None
+    assert params["decision"]["threshold"] is None
+    facts = yaml.safe_load((project / "src" / "loanbook" / "core" / "use_case.yaml").read_text())
+    assert facts["name"] == "fraud_detection" and facts["headline_metric"] == "pr_auc"
     contract = yaml.safe_load((project / "contract.yaml").read_text())
     assert contract["name"] == "card_transactions"
     assert "python -m loanbook.data.prepare" in (project / "dvc.yaml").read_text()

@@ -362,8 +362,14 @@ def champion(request, tmp_path_factory, pipeline_repo) -> Path:
     return repo
 
 
+def use_case_facts(repo: Path) -> dict:
+    """The baked use case's facts (src/<package>/core/use_case.yaml)."""
+    (facts,) = repo.glob("src/*/core/use_case.yaml")
+    return yaml.safe_load(facts.read_text())
+
+
 def headline(repo: Path) -> str:
-    return yaml.safe_load((repo / "params.yaml").read_text())["gates"]["metric"]["name"]
+    return use_case_facts(repo)["headline_metric"]
 
 
 def set_param(repo: Path, dotted: str, value) -> None:
@@ -459,7 +465,7 @@ def test_act_pull_request_failing_a_gate_is_blocked_and_says_why(champion, tmp_p
     cover both gates. Only the pipeline and comment jobs run (`--job comment`).
     """
     repo = champion
-    use_case = yaml.safe_load((repo / "params.yaml").read_text())["use_case"]
+    use_case = use_case_facts(repo)["name"]
     metric = headline(repo)
     if use_case == "credit_scoring":
         branch = degrade_the_model(repo)

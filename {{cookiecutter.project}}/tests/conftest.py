@@ -11,8 +11,9 @@ import pytest
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
-from {{ cookiecutter.package }}.core import config, model  # noqa: E402
+from {{ cookiecutter.package }}.core import model, use_case  # noqa: E402
 from {{ cookiecutter.package }}.core.contract import Contract, load_contract  # noqa: E402
+from {{ cookiecutter.package }}.core.params import Params, load_params  # noqa: E402
 from {{ cookiecutter.package }}.data import generate, prepare  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,14 +31,14 @@ def contract() -> Contract:
 
 
 @pytest.fixture(scope="session")
-def params() -> dict:
-    return config.load_params(ROOT / "params.yaml")
+def params() -> Params:
+    return load_params(ROOT / "params.yaml")
 
 
 @pytest.fixture(scope="session")
 def raw(contract, params) -> pd.DataFrame:
     """A small synthetic data set from the real generator."""
-    n = 4000 if params["use_case"] == "credit_scoring" else 12000
+    n = 4000 if use_case.load().name == "credit_scoring" else 12000
     return generate.generate(contract, n_rows=n, seed=7)
 
 

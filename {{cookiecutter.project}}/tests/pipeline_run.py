@@ -21,6 +21,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from {{ cookiecutter.package }}.core import use_case
+
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("prepare", "validate", "train", "evaluate", "fairness", "explain", "model_card")
 
@@ -50,7 +52,7 @@ class PipelineRun:
 def small_params(params: dict) -> dict:
     """The repository's params with a small data set and fewer resamples, so the run takes seconds."""
     out = yaml.safe_load(yaml.safe_dump(params))
-    out["generate"]["n_rows"] = 4000 if params["use_case"] == "credit_scoring" else 12000
+    out["generate"]["n_rows"] = 4000 if use_case.load().name == "credit_scoring" else 12000
     out["explain"]["n_repeats"] = 2
     out["fairness"]["bootstrap"] = 50
     return out
@@ -71,7 +73,9 @@ def _env() -> dict[str, str]:
     return env
 
 
-def run_stages(workdir: Path, *stages: str, erase: str | None = None) -> subprocess.CompletedProcess:
+def run_stages(
+    workdir: Path, *stages: str, erase: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Run stage ``main()`` functions in order in one fresh interpreter; stop at the first failure."""
     script = "\n".join(
         [
@@ -90,7 +94,9 @@ def run_stages(workdir: Path, *stages: str, erase: str | None = None) -> subproc
             "        sys.exit(f'stage {name} exited with {rc}')",
         ]
     )
-    return subprocess.run([sys.executable, "-c", script], cwd=workdir, env=_env(), capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-c", script], cwd=workdir, env={**_env(), **(env or {})}, capture_output=True, text=True, timeout=900
+    )
 
 
 def make_workdir(params: dict) -> Path:
@@ -123,10 +129,9 @@ def _pipeline_run() -> PipelineRun | Exception:
 
 
 def _run_pipeline() -> PipelineRun:
-    from {{ cookiecutter.package }}.core import config
     from {{ cookiecutter.package }}.core.contract import load_contract
 
-    params = config.load_params(ROOT / "params.yaml")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
     contract = load_contract(ROOT / "contract.yaml")
     workdir = make_workdir(params)
     first = run_stages(workdir, "generate")

@@ -24,6 +24,6 @@ def test_own_data_file_is_prepared_and_validated(tmp_path, contract, params, fmt
     df = prepare.read_input(path)
     train, test, protected, summary = prepare.prepare(df, contract, TEST_KEY, set(), 0.2, 1)
     assert summary["columns_dropped"] == ["branch_code"]
-    merged = pd.concat([train, test], ignore_index=True).merge(protected, on=contract.id_column)
+    merged = pd.concat([train, test], ignore_index=True).merge(protected, on=contract.row_key)
     summary = validate.run_validation(merged, contract, params)
-    assert summary["success"], validate.format_report(summary)
+    assert summary.success, validate.format_report(summary)

@@ -13,17 +13,19 @@ import pandas as pd
 import pytest
 import yaml
 
-from {{ cookiecutter.package }}.core import config, model
+from {{ cookiecutter.package }}.core import model, use_case
 from {{ cookiecutter.package }}.core.contract import ContractError, load_contract
+from {{ cookiecutter.package }}.core.errors import ParamsError
+from {{ cookiecutter.package }}.core.params import load_params
 from {{ cookiecutter.package }}.evaluation import fairness
 
 from .pipeline_run import ROOT, pipeline_run
 
 CONTRACT = load_contract(ROOT / "contract.yaml")
-PARAMS = config.load_params(ROOT / "params.yaml")
-USE_CASE = PARAMS["use_case"]
-SETTINGS = fairness.gate_settings(PARAMS)
-OUTCOME = fairness.OUTCOME[USE_CASE]
+PARAMS = load_params(ROOT / "params.yaml")
+USE_CASE = use_case.load().name
+SETTINGS = PARAMS.fairness
+OUTCOME = use_case.load().fairness_outcome
 
 
 def scored_groups(n: int = 6000, shift: float = 0.0, seed: int = 0):
@@ -103,7 +105,7 @@ def test_a_proxy_kept_apart_as_protected_is_accepted_and_must_name_a_protected_c
 # --- the numbers ------------------------------------------------------------------------------
 def test_group_rates_match_a_direct_count():
     y, score, threshold, protected = scored_groups()
-    report = fairness.assess(USE_CASE, y, score, threshold, protected, SETTINGS, seed=1)
+    report = fairness.assess(y, score, threshold, protected, SETTINGS, seed=1)
     flagged = score >= threshold
     for g, entry in report["attributes"]["attribute"]["groups"].items():
         m = protected["attribute"].to_numpy() == g
@@ -120,30 +122,30 @@ def test_bootstrap_tables_equal_fairlearn_metricframe():
     y, score, threshold, protected = scored_groups(n=3000)
     groups = protected["attribute"].to_numpy()
     flagged = (score >= threshold).astype(int)
-    slow = fairness.by_group(y, flagged, groups, USE_CASE)
+    slow = fairness.by_group(y, flagged, groups)
     codes = pd.Categorical(groups, categories=slow.index).codes
-    fast = fairness._fast_table(y, flagged, codes, slow.index, USE_CASE)
+    fast = fairness._fast_table(y, flagged, codes, slow.index)
     pd.testing.assert_frame_equal(slow[sorted(slow.columns)], fast[sorted(fast.columns)], check_dtype=False)
 
 
 def test_bootstrap_is_seeded():
     y, score, threshold, protected = scored_groups()
-    a = fairness.assess(USE_CASE, y, score, threshold, protected, SETTINGS, seed=3)
-    b = fairness.assess(USE_CASE, y, score, threshold, protected, SETTINGS, seed=3)
+    a = fairness.assess(y, score, threshold, protected, SETTINGS, seed=3)
+    b = fairness.assess(y, score, threshold, protected, SETTINGS, seed=3)
     assert a == b
 
 
 # --- the gates --------------------------------------------------------------------------------
 def test_unbiased_scores_pass_every_gate():
     y, score, threshold, protected = scored_groups(shift=0.0)
-    report = fairness.assess(USE_CASE, y, score, threshold, protected, SETTINGS, seed=1)
+    report = fairness.assess(y, score, threshold, protected, SETTINGS, seed=1)
     assert report["passed"], [g["detail"] for g in report["gates"]]
-    assert {g["gate"] for g in report["gates"]} == {f"fairness:attribute:{g['metric']}" for g in SETTINGS["gates"]}
+    assert {g["gate"] for g in report["gates"]} == {f"fairness:attribute:{g['metric']}" for g in SETTINGS.model_dump()["gates"]}
 
 
 def test_injected_bias_fails_the_gate_naming_attribute_group_metric_and_threshold():
     y, score, threshold, protected = scored_groups(shift=0.35)
-    report = fairness.assess(USE_CASE, y, score, threshold, protected, SETTINGS, seed=1)
+    report = fairness.assess(y, score, threshold, protected, SETTINGS, seed=1)
     assert not report["passed"]
     failed = [g for g in report["gates"] if not g["passed"]]
     assert failed
@@ -155,7 +157,7 @@ def test_injected_bias_fails_the_gate_naming_attribute_group_metric_and_threshol
         assert "'b'" in gate["detail"]
         assert "'a'" in gate["detail"]
         assert f"{gate['threshold']:g}" in gate["detail"]
-    first_gate = SETTINGS["gates"][0]
+    first_gate = SETTINGS.model_dump()["gates"][0]
     assert any(g["gate"] == f"fairness:attribute:{first_gate['metric']}" for g in failed)
 
 
@@ -167,8 +169,8 @@ def test_equalized_odds_gate_catches_unequal_error_rates_at_equal_outcome_rates(
     informative = np.clip(rng.beta(2, 6, n) + 0.35 * y, 0, 1)
     noise = rng.permutation(informative)  # same score distribution, no relation to the label
     score = np.where(groups == "a", informative, noise)
-    settings = {**SETTINGS, "gates": [{"metric": "equalized_odds_difference", "max": 0.1}]}
-    report = fairness.assess(USE_CASE, y, score, float(np.quantile(score, 0.7)), pd.DataFrame({"sex": groups}), settings, seed=2)
+    settings = PARAMS.replace(fairness={"gates": [{"metric": "equalized_odds_difference", "max": 0.1}]}).fairness
+    report = fairness.assess(y, score, float(np.quantile(score, 0.7)), pd.DataFrame({"sex": groups}), settings, seed=2)
     (gate,) = report["gates"]
     assert not gate["passed"]
     assert gate["status"] == "fail"
@@ -178,8 +180,10 @@ def test_equalized_odds_gate_catches_unequal_error_rates_at_equal_outcome_rates(
 
 def test_point_rule_is_stricter_than_significant():
     y, score, threshold, protected = scored_groups(n=1200, shift=0.06, seed=11)
-    point = fairness.assess(USE_CASE, y, score, threshold, protected, {**SETTINGS, "rule": "point"}, seed=1)
-    significant = fairness.assess(USE_CASE, y, score, threshold, protected, {**SETTINGS, "rule": "significant"}, seed=1)
+    point = fairness.assess(y, score, threshold, protected, PARAMS.replace(fairness={"rule": "point"}).fairness, seed=1)
+    significant = fairness.assess(
+        y, score, threshold, protected, PARAMS.replace(fairness={"rule": "significant"}).fairness, seed=1
+    )
     for p, s in zip(point["gates"], significant["gates"], strict=True):
         assert p["passed"] <= s["passed"]  # whatever fails under 'significant' fails under 'point'
         if s["status"] == "warn":
@@ -189,7 +193,7 @@ def test_point_rule_is_stricter_than_significant():
 def test_small_groups_are_reported_but_not_gated():
     y, score, threshold, protected = scored_groups()
     protected.loc[protected.index[:20], "attribute"] = "tiny"
-    report = fairness.assess(USE_CASE, y, score, threshold, protected, SETTINGS, seed=1)
+    report = fairness.assess(y, score, threshold, protected, SETTINGS, seed=1)
     tiny = report["attributes"]["attribute"]["groups"]["tiny"]
     assert tiny["n"] == 20
     assert tiny["gated"]["outcome_rate"] is False
@@ -199,15 +203,14 @@ def test_small_groups_are_reported_but_not_gated():
 
 def test_nothing_comparable_fails_closed():
     y, score, threshold, protected = scored_groups(n=150)
-    report = fairness.assess(USE_CASE, y, score, threshold, protected, SETTINGS, seed=1)
+    report = fairness.assess(y, score, threshold, protected, SETTINGS, seed=1)
     assert not report["passed"]
     assert report["gates"][0]["gate"] == "fairness:all:comparable_groups"
 
 
 def test_bad_gate_params_are_named():
-    bad = {**PARAMS, "fairness": {**PARAMS["fairness"], "gates": [{"metric": "accuracy_parity", "min": 0.8}]}}
-    with pytest.raises(config.ParamsError, match=r"fairness.gates\[0\]"):
-        fairness.gate_settings(bad)
+    with pytest.raises(ParamsError, match=r"fairness.gates\[0\]"):
+        PARAMS.replace(fairness={"gates": [{"metric": "accuracy_parity", "min": 0.8}]})
 
 
 # --- the stage --------------------------------------------------------------------------------
@@ -243,8 +246,8 @@ def test_stage_exits_nonzero_on_biased_data(tmp_path, monkeypatch, caplog):
     attribute = CONTRACT.protected[-1]
     groups = CONTRACT.categories(attribute)
     riskiest = risk >= np.quantile(risk, 0.5)
-    protected = pd.read_parquet(work / "data/prepared/protected.parquet").set_index(CONTRACT.id_column)
-    protected.loc[test[CONTRACT.id_column], attribute] = np.where(riskiest, groups[0], groups[1])
+    protected = pd.read_parquet(work / "data/prepared/protected.parquet").set_index(CONTRACT.row_key)
+    protected.loc[test[CONTRACT.row_key], attribute] = np.where(riskiest, groups[0], groups[1])
     protected.reset_index().to_parquet(work / "data/prepared/protected.parquet", index=False)
 
     monkeypatch.chdir(work)

@@ -9,9 +9,25 @@ import pytest
 import yaml
 
 from {{ cookiecutter.package }}.ci import gates
+from {{ cookiecutter.package }}.core import use_case
 
-PARAMS = {"gates": {"metric": {"name": "auc", "tolerance": 0.01}, "require_baseline": True}}
-PASSING_VALIDATION = {"success": True, "failures": []}
+AUC = use_case.load().headline_metric  # the headline metric the gate compares
+PARAMS = {"gates": {"metric": {"tolerance": 0.01}, "require_baseline": True}}
+
+
+def validation(success: bool, *failures: dict) -> dict:
+    """A reports/validation.json as the validate stage writes it."""
+    return {
+        "success": success,
+        "contract": "loans v1",
+        "rows": 1000,
+        "expectations": 40,
+        "failed": len(failures),
+        "failures": list(failures),
+    }
+
+
+PASSING_VALIDATION = validation(True)
 
 
 def write_run(root: Path, validation=PASSING_VALIDATION, metrics=None) -> None:
@@ -22,14 +38,16 @@ def write_run(root: Path, validation=PASSING_VALIDATION, metrics=None) -> None:
         (root / "reports/metrics.json").write_text(json.dumps(metrics))
 
 
-def verdicts(root: Path, baseline, params=PARAMS, stale=()) -> dict[str, gates.GateResult]:
-    ctx = gates.Context(params=params, root=root, baseline=baseline, baseline_source="main", stale_stages=stale)
+def verdicts(root: Path, baseline, params=PARAMS, stale=(), headline=AUC) -> dict[str, gates.GateResult]:
+    ctx = gates.Context(
+        params=params, root=root, baseline=baseline, baseline_source="main", stale_stages=stale, headline=headline
+    )
     return {r["gate"]: r for r in gates.run_gates(ctx)}
 
 
 def test_all_pass_within_tolerance(tmp_path):
-    write_run(tmp_path, metrics={"auc": 0.795})
-    results = verdicts(tmp_path, {"auc": 0.80})
+    write_run(tmp_path, metrics={AUC: 0.795})
+    results = verdicts(tmp_path, {AUC: 0.80})
     assert list(results) == ["pipeline", "data_validation", "headline_metric"]
     assert results["pipeline"]["passed"] is True
     assert results["data_validation"]["passed"] is True
@@ -40,29 +58,28 @@ def test_all_pass_within_tolerance(tmp_path):
 
 
 def test_metric_drop_past_tolerance_fails_naming_metric_value_and_threshold(tmp_path):
-    write_run(tmp_path, metrics={"auc": 0.70})
-    metric = verdicts(tmp_path, {"auc": 0.80})["headline_metric"]
+    write_run(tmp_path, metrics={AUC: 0.70})
+    metric = verdicts(tmp_path, {AUC: 0.80})["headline_metric"]
     assert metric["passed"] is False
     assert metric["threshold"] == pytest.approx(0.79)
-    assert "auc = 0.7000 < 0.7900" in metric["detail"]
+    assert f"{AUC} = 0.7000 < 0.7900" in metric["detail"]
     assert "baseline 0.8000 on main" in metric["detail"]
 
 
 def test_lower_is_better_direction(tmp_path):
-    params = {"gates": {"metric": {"name": "cost", "tolerance": 5, "direction": "lower"}}}
+    params = {"gates": {"metric": {"tolerance": 5, "direction": "lower"}}}
     write_run(tmp_path, metrics={"cost": 104.0})
-    assert verdicts(tmp_path, {"cost": 100.0}, params)["headline_metric"]["passed"] is True
+    assert verdicts(tmp_path, {"cost": 100.0}, params, headline="cost")["headline_metric"]["passed"] is True
     write_run(tmp_path, metrics={"cost": 106.0})
-    assert verdicts(tmp_path, {"cost": 100.0}, params)["headline_metric"]["passed"] is False
+    assert verdicts(tmp_path, {"cost": 100.0}, params, headline="cost")["headline_metric"]["passed"] is False
 
 
 def test_failed_validation_fails_both_gates_even_with_good_stale_metrics(tmp_path):
-    validation = {
-        "success": False,
-        "failures": [{"column": "income", "expectation": "expect_column_values_to_be_between", "unexpected_count": 3}],
-    }
-    write_run(tmp_path, validation=validation, metrics={"auc": 0.99})
-    results = verdicts(tmp_path, {"auc": 0.80})
+    validation_report = validation(
+        False, {"column": "income", "expectation": "expect_column_values_to_be_between", "unexpected_count": 3}
+    )
+    write_run(tmp_path, validation=validation_report, metrics={AUC: 0.99})
+    results = verdicts(tmp_path, {AUC: 0.80})
     assert results["data_validation"]["passed"] is False
     assert "column 'income': expect_column_values_to_be_between (3 unexpected)" in results["data_validation"]["detail"]
     assert results["headline_metric"]["passed"] is False
@@ -74,9 +91,9 @@ def test_missing_inputs_fail(tmp_path, missing):
     write_run(
         tmp_path,
         validation=None if missing == "validation" else PASSING_VALIDATION,
-        metrics=None if missing == "metrics" else {"auc": 0.9},
+        metrics=None if missing == "metrics" else {AUC: 0.9},
     )
-    results = verdicts(tmp_path, {"auc": 0.80})
+    results = verdicts(tmp_path, {AUC: 0.80})
     assert results["headline_metric"]["passed"] is False
     if missing == "validation":
         assert "validation.json is missing" in results["data_validation"]["detail"]
@@ -93,21 +110,42 @@ DVC_YAML = {
 }
 
 
-def fairness_report(passed: bool) -> dict:
+def fairness_report(passed: bool, gates: list | None = None) -> dict:
+    """A reports/fairness.json as the fairness stage writes it."""
+    verdict = {"status": "pass", "bound": "max", "ci": None}
     return {
+        "use_case": "credit_scoring",
+        "threshold": 0.25,
+        "rows": 1000,
+        "outcome": "approval_rate",
+        "definitions": {},
+        "settings": {},
+        "bootstrap_unit": "row",
+        "attributes": {},
+        "not_gated": [],
         "passed": passed,
         "gates": [
-            {"gate": "fairness:sex:auc_gap", "passed": True, "value": 0.01, "threshold": 0.05, "detail": "sex: meets"},
-            {"gate": "fairness:age:auc_gap", "passed": passed, "value": 0.09, "threshold": 0.05, "detail": "age: breaches"},
-        ],
+            {"gate": "fairness:sex:auc_gap", "passed": True, "value": 0.01, "threshold": 0.05, "detail": "sex: meets", **verdict},
+            {
+                "gate": "fairness:age:auc_gap",
+                "passed": passed,
+                "value": 0.09,
+                "threshold": 0.05,
+                "detail": "age: breaches",
+                **verdict,
+                "status": "pass" if passed else "fail",
+            },
+        ]
+        if gates is None
+        else gates,
     }
 
 
 def test_reports_of_an_unfinished_pipeline_are_not_judged(tmp_path):
     """After a failed `dvc repro` the git-tracked reports are an earlier run's: nothing passes on them."""
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML))
-    write_run(tmp_path, metrics={"auc": 0.99})
-    results = verdicts(tmp_path, {"auc": 0.80}, stale=("validate", "evaluate", "fairness"))
+    write_run(tmp_path, metrics={AUC: 0.99})
+    results = verdicts(tmp_path, {AUC: 0.80}, stale=("validate", "evaluate", "fairness"))
     assert results["pipeline"]["passed"] is False
     assert "stages not reproduced: validate, evaluate, fairness" in results["pipeline"]["detail"]
     assert results["data_validation"]["passed"] is False
@@ -120,9 +158,9 @@ def test_reports_of_an_unfinished_pipeline_are_not_judged(tmp_path):
 def test_reports_of_stages_that_did_finish_are_judged(tmp_path):
     """The fairness stage failed (and stopped repro); validation and metrics are this run's."""
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML))
-    write_run(tmp_path, metrics={"auc": 0.81})
+    write_run(tmp_path, metrics={AUC: 0.81})
     (tmp_path / "reports/fairness.json").write_text(json.dumps(fairness_report(passed=False)))
-    results = verdicts(tmp_path, {"auc": 0.80}, stale=("fairness",))
+    results = verdicts(tmp_path, {AUC: 0.80}, stale=("fairness",))
     assert results["pipeline"]["passed"] is False
     assert results["data_validation"]["passed"] is True
     assert results["headline_metric"]["passed"] is True
@@ -137,46 +175,45 @@ def test_reports_of_stages_that_did_finish_are_judged(tmp_path):
 
 
 def test_a_validation_failure_is_shown_even_when_later_stages_did_not_run(tmp_path):
-    validation = {"success": False, "failures": [{"column": "age", "expectation": "expect_x", "unexpected_count": 1}]}
-    write_run(tmp_path, validation=validation)
-    result = verdicts(tmp_path, {"auc": 0.80}, stale=("validate", "train"))["data_validation"]
+    write_run(tmp_path, validation=validation(False, {"column": "age", "expectation": "expect_x", "unexpected_count": 1}))
+    result = verdicts(tmp_path, {AUC: 0.80}, stale=("validate", "train"))["data_validation"]
     assert result["passed"] is False
     assert "column 'age': expect_x (1 unexpected)" in result["detail"]
 
 
 def test_fairness_gate_follows_the_pipeline(tmp_path):
-    write_run(tmp_path, metrics={"auc": 0.81})
-    assert "fairness" not in verdicts(tmp_path, {"auc": 0.80}), "no fairness stage, no fairness gate"
+    write_run(tmp_path, metrics={AUC: 0.81})
+    assert "fairness" not in verdicts(tmp_path, {AUC: 0.80}), "no fairness stage, no fairness gate"
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML))
-    missing = verdicts(tmp_path, {"auc": 0.80})["fairness"]
+    missing = verdicts(tmp_path, {AUC: 0.80})["fairness"]
     assert missing["passed"] is False
     assert "reports/fairness.json is missing" in missing["detail"]
     (tmp_path / "reports/fairness.json").write_text(json.dumps(fairness_report(passed=True)))
-    results = verdicts(tmp_path, {"auc": 0.80})
+    results = verdicts(tmp_path, {AUC: 0.80})
     assert results["fairness:age:auc_gap"]["passed"] is True
-    (tmp_path / "reports/fairness.json").write_text(json.dumps({"passed": True, "gates": []}))
-    assert "holds no gate verdicts" in verdicts(tmp_path, {"auc": 0.80})["fairness"]["detail"]
+    (tmp_path / "reports/fairness.json").write_text(json.dumps(fairness_report(passed=True, gates=[])))
+    assert "holds no gate verdicts" in verdicts(tmp_path, {AUC: 0.80})["fairness"]["detail"]
 
 
 def test_corrupt_report_fails_with_its_name(tmp_path):
-    write_run(tmp_path, metrics={"auc": 0.9})
+    write_run(tmp_path, metrics={AUC: 0.9})
     (tmp_path / "reports/validation.json").write_text("{not json")
-    result = verdicts(tmp_path, {"auc": 0.8})["data_validation"]
+    result = verdicts(tmp_path, {AUC: 0.8})["data_validation"]
     assert result["passed"] is False
     assert "reports/validation.json: not valid JSON" in result["detail"]
 
 
 def test_headline_metric_absent_or_nan_fails(tmp_path):
     write_run(tmp_path, metrics={"other": 0.9})
-    result = verdicts(tmp_path, {"auc": 0.8})["headline_metric"]
+    result = verdicts(tmp_path, {AUC: 0.8})["headline_metric"]
     assert result["passed"] is False
     assert "has: other" in result["detail"]
-    (tmp_path / "reports/metrics.json").write_text('{"auc": NaN}')
-    assert verdicts(tmp_path, {"auc": 0.8})["headline_metric"]["passed"] is False
+    (tmp_path / "reports/metrics.json").write_text("{AUC: NaN}")
+    assert verdicts(tmp_path, {AUC: 0.8})["headline_metric"]["passed"] is False
 
 
 def test_missing_baseline_fails_unless_explicitly_allowed(tmp_path):
-    write_run(tmp_path, metrics={"auc": 0.9})
+    write_run(tmp_path, metrics={AUC: 0.9})
     result = verdicts(tmp_path, None)["headline_metric"]
     assert result["passed"] is False
     assert "require_baseline" in result["detail"]
@@ -203,17 +240,17 @@ def test_new_gates_plug_in_through_the_list(tmp_path, monkeypatch):
     def fairness_gate(ctx):
         return [gates.result("fairness", False, 0.7, 0.8, "group b: ratio 0.7 < 0.8")]
 
-    write_run(tmp_path, metrics={"auc": 0.9})
+    write_run(tmp_path, metrics={AUC: 0.9})
     monkeypatch.setattr(gates, "GATES", [*gates.GATES, fairness_gate])
-    assert verdicts(tmp_path, {"auc": 0.9})["fairness"]["passed"] is False
+    assert verdicts(tmp_path, {AUC: 0.9})["fairness"]["passed"] is False
 
 
 @pytest.mark.parametrize(
     ("bad", "message"),
     [
         ({}, "missing section 'gates'"),
-        ({"gates": {"metric": {"name": "auc", "tolerance": -1}}}, "tolerance must be a number >= 0"),
-        ({"gates": {"metric": {"name": "auc", "direction": "up"}}}, "direction must be 'higher' or 'lower'"),
+        ({"gates": {"metric": {"tolerance": -1}}}, "'gates.metric.tolerance' must be at least 0"),
+        ({"gates": {"metric": {"direction": "up"}}}, "'gates.metric.direction' must be 'higher' or 'lower'"),
     ],
 )
 def test_bad_settings_are_named(bad, message):
@@ -233,17 +270,17 @@ def repo(tmp_path):
     git(tmp_path, "config", "user.name", "ci")
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(PARAMS))
-    write_run(tmp_path, metrics={"auc": 0.80})
+    write_run(tmp_path, metrics={AUC: 0.80})
     git(tmp_path, "add", "-A")
     git(tmp_path, "commit", "-qm", "baseline")
     return tmp_path
 
 
 def test_cli_exit_status_output_and_gates_json(repo, capsys):
-    write_run(repo, metrics={"auc": 0.75})
+    write_run(repo, metrics={AUC: 0.75})
     assert gates.main(["--root", str(repo), "--baseline-rev", "main"]) == 1
     captured = capsys.readouterr()
-    assert "FAIL headline_metric: auc = 0.7500 < 0.7900" in captured.out
+    assert f"FAIL headline_metric: {AUC} = 0.7500 < 0.7900" in captured.out
     assert "gates: FAILED (headline_metric)" in captured.err
     written = json.loads((repo / "reports/gates.json").read_text())
     assert written["passed"] is False
@@ -251,7 +288,7 @@ def test_cli_exit_status_output_and_gates_json(repo, capsys):
     assert written["stale_stages"] == []
     assert [g["gate"] for g in written["gates"]] == ["pipeline", "data_validation", "headline_metric"]
 
-    write_run(repo, metrics={"auc": 0.81})
+    write_run(repo, metrics={AUC: 0.81})
     assert gates.main(["--root", str(repo), "--baseline-rev", "main"]) == 0
     assert json.loads((repo / "reports/gates.json").read_text())["passed"] is True
 
@@ -259,7 +296,7 @@ def test_cli_exit_status_output_and_gates_json(repo, capsys):
 def test_cli_fails_when_a_stage_was_not_reproduced(repo, capsys):
     stage = {"stages": {"evaluate": {"cmd": "true", "metrics": [{"reports/metrics.json": {"cache": False}}]}}}
     (repo / "dvc.yaml").write_text(yaml.safe_dump(stage))
-    write_run(repo, metrics={"auc": 0.95})
+    write_run(repo, metrics={AUC: 0.95})
     assert gates.main(["--root", str(repo), "--baseline-rev", "main"]) == 1
     out = capsys.readouterr().out
     assert "FAIL pipeline: the pipeline did not finish in this run (stages not reproduced: evaluate)" in out
@@ -275,5 +312,5 @@ def test_cli_revision_without_metrics_is_a_missing_baseline(repo):
     git(repo, "rm", "-q", "--cached", "reports/metrics.json")
     git(repo, "commit", "-qm", "drop metrics")
     assert gates.baseline_from_rev(repo, "HEAD") is None
-    assert gates.baseline_from_rev(repo, "HEAD~1") == {"auc": 0.80}
+    assert gates.baseline_from_rev(repo, "HEAD~1") == {AUC: 0.80}
     assert gates.main(["--root", str(repo), "--baseline-rev", "HEAD"]) == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from {{ cookiecutter.package }}.core import use_case
 from {{ cookiecutter.package }}.data import generate
 
 
@@ -32,10 +33,10 @@ def test_columns_and_values_follow_the_contract(raw, contract):
 
 
 def test_positive_rate_is_realistic(raw, contract, params):
-    lo, hi = params["validate"]["target_rate"]
+    lo, hi = params.validate_.target_rate
     rate = (raw[contract.target] == contract.positive_label).mean()
     assert lo <= rate <= hi
-    if params["use_case"] == "credit_scoring":
+    if use_case.load().name == "credit_scoring":
         assert 0.10 <= rate <= 0.22
     else:
         assert 0.005 <= rate <= 0.02

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from {{ cookiecutter.package }}.core import metrics
+from {{ cookiecutter.package }}.core import metrics, use_case
 
 Y = np.array([0, 0, 1, 1, 0, 1, 0, 0, 0, 1])
 S = np.array([0.1, 0.2, 0.9, 0.8, 0.3, 0.35, 0.4, 0.05, 0.6, 0.7])
@@ -33,9 +33,9 @@ def test_expected_cost_weighs_misses_and_false_alarms():
 
 
 def test_compute_rounds_and_refuses_a_single_class(params):
-    out = metrics.compute(params["use_case"], Y, S, 0.5, params)
+    out = metrics.compute(use_case.load().name, Y, S, 0.5, params)
     assert out["rows"] == 10
     assert all(round(v, 6) == v for v in out.values())
-    assert metrics.HEADLINE[params["use_case"]] in out
+    assert use_case.load().headline_metric in out
     with pytest.raises(ValueError, match="only one target class"):
-        metrics.compute(params["use_case"], np.zeros(5), np.linspace(0, 1, 5), 0.5, params)
+        metrics.compute(use_case.load().name, np.zeros(5), np.linspace(0, 1, 5), 0.5, params)

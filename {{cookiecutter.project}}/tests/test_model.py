@@ -53,7 +53,7 @@ def test_working_model_learns_the_signal_and_a_broken_one_does_not(prepared, con
     good = roc_auc_score(y_test, model.scores(fitted, test, contract))
     # Monotone constraints alone carry prior knowledge of direction, so the broken model is
     # unconstrained: what it learns from shuffled labels is noise.
-    shuffled = model.build_pipeline(contract, {**params, "model": {**params["model"], "monotone": False}})
+    shuffled = model.build_pipeline(contract, params.replace(model={"monotone": False}))
     y_shuffled = np.random.default_rng(0).permutation(model.target_vector(train, contract))
     shuffled.fit(model.model_frame(train, contract), y_shuffled)
     broken = roc_auc_score(y_test, model.scores(shuffled, test, contract))
@@ -112,7 +112,7 @@ def test_missing_feature_is_named(contract, fitted):
     ],
 )
 def test_bad_model_params_are_named(contract, params, key, value, message):
-    from {{ cookiecutter.package }}.core.config import ParamsError
+    from {{ cookiecutter.package }}.core.errors import ParamsError
 
     with pytest.raises(ParamsError, match=message.replace("(", r"\(")):
-        model.build_pipeline(contract, {**params, "model": {**params["model"], key: value}})
+        model.build_pipeline(contract, params.replace(model={key: value}))

@@ -11,12 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from {{ cookiecutter.package }}.core import config
+from {{ cookiecutter.package }}.core import use_case
 from {{ cookiecutter.package }}.governance import lineage, model_card
 
 from .pipeline_run import ROOT, pipeline_run
-
-PARAMS = config.load_params(ROOT / "params.yaml")
 
 
 def card(run_dir: Path) -> dict:
@@ -118,7 +116,7 @@ def test_card_states_rows_and_dates_of_the_data():
 
 def test_regulatory_classification_follows_the_use_case():
     reg = card(pipeline_run().dir)["regulatory"]
-    if PARAMS["use_case"] == "credit_scoring":
+    if use_case.load().name == "credit_scoring":
         assert reg["eu_ai_act"] == "high-risk"
         assert "Annex III point 5(b)" in reg["classification"]
     else:
@@ -195,3 +193,36 @@ def test_the_repositorys_own_card_matches_its_dvc_lock_and_mlflow_store():
     lock = lineage.read_dvc_lock(ROOT / "dvc.lock")
     for f in c["data"]["files"]:
         assert lineage.lock_md5(lock, f["path"])[0] == f["md5"], f["path"]
+
+
+def _card_text(have: dict[str, bool]) -> str:
+    """Every sentence the card takes from use_case.yaml, for a repository that has ``have``."""
+    text = use_case.load().card
+    lists = [text["out_of_scope"], text["limitations"], text["human_oversight"], text["monitoring"]]
+    lists += [text["regulatory"]["obligations"], text["regulatory"]["other"]]
+    return " ".join(
+        [text["purpose"], text["users"], text["decision"], *(s for items in lists for s in use_case.applicable(items, have))]
+    )
+
+
+CLAIMS = {"serving": ("audit log", "/metrics"), "monitoring": ("PSI", "drift"), "release": ("signed",)}
+
+
+@pytest.mark.parametrize("part", sorted(CLAIMS))
+def test_the_card_claims_a_part_only_when_the_repository_has_it(part):
+    nothing = dict.fromkeys(use_case.CAPABILITIES, False)
+    without = _card_text(nothing)
+    with_part = _card_text({**nothing, part: True})
+    for claim in CLAIMS[part]:
+        assert claim not in without, f"the card mentions {claim!r} although the repository has no {part}"
+    assert any(claim in with_part for claim in CLAIMS[part]), f"the card never mentions the {part} when it exists"
+
+
+def test_the_written_card_matches_what_this_repository_has():
+    run = pipeline_run()
+    text = run.path("reports/model_card.md").read_text(encoding="utf-8")
+    have = use_case.capabilities(run.dir)
+    for part, claims in CLAIMS.items():
+        for claim in claims:
+            if not have[part]:
+                assert claim not in text, f"model_card.md mentions {claim!r} but the repository has no {part}"

@@ -17,15 +17,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from threadpoolctl import threadpool_limits
 
-from {{ cookiecutter.package }}.core import config, model, reasons
+from {{ cookiecutter.package }}.core import model, reasons
 from {{ cookiecutter.package }}.core.contract import load_contract
+from {{ cookiecutter.package }}.core.params import load_params
 
 from .pipeline_run import ROOT, pipeline_run
 from .strategies import records
 
 CONTRACT = load_contract(ROOT / "contract.yaml")
-PARAMS = config.load_params(ROOT / "params.yaml")
-ADDITIVE = PARAMS["model"].get("interaction_cst") == "no_interactions"
+PARAMS = load_params(ROOT / "params.yaml")
+ADDITIVE = PARAMS.model.interaction_cst == "no_interactions"
 additive_only = pytest.mark.skipif(
     not ADDITIVE, reason="reason codes need the additive (no-interaction) model; this use case's model has interactions"
 )
@@ -137,7 +138,7 @@ def test_worsening_one_feature_makes_it_the_first_reason(fitted):
 
 
 def test_a_model_with_interactions_is_refused():
-    params = {**PARAMS, "model": {**PARAMS["model"], "interaction_cst": None, "max_iter": 5}}
+    params = PARAMS.replace(model={"interaction_cst": None, "max_iter": 5})
     train = pd.read_parquet(pipeline_run().path("data/prepared/train.parquet"))
     pipeline = model.build_pipeline(CONTRACT, params)
     pipeline.fit(model.model_frame(train, CONTRACT), model.target_vector(train, CONTRACT))

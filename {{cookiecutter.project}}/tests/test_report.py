@@ -9,12 +9,23 @@ import pytest
 import yaml
 
 from {{ cookiecutter.package }}.ci import report
+from {{ cookiecutter.package }}.core import use_case
+from {{ cookiecutter.package }}.core.reports import FairnessReport, ValidationReport
 
+HEADLINE = use_case.load().headline_metric
 PARAMS = {
-    "use_case": "credit_scoring",
     "model": {"learning_rate": 0.1},
-    "gates": {"metric": {"name": "auc", "tolerance": 0.01}, "require_baseline": True},
+    "gates": {"metric": {"tolerance": 0.01}, "require_baseline": True},
 }
+
+
+def validation(success: bool, *failures: dict) -> ValidationReport:
+    """A reports/validation.json as the validate stage writes it."""
+    return ValidationReport(
+        success=success, contract="loans v1", rows=1000, expectations=42, failed=len(failures), failures=list(failures)
+    )
+
+
 GATES_PASSED = {
     "passed": True,
     "baseline": "origin/main",
@@ -28,8 +39,10 @@ GATES_PASSED = {
 def inputs(**overrides) -> report.Inputs:
     values = dict(
         params=PARAMS,
+        headline="auc",
+        title="Credit scoring",
         baseline_rev="origin/main",
-        validation={"success": True, "failures": []},
+        validation=validation(True),
         metrics={"auc": 0.81, "brier": 0.2},
         gates=GATES_PASSED,
         metrics_diff={"brier": {"old": 0.21, "new": 0.2, "diff": -0.01}, "auc": {"old": 0.8, "new": 0.81, "diff": 0.01}},
@@ -48,7 +61,7 @@ def test_passing_run_has_verdict_metrics_diff_and_params_diff():
     # the headline metric comes first and is marked
     assert md.index("| **auc** (headline) | 0.8000 | 0.8100 | +0.0100 |") < md.index("| brier | 0.2100 | 0.2000 | -0.0100 |")
     assert "| `model.learning_rate` | 0.05 | 0.1 |" in md
-    assert "✅ The data met the contract." in md
+    assert "✅ The data met the contract (42 expectations checked)." in md
     assert "tolerance 0.01 against `origin/main`" in md
 
 
@@ -73,11 +86,8 @@ def test_missing_gates_file_reads_as_not_passed():
 
 
 def test_failed_validation_lists_failures_and_shows_no_metrics():
-    validation = {
-        "success": False,
-        "failures": [{"column": "income", "expectation": "expect_column_values_to_be_between", "unexpected_count": 3}],
-    }
-    md = report.render(inputs(validation=validation, metrics_diff=None))
+    failed = validation(False, {"column": "income", "expectation": "expect_column_values_to_be_between", "unexpected_count": 3})
+    md = report.render(inputs(validation=failed, metrics_diff=None))
     assert "❌ The data broke the contract" in md
     assert "| income | `expect_column_values_to_be_between` | 3 |" in md
     assert "Not computed: the data failed validation" in md
@@ -104,6 +114,13 @@ def test_no_baseline_shows_current_metrics_and_the_reason():
 
 
 FAIRNESS = {
+    "use_case": "credit_scoring",
+    "threshold": 0.25,
+    "rows": 250,
+    "outcome": "approval_rate",
+    "definitions": {},
+    "settings": {},
+    "bootstrap_unit": "row",
     "attributes": {
         "sex": {
             "groups": {
@@ -111,17 +128,22 @@ FAIRNESS = {
                 "male": {"n": 130, "approval_rate": 0.76},
             }
         }
-    }
+    },
+    "gates": [],
+    "not_gated": [],
+    "passed": True,
 }
 
 
 def test_fairness_by_group_has_its_own_table_and_no_stale_numbers():
-    md = report.render(inputs(fairness=FAIRNESS))
+    md = report.render(inputs(fairness=FairnessReport.model_validate(FAIRNESS)))
     section = md.split("### Fairness by group")[1].split("###")[0]
     assert "| Group | n | approval_rate |" in section
     assert "| female | 120 | 0.7400 |" in section
     assert "gated" not in section
-    stale = report.render(inputs(fairness=FAIRNESS, stale_files=frozenset({"reports/fairness.json"})))
+    stale = report.render(
+        inputs(fairness=FairnessReport.model_validate(FAIRNESS), stale_files=frozenset({"reports/fairness.json"}))
+    )
     assert "Not computed in this run" in stale
     assert "0.7400" not in stale
     assert "### Fairness" not in report.render(inputs(fairness=None))
@@ -182,21 +204,21 @@ def test_cli_compares_with_a_git_revision_through_dvc(tmp_path):
     )
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({**PARAMS, "model": {"learning_rate": 0.05}}))
     (tmp_path / "reports").mkdir()
-    (tmp_path / "reports/metrics.json").write_text(json.dumps({"auc": 0.8}))
+    (tmp_path / "reports/metrics.json").write_text(json.dumps({HEADLINE: 0.8}))
     (tmp_path / "reports/fairness.json").write_text(json.dumps(FAIRNESS))
     run(tmp_path, sys.executable, "-m", "dvc", "commit", "-q", "--force")  # records dvc.lock, as a repro would
     run(tmp_path, "git", "add", "-A")
     run(tmp_path, "git", "commit", "-qm", "baseline")
 
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(PARAMS))
-    (tmp_path / "reports/metrics.json").write_text(json.dumps({"auc": 0.82}))
-    (tmp_path / "reports/validation.json").write_text(json.dumps({"success": True, "failures": []}))
+    (tmp_path / "reports/metrics.json").write_text(json.dumps({HEADLINE: 0.82}))
+    (tmp_path / "reports/validation.json").write_text(validation(True).model_dump_json())
     (tmp_path / "reports/gates.json").write_text(json.dumps(GATES_PASSED))
     run(tmp_path, sys.executable, "-m", "dvc", "commit", "-q", "--force")
 
     assert report.main(["--root", str(tmp_path), "--baseline-rev", "main"]) == 0
     md = (tmp_path / "reports/report.md").read_text()
-    assert "| **auc** (headline) | 0.8000 | 0.8200 | +0.0200 |" in md
+    assert f"| **{HEADLINE}** (headline) | 0.8000 | 0.8200 | +0.0200 |" in md
     assert "| `model.learning_rate` | 0.05 | 0.1 |" in md
     assert "attributes.sex" not in md, "only reports/metrics.json feeds the metrics table"
     assert "| female | 120 | 0.7400 |" in md
@@ -204,4 +226,4 @@ def test_cli_compares_with_a_git_revision_through_dvc(tmp_path):
     assert report.main(["--root", str(tmp_path), "--baseline-rev", "no-such-rev"]) == 0
     md = (tmp_path / "reports/report.md").read_text()
     assert "`dvc metrics diff no-such-rev` failed" in md
-    assert "| auc | 0.8200 |" in md
+    assert f"| {HEADLINE} | 0.8200 |" in md

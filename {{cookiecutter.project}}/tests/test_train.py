@@ -15,13 +15,17 @@ def test_training_refuses_without_a_passed_validation(tmp_path):
     path = tmp_path / "validation.json"
     with pytest.raises(train.ValidationNotPassedError, match="not found"):
         train.require_validation(path)
-    path.write_text(json.dumps({"success": False}))
+    report = {"contract": "loans v1", "rows": 1000, "expectations": 40, "failed": 0, "failures": []}
+    path.write_text(json.dumps({**report, "success": False}))
     with pytest.raises(train.ValidationNotPassedError, match="did not pass"):
         train.require_validation(path)
-    path.write_text(json.dumps({"success": "yes"}))
+    path.write_text(json.dumps({**report, "success": "yes"}))
     with pytest.raises(train.ValidationNotPassedError):
         train.require_validation(path)
-    path.write_text(json.dumps({"success": True}))
+    path.write_text(json.dumps({"success": True}))  # a report missing its counts is not trusted either
+    with pytest.raises(train.ValidationNotPassedError, match="Field required"):
+        train.require_validation(path)
+    path.write_text(json.dumps({**report, "success": True}))
     train.require_validation(path)
 
 
@@ -36,11 +40,12 @@ def test_tuned_threshold_minimises_expected_cost():
 
 
 def test_a_stage_reports_user_errors_in_one_line_and_exits_1(caplog):
-    from {{ cookiecutter.package }}.core import config
+    from {{ cookiecutter.package }}.core import stage
+    from {{ cookiecutter.package }}.core.errors import ParamsError
 
     def broken_stage() -> int:
-        raise config.ParamsError("params.yaml: 'split.test_fraction' must be between 0.05 and 0.5, got 2")
+        raise ParamsError("params.yaml: 'split.test_fraction' must be between 0.05 and 0.5, got 2")
 
-    assert config.run_stage(broken_stage) == 1
+    assert stage.run_stage(broken_stage) == 1
     assert "'split.test_fraction' must be between 0.05 and 0.5, got 2" in caplog.text
-    assert config.run_stage(lambda: 0) == 0
+    assert stage.run_stage(lambda: 0) == 0

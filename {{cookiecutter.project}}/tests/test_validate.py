@@ -14,7 +14,7 @@ from {{ cookiecutter.package }}.data import validate
 
 
 def failures_for(summary, column):
-    return [f for f in summary["failures"] if f["column"] == column]
+    return [f for f in summary.failures if f.column == column]
 
 
 @pytest.fixture(scope="module")
@@ -29,29 +29,29 @@ def category_feature(contract):
 
 def test_valid_data_passes(valid_frame, contract, params):
     summary = validate.run_validation(valid_frame, contract, params)
-    assert summary["success"], validate.format_report(summary)
-    assert summary["expectations"] >= 3 * len(contract.columns)  # exists, type, nulls at least
+    assert summary.success, validate.format_report(summary)
+    assert summary.expectations >= 3 * len(contract.columns)  # exists, type, nulls at least
 
 
 def test_missing_column_is_rejected(valid_frame, contract, params, numeric_feature):
     summary = validate.run_validation(valid_frame.drop(columns=[numeric_feature.name]), contract, params)
-    assert not summary["success"]
-    assert any(f["expectation"] == "expect_column_to_exist" for f in failures_for(summary, numeric_feature.name))
+    assert not summary.success
+    assert any(f.expectation == "expect_column_to_exist" for f in failures_for(summary, numeric_feature.name))
 
 
 def test_wrong_type_is_rejected(valid_frame, contract, params, numeric_feature):
     broken = valid_frame.assign(**{numeric_feature.name: valid_frame[numeric_feature.name].astype(str) + "k"})
     summary = validate.run_validation(broken, contract, params)
-    assert not summary["success"]
-    assert any(f["expectation"] == "expect_column_values_to_be_in_type_list" for f in failures_for(summary, numeric_feature.name))
+    assert not summary.success
+    assert any(f.expectation == "expect_column_values_to_be_in_type_list" for f in failures_for(summary, numeric_feature.name))
 
 
 def test_out_of_range_values_are_counted(valid_frame, contract, params, numeric_feature):
     broken = valid_frame.copy()
     broken.loc[[3, 17, 29], numeric_feature.name] = numeric_feature.min - 5
     summary = validate.run_validation(broken, contract, params)
-    between = [f for f in failures_for(summary, numeric_feature.name) if f["expectation"] == "expect_column_values_to_be_between"]
-    assert between and between[0]["unexpected_count"] == 3
+    between = [f for f in failures_for(summary, numeric_feature.name) if f.expectation == "expect_column_values_to_be_between"]
+    assert between and between[0].unexpected_count == 3
     report = validate.format_report(summary)
     assert f"column {numeric_feature.name!r}" in report and "3 of" in report
 
@@ -60,8 +60,8 @@ def test_null_burst_is_rejected(valid_frame, contract, params, numeric_feature):
     broken = valid_frame.copy()
     broken.loc[broken.sample(frac=0.1, random_state=1).index, numeric_feature.name] = np.nan
     summary = validate.run_validation(broken, contract, params)
-    nulls = [f for f in failures_for(summary, numeric_feature.name) if f["expectation"] == "expect_column_values_to_not_be_null"]
-    assert nulls and nulls[0]["unexpected_count"] == round(0.1 * len(broken))
+    nulls = [f for f in failures_for(summary, numeric_feature.name) if f.expectation == "expect_column_values_to_not_be_null"]
+    assert nulls and nulls[0].unexpected_count == round(0.1 * len(broken))
 
 
 def test_null_burst_in_a_nullable_column_beyond_the_limit_is_rejected(valid_frame, contract, params):
@@ -71,27 +71,32 @@ def test_null_burst_in_a_nullable_column_beyond_the_limit_is_rejected(valid_fram
     broken = valid_frame.copy()
     broken.loc[broken.sample(frac=0.9, random_state=1).index, nullable[0]] = np.nan
     summary = validate.run_validation(broken, contract, params)
-    assert any(f["expectation"] == "expect_column_values_to_not_be_null" for f in failures_for(summary, nullable[0]))
+    assert any(f.expectation == "expect_column_values_to_not_be_null" for f in failures_for(summary, nullable[0]))
 
 
 def test_unseen_category_is_rejected(valid_frame, contract, params, category_feature):
     broken = valid_frame.copy()
     broken.loc[[1, 2], category_feature] = "martian"
     summary = validate.run_validation(broken, contract, params)
-    in_set = [f for f in failures_for(summary, category_feature) if f["expectation"] == "expect_column_values_to_be_in_set"]
-    assert in_set and in_set[0]["unexpected_count"] == 2 and "martian" in in_set[0]["examples"]
+    in_set = [f for f in failures_for(summary, category_feature) if f.expectation == "expect_column_values_to_be_in_set"]
+    assert in_set and in_set[0].unexpected_count == 2 and "martian" in in_set[0].examples
 
 
 def test_empty_file_is_rejected(valid_frame, contract, params):
     summary = validate.run_validation(valid_frame.head(0), contract, params)
-    assert not summary["success"]
-    assert any(f["expectation"] == "expect_table_row_count_to_be_between" for f in summary["failures"])
+    assert not summary.success
+    assert any(f.expectation == "expect_table_row_count_to_be_between" for f in summary.failures)
 
 
 def test_implausible_label_rate_is_rejected(valid_frame, contract, params):
+    # The positive-class rate is checked through `positive` (a mean is undefined for text labels):
+    # all-positive labels break the upper bound, all-negative ones the lower bound.
     flipped = valid_frame.assign(**{contract.target: contract.positive_label})
     summary = validate.run_validation(flipped, contract, params)
-    assert any(f["expectation"] == "expect_column_mean_to_be_between" for f in failures_for(summary, contract.target))
+    assert any(f.expectation == "expect_column_values_to_not_be_in_set" for f in failures_for(summary, contract.target))
+    negative = next(c for c in contract[contract.target].categories if c != contract.positive_label)
+    summary = validate.run_validation(valid_frame.assign(**{contract.target: negative}), contract, params)
+    assert any(f.expectation == "expect_column_values_to_be_in_set" for f in failures_for(summary, contract.target))
 
 
 def test_stage_fails_closed_and_writes_a_report(tmp_path, root, prepared, numeric_feature, monkeypatch):
@@ -107,8 +112,8 @@ def test_stage_fails_closed_and_writes_a_report(tmp_path, root, prepared, numeri
     test.to_parquet(config.TEST)
     protected.to_parquet(config.PROTECTED)
     assert validate.main() == 1
-    summary = json.loads(config.VALIDATION.read_text())
-    assert summary["success"] is False
+    summary = validate.ValidationReport.read(config.VALIDATION)
+    assert summary.success is False
     assert failures_for(summary, numeric_feature.name)
     assert (config.DATA_DOCS / "index.html").is_file()
     train.to_parquet(config.TRAIN)

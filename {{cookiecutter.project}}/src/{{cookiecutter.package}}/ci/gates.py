@@ -32,20 +32,28 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
 
 import yaml
 
-METRICS_FILE = "reports/metrics.json"
-VALIDATION_FILE = "reports/validation.json"
-FAIRNESS_FILE = "reports/fairness.json"
-GATES_FILE = "reports/gates.json"
+from ..core import config, use_case
+from ..core.errors import ParamsError
+from ..core.params import GatesParams
+from ..core.reports import FairnessReport, Report, ReportError, ValidationReport
+
+# Paths relative to the repository root the gates judge (which may not be the cwd).
+METRICS_FILE = config.METRICS.as_posix()
+VALIDATION_FILE = config.VALIDATION.as_posix()
+FAIRNESS_FILE = config.FAIRNESS.as_posix()
+GATES_FILE = config.GATES.as_posix()
 STATUS_FAILED = "`dvc status` failed"
 
 
 class GateResult(TypedDict):
+    """One verdict: which gate, pass or fail, the value judged, its threshold, and why."""
+
     gate: str
     passed: bool
     value: Any
@@ -61,12 +69,14 @@ class Context:
     root: Path
     baseline: dict[str, Any] | None
     baseline_source: str
+    headline: str = field(default_factory=lambda: use_case.load().headline_metric)
     # Stages whose outputs are not the result of the current code, data and params
     # (`dvc status`). reports/*.json are git-tracked, so after a failed `dvc repro` they
     # still hold an earlier run's results: nothing may be judged from them then.
     stale_stages: tuple[str, ...] = ()
 
     def path(self, relative: str) -> Path:
+        """``relative`` under the repository root."""
         return self.root / relative
 
     def producer(self, relative: str) -> str | None:
@@ -103,6 +113,16 @@ class Context:
             raise ValueError(f"{relative}: expected a JSON object, got {type(data).__name__}")
         return data
 
+    def read_report(self, relative: str, model: type[Report]) -> Any:
+        """The typed report in ``relative`` (None if absent); a wrong shape raises ValueError naming the key."""
+        data = self.read_json(relative)
+        if data is None:
+            return None
+        try:
+            return model.parse(data, relative)
+        except ReportError as err:
+            raise ValueError(str(err)) from None
+
 
 Gate = Callable[[Context], list[GateResult]]
 
@@ -123,35 +143,22 @@ def producers(root: Path) -> dict[str, str]:
 
 
 def result(gate: str, passed: bool, value: Any, threshold: Any, detail: str) -> GateResult:
+    """A :class:`GateResult`."""
     return GateResult(gate=gate, passed=bool(passed), value=value, threshold=threshold, detail=detail)
 
 
-def gate_settings(params: dict[str, Any]) -> dict[str, Any]:
+def gate_settings(params: dict[str, Any]) -> GatesParams:
     """The ``gates`` section of params.yaml, checked, with its defaults filled in."""
     section = params.get("gates")
     if not isinstance(section, dict):
-        raise ValueError("params.yaml: missing section 'gates' (see the template's params.yaml)")
-    metric = section.get("metric")
-    if not isinstance(metric, dict) or not isinstance(metric.get("name"), str):
-        raise ValueError("params.yaml: gates.metric.name must name the headline metric, e.g. roc_auc")
-    tolerance = metric.get("tolerance", 0.0)
-    if not isinstance(tolerance, int | float) or isinstance(tolerance, bool) or tolerance < 0:
-        raise ValueError(f"params.yaml: gates.metric.tolerance must be a number >= 0, got {tolerance!r}")
-    direction = metric.get("direction", "higher")
-    if direction not in ("higher", "lower"):
-        raise ValueError(f"params.yaml: gates.metric.direction must be 'higher' or 'lower', got {direction!r}")
-    require_baseline = section.get("require_baseline", True)
-    if not isinstance(require_baseline, bool):
-        raise ValueError(f"params.yaml: gates.require_baseline must be true or false, got {require_baseline!r}")
-    return {
-        "metric": metric["name"],
-        "tolerance": float(tolerance),
-        "direction": direction,
-        "require_baseline": require_baseline,
-    }
+        raise ParamsError("params.yaml: missing section 'gates' (see the template's params.yaml)")
+    from ..core.params import parse_section
+
+    return parse_section(GatesParams, section, "gates")
 
 
 def not_this_run(ctx: Context) -> str:
+    """Why a report cannot be judged: the stages that were not reproduced."""
     return f"the pipeline did not finish in this run (stages not reproduced: {', '.join(ctx.stale_stages)})"
 
 
@@ -168,7 +175,7 @@ def data_validation_gate(ctx: Context) -> list[GateResult]:
     """The data passed every expectation of the contract's suite."""
     name = "data_validation"
     try:
-        summary = ctx.read_json(VALIDATION_FILE)
+        summary = ctx.read_report(VALIDATION_FILE, ValidationReport)
     except ValueError as err:
         return [result(name, False, None, "success", str(err))]
     if summary is None:
@@ -177,37 +184,37 @@ def data_validation_gate(ctx: Context) -> list[GateResult]:
                 name, False, None, "success", f"{VALIDATION_FILE} is missing: the validate stage did not run; run `make repro`"
             )
         ]
-    failures = summary.get("failures") or []
-    if summary.get("success") is not True:
+    failures = summary.failures
+    if summary.success is not True:
         shown = "; ".join(
-            f"column {f.get('column')!r}: {f.get('expectation')} ({f.get('unexpected_count', '?')} unexpected)"
+            f"column {f.column!r}: {f.expectation} ({'?' if f.unexpected_count is None else f.unexpected_count} unexpected)"
             for f in failures[:5]
         )
         more = f" and {len(failures) - 5} more" if len(failures) > 5 else ""
         detail = (
             f"{len(failures)} expectation(s) failed: {shown}{more}"
             if failures
-            else f"{VALIDATION_FILE} reports success={summary.get('success')!r}"
+            else f"{VALIDATION_FILE} reports success={summary.success!r}"
         )
         return [result(name, False, len(failures), 0, detail + f"; see {VALIDATION_FILE}")]
     if not ctx.fresh(VALIDATION_FILE):
         # a failure report is always worth showing; a success may be an earlier run's
         return [result(name, False, None, 0, f"not evaluated: {not_this_run(ctx)}")]
-    return [result(name, True, 0, 0, "every expectation passed")]
+    return [result(name, True, 0, 0, f"all {summary.expectations} expectations passed")]
 
 
 def headline_metric_gate(ctx: Context) -> list[GateResult]:
     """The headline metric is no worse than the baseline's, give or take the tolerance."""
     settings = gate_settings(ctx.params)
-    metric, tolerance = settings["metric"], settings["tolerance"]
-    higher = settings["direction"] == "higher"
+    metric, tolerance = ctx.headline, settings.metric.tolerance
+    higher = settings.metric.direction == "higher"
     name = "headline_metric"
     try:
-        validation = ctx.read_json(VALIDATION_FILE)
+        validation = ctx.read_report(VALIDATION_FILE, ValidationReport)
         current = ctx.read_json(METRICS_FILE)
     except ValueError as err:
         return [result(name, False, None, None, f"{metric}: {err}")]
-    if validation is None or validation.get("success") is not True:
+    if validation is None or validation.success is not True:
         # reports/metrics.json is git-tracked: after a failed validation it is the
         # committed file from an earlier run, not a result of this one.
         return [result(name, False, None, None, f"{metric}: not evaluated because data validation did not pass in this run")]
@@ -222,7 +229,7 @@ def headline_metric_gate(ctx: Context) -> list[GateResult]:
     base = (ctx.baseline or {}).get(metric)
     if not isinstance(base, int | float) or isinstance(base, bool) or not math.isfinite(base):
         where = f"{METRICS_FILE} on {ctx.baseline_source}"
-        if settings["require_baseline"]:
+        if settings.require_baseline:
             return [
                 result(
                     name,
@@ -258,21 +265,17 @@ def fairness_gate(ctx: Context) -> list[GateResult]:
     if ctx.producer(FAIRNESS_FILE) is None and not ctx.path(FAIRNESS_FILE).exists():
         return []
     try:
-        report = ctx.read_json(FAIRNESS_FILE)
+        report = ctx.read_report(FAIRNESS_FILE, FairnessReport)
     except ValueError as err:
         return [result(name, False, None, None, str(err))]
     if report is None:
         return [result(name, False, None, None, f"{FAIRNESS_FILE} is missing: the fairness stage did not run")]
-    verdicts = report.get("gates")
-    if not isinstance(verdicts, list) or not verdicts:
+    if not report.gates:
         return [result(name, False, None, None, f"{FAIRNESS_FILE} holds no gate verdicts")]
-    failed = report.get("passed") is not True or any(g.get("passed") is not True for g in verdicts)
+    failed = report.passed is not True or any(g.passed is not True for g in report.gates)
     if not failed and not ctx.fresh(FAIRNESS_FILE):
         return [result(name, False, None, None, f"not evaluated: {not_this_run(ctx)}")]
-    return [
-        result(str(g.get("gate", name)), g.get("passed") is True, g.get("value"), g.get("threshold"), str(g.get("detail", "")))
-        for g in verdicts
-    ]
+    return [result(g.gate, g.passed, g.value, g.threshold, g.detail) for g in report.gates]
 
 
 # Order matters only for reading: every gate runs, so the report shows all verdicts.
@@ -280,6 +283,7 @@ GATES: list[Gate] = [pipeline_gate, data_validation_gate, headline_metric_gate, 
 
 
 def run_gates(ctx: Context, gates: list[Gate] | None = None) -> list[GateResult]:
+    """Every gate's results; a gate that crashes is a failed gate, named."""
     results: list[GateResult] = []
     for gate in GATES if gates is None else gates:
         try:
@@ -292,6 +296,8 @@ def run_gates(ctx: Context, gates: list[Gate] | None = None) -> list[GateResult]
 
 
 class BaselineError(RuntimeError):
+    """The baseline revision cannot be read."""
+
     pass
 
 
@@ -326,6 +332,7 @@ def stale_stages(root: Path) -> tuple[str, ...]:
 
 
 def format_results(results: list[GateResult]) -> str:
+    """One line per result, PASS or FAIL first."""
     lines = []
     for r in results:
         lines.append(f"{'PASS' if r['passed'] else 'FAIL'} {r['gate']}: {r['detail']}")
@@ -333,6 +340,7 @@ def format_results(results: list[GateResult]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``make gates``: judge this run, write reports/gates.json, exit 1 if any gate failed (2 on bad input)."""
     parser = argparse.ArgumentParser(prog="gates", description=__doc__.split("\n")[0])
     source = parser.add_mutually_exclusive_group()
     source.add_argument(

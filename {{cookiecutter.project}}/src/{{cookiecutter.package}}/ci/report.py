@@ -13,6 +13,10 @@ function there. Anything missing is said in the report, never silently left out.
 Images: with ``--images link`` (the default) plots are named and linked to the run's
 artifacts, so nothing leaves the CI provider; with ``--images embed`` they are referenced as
 local images for ``cml comment`` to publish.
+
+Sections stay Python functions rather than a Jinja template: each is a few branches on what
+the run left behind (missing, stale, failed) and a table; a template would keep every branch
+and lose the unit tests' direct calls.
 """
 
 from __future__ import annotations
@@ -29,10 +33,12 @@ from typing import Any
 
 import yaml
 
+from ..core import config, use_case
+from ..core.reports import FairnessReport, ValidationReport
 from . import gates as gates_module
 
-REPORT_FILE = "reports/report.md"
-PLOTS_DIR = "reports/plots"
+REPORT_FILE = config.REPORT_MD.as_posix()
+PLOTS_DIR = config.PLOTS.as_posix()
 
 
 @dataclass
@@ -41,7 +47,7 @@ class Inputs:
 
     params: dict[str, Any]
     baseline_rev: str
-    validation: dict[str, Any] | None = None
+    validation: ValidationReport | None = None
     metrics: dict[str, Any] | None = None
     gates: dict[str, Any] | None = None
     metrics_diff: dict[str, dict[str, Any]] | None = None  # metric -> {"old", "new", "diff"}
@@ -52,12 +58,9 @@ class Inputs:
     run_url: str | None = None
     stale_stages: tuple[str, ...] = ()  # from `dvc status`: stages not reproduced in this run
     stale_files: frozenset[str] = frozenset()  # files (from the root) an earlier run left behind
-    fairness: dict[str, Any] | None = None  # reports/fairness.json, when the pipeline has that stage
-
-    @property
-    def headline(self) -> str | None:
-        metric = (self.params.get("gates") or {}).get("metric") or {}
-        return metric.get("name")
+    fairness: FairnessReport | None = None  # reports/fairness.json, when the pipeline has that stage
+    headline: str = field(default_factory=lambda: use_case.load().headline_metric)
+    title: str = field(default_factory=lambda: use_case.load().title)
 
 
 def fmt(value: Any) -> str:
@@ -77,20 +80,22 @@ def fmt_plain(value: Any) -> str:
 
 
 def fmt_change(value: Any) -> str:
+    """A signed change, 4 decimals."""
     if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
         return f"{value:+.4f}"
     return fmt(value)
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
 
 
 def header_section(inputs: Inputs) -> str:
-    use_case = inputs.params.get("use_case", "model")
-    title = f"## {use_case.replace('_', ' ').capitalize()}: model report"
+    """Title and the one-line verdict."""
+    title = f"## {inputs.title}: model report"
     gates = inputs.gates
     if gates is None:
         verdict = (
@@ -106,6 +111,7 @@ def header_section(inputs: Inputs) -> str:
 
 
 def gates_section(inputs: Inputs) -> str:
+    """Every gate's result, with where its threshold comes from."""
     if inputs.gates is None:
         return "### Gates\n\n`reports/gates.json` is missing: the gates did not run."
     rows = [
@@ -121,7 +127,7 @@ def gates_section(inputs: Inputs) -> str:
     settings = (inputs.params.get("gates") or {}).get("metric") or {}
     fairness = any(str(g.get("gate", "")).startswith("fairness") for g in inputs.gates.get("gates", []))
     note = (
-        f"Thresholds come from `params.yaml` (`gates`): headline metric `{settings.get('name')}`, "
+        f"Thresholds come from `params.yaml` (`gates`): headline metric `{inputs.headline}`, "
         f"tolerance {fmt_plain(settings.get('tolerance'))} against `{inputs.gates.get('baseline')}`"
         + ("; fairness thresholds in `fairness.gates`." if fairness else ".")
     )
@@ -129,20 +135,18 @@ def gates_section(inputs: Inputs) -> str:
 
 
 def validation_section(inputs: Inputs) -> str:
+    """Whether the data met the contract, and what broke it if not."""
     v = inputs.validation
     if v is None:
         return "### Data validation\n\n❌ `reports/validation.json` is missing: the validate stage did not run."
-    failures = v.get("failures") or []
-    if v.get("success") is True and gates_module.VALIDATION_FILE in inputs.stale_files:
+    if v.success is True and gates_module.VALIDATION_FILE in inputs.stale_files:
         return (
             "### Data validation\n\n❌ Not known: the pipeline did not finish in this run "
             f"(stages not reproduced: {', '.join(inputs.stale_stages)}), so `reports/validation.json` is an earlier run's."
         )
-    if v.get("success") is True:
-        checked = v.get("evaluated_expectations") or v.get("statistics", {}).get("evaluated_expectations")
-        count = f" ({checked} expectations)" if checked else ""
-        return f"### Data validation\n\n✅ The data met the contract{count}."
-    rows = [[fmt(f.get("column")), f"`{f.get('expectation')}`", fmt(f.get("unexpected_count"))] for f in failures]
+    if v.success is True:
+        return f"### Data validation\n\n✅ The data met the contract ({v.expectations} expectations checked)."
+    rows = [[fmt(f.column), f"`{f.expectation}`", fmt(f.unexpected_count)] for f in v.failures]
     body = table(["Column", "Expectation", "Unexpected rows"], rows) if rows else "No failure details recorded."
     return (
         "### Data validation\n\n❌ The data broke the contract (`contract.yaml`); "
@@ -151,6 +155,7 @@ def validation_section(inputs: Inputs) -> str:
 
 
 def metrics_section(inputs: Inputs) -> str:
+    """This run's metrics against the baseline's (headline first)."""
     base = inputs.baseline_rev
     out = [f"### Metrics: this run vs `{base}`"]
     if inputs.metrics_diff:
@@ -160,7 +165,7 @@ def metrics_section(inputs: Inputs) -> str:
             label = f"**{name}** (headline)" if name == inputs.headline else name
             rows.append([label, fmt(d.get("old")), fmt(d.get("new")), fmt_change(d.get("diff"))])
         out.append(table(["Metric", f"`{base}`", "this run", "Change"], rows))
-    elif inputs.validation is not None and inputs.validation.get("success") is False:
+    elif inputs.validation is not None and inputs.validation.success is False:
         out.append("Not computed: the data failed validation, so no model was trained in this run.")
     elif gates_module.METRICS_FILE in inputs.stale_files:
         out.append(
@@ -185,7 +190,7 @@ def fairness_section(inputs: Inputs) -> str | None:
     if gates_module.FAIRNESS_FILE in inputs.stale_files:
         out.append("Not computed in this run: the pipeline did not finish before the fairness stage.")
         return "\n\n".join(out)
-    for attribute, result in (inputs.fairness.get("attributes") or {}).items():
+    for attribute, result in inputs.fairness.attributes.items():
         groups = (result or {}).get("groups") or {}
         columns: list[str] = []
         for stats in groups.values():
@@ -199,6 +204,7 @@ def fairness_section(inputs: Inputs) -> str | None:
 
 
 def params_section(inputs: Inputs) -> str:
+    """Parameters changed against the baseline."""
     out = [f"### Parameters changed vs `{inputs.baseline_rev}`"]
     if inputs.params_diff is None:
         out.append("Not compared (see notes below).")
@@ -211,11 +217,13 @@ def params_section(inputs: Inputs) -> str:
 
 
 def plots_section(inputs: Inputs) -> str | None:
+    """The run's plots, linked or embedded."""
     if not inputs.plots:
         return None
     out = ["### Plots"]
-    plots = [p for p in inputs.plots if f"reports/{p}" not in inputs.stale_files]
-    left_over = [p for p in inputs.plots if f"reports/{p}" in inputs.stale_files]
+    reports = config.REPORTS.as_posix()
+    plots = [p for p in inputs.plots if f"{reports}/{p}" not in inputs.stale_files]
+    left_over = [p for p in inputs.plots if f"{reports}/{p}" in inputs.stale_files]
     if plots and inputs.images == "embed":
         out += [f"![{Path(p).stem}]({p})" for p in plots]
     elif plots:
@@ -229,6 +237,7 @@ def plots_section(inputs: Inputs) -> str | None:
 
 
 def notes_section(inputs: Inputs) -> str | None:
+    """What could not be compared, and why."""
     if not inputs.diff_errors:
         return None
     return "### Notes\n\n" + "\n".join(f"- {e}" for e in inputs.diff_errors)
@@ -247,6 +256,7 @@ SECTIONS: list[Callable[[Inputs], str | None]] = [
 
 
 def render(inputs: Inputs) -> str:
+    """The whole report."""
     parts = [part for section in SECTIONS if (part := section(inputs))]
     footer = f"<sub>Run: {inputs.run_url}</sub>" if inputs.run_url else None
     return "\n\n".join(parts + ([footer] if footer else [])) + "\n"
@@ -277,17 +287,18 @@ def dvc_diff(root: Path, kind: str, rev: str, show_all: bool, only: str | None =
 
 
 def load_inputs(root: Path, baseline_rev: str, images: str, run_url: str | None, compare: bool = True) -> Inputs:
+    """Read everything the sections need from the repository at ``root``."""
     ctx = gates_module.Context(params={}, root=root, baseline=None, baseline_source=baseline_rev)
     params = yaml.safe_load((root / "params.yaml").read_text()) or {}
     inputs = Inputs(params=params, baseline_rev=baseline_rev, images=images, run_url=run_url)
-    for attr, relative in (
-        ("validation", gates_module.VALIDATION_FILE),
-        ("metrics", gates_module.METRICS_FILE),
-        ("gates", gates_module.GATES_FILE),
-        ("fairness", gates_module.FAIRNESS_FILE),
+    for attr, relative, model in (
+        ("validation", gates_module.VALIDATION_FILE, ValidationReport),
+        ("metrics", gates_module.METRICS_FILE, None),
+        ("gates", gates_module.GATES_FILE, None),
+        ("fairness", gates_module.FAIRNESS_FILE, FairnessReport),
     ):
         try:
-            setattr(inputs, attr, ctx.read_json(relative))
+            setattr(inputs, attr, ctx.read_json(relative) if model is None else ctx.read_report(relative, model))
         except ValueError as err:
             inputs.diff_errors.append(str(err))
     plots = root / PLOTS_DIR
@@ -302,7 +313,7 @@ def load_inputs(root: Path, baseline_rev: str, images: str, run_url: str | None,
             gates_module.VALIDATION_FILE,
             gates_module.METRICS_FILE,
             gates_module.FAIRNESS_FILE,
-            *(f"reports/{p}" for p in inputs.plots),
+            *(f"{config.REPORTS.as_posix()}/{p}" for p in inputs.plots),
         ]
         inputs.stale_files = frozenset(f for f in candidates if not fresh(f))
         # Metrics are compared only when this run produced them; otherwise the diff
@@ -310,7 +321,7 @@ def load_inputs(root: Path, baseline_rev: str, images: str, run_url: str | None,
         if (
             gates_module.METRICS_FILE not in inputs.stale_files
             and inputs.validation is not None
-            and inputs.validation.get("success") is True
+            and inputs.validation.success is True
         ):
             try:
                 # the model's metrics; other DVC metrics files (fairness) have their own section
@@ -325,6 +336,7 @@ def load_inputs(root: Path, baseline_rev: str, images: str, run_url: str | None,
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``make report``: write reports/report.md (always exits 0: the gates decide)."""
     parser = argparse.ArgumentParser(prog="report", description=__doc__.split("\n")[0])
     parser.add_argument("--baseline-rev", default="main", help="git revision to compare with (default: main)")
     parser.add_argument(

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from .config import UserError
+from .config import ROW_KEY
+from .errors import UserError
 
 ROLES = ("id", "pii", "protected", "feature", "target", "timestamp")
 DTYPES = ("string", "int", "float", "category", "datetime")
@@ -43,6 +44,8 @@ class ContractError(UserError, ValueError):
 
 @dataclass(frozen=True)
 class Column:
+    """One column of the contract: role, dtype, bounds, categories and reason text."""
+
     name: str
     role: str
     dtype: str
@@ -60,15 +63,19 @@ class Column:
 
     @property
     def is_numeric(self) -> bool:
+        """Whether the column holds numbers (int or float)."""
         return self.dtype in ("int", "float")
 
     @property
     def monotonic_cst(self) -> int:
+        """Monotone constraint for scikit-learn: 1 increasing, -1 decreasing, 0 none."""
         return {"increasing": 1, "decreasing": -1}.get(self.monotone, 0)
 
 
 @dataclass(frozen=True)
 class Contract:
+    """The data contract: every column and what is derived from it."""
+
     name: str
     version: int
     description: str
@@ -89,32 +96,40 @@ class Contract:
 
     @property
     def column_names(self) -> list[str]:
+        """Every declared column, in contract order."""
         return [c.name for c in self.columns]
 
     def names(self, role: str) -> list[str]:
+        """The columns with ``role``."""
         return [c.name for c in self.columns if c.role == role]
 
     def categories(self, name: str) -> list[Any]:
+        """The declared categories of column ``name`` (empty if none)."""
         return list(self[name].categories or ())
 
     @property
     def features(self) -> list[str]:
+        """The model's input columns."""
         return self.names("feature")
 
     @property
     def numeric_features(self) -> list[str]:
+        """Features with an int or float dtype."""
         return [c.name for c in self.columns if c.role == "feature" and c.is_numeric]
 
     @property
     def categorical_features(self) -> list[str]:
+        """Features with dtype category."""
         return [c.name for c in self.columns if c.role == "feature" and c.dtype == "category"]
 
     @property
     def pii(self) -> list[str]:
+        """Columns holding personal data (pseudonymised by prepare, never features)."""
         return self.names("pii")
 
     @property
     def protected(self) -> list[str]:
+        """Protected attributes (kept apart, used only to measure fairness)."""
         return self.names("protected")
 
     @property
@@ -124,19 +139,28 @@ class Contract:
 
     @property
     def target(self) -> str:
+        """The target column."""
         return self.names("target")[0]
 
     @property
     def positive_label(self) -> Any:
+        """The target value that counts as the positive class (default, fraud)."""
         return self[self.target].positive
 
     @property
     def id_column(self) -> str | None:
+        """The id column, if the contract declares one."""
         ids = self.names("id")
         return ids[0] if ids else None
 
     @property
+    def row_key(self) -> str:
+        """The column that keys rows across prepared files: the id column, or one ``prepare`` adds."""
+        return self.id_column or ROW_KEY
+
+    @property
     def timestamp(self) -> str | None:
+        """The timestamp column, if the contract declares one."""
         ts = self.names("timestamp")
         return ts[0] if ts else None
 
@@ -145,6 +169,7 @@ class Contract:
         return self.numeric_features + self.categorical_features
 
     def monotonic_cst(self) -> list[int]:
+        """Monotone constraints in model input order."""
         return [self[name].monotonic_cst for name in self.model_input_order()]
 
     # --- data ---------------------------------------------------------------------------
@@ -172,6 +197,7 @@ class Contract:
         return out
 
     def reason_catalogue(self) -> list[dict[str, str]]:
+        """Every feature's reason code and consumer-facing text."""
         return [
             {"feature": c.name, "code": c.reason_code or "", "text": c.reason or ""} for c in self.columns if c.role == "feature"
         ]
@@ -253,6 +279,7 @@ def _column(path: str, index: int, raw: Any) -> Column:
 
 
 def load_contract(path: str | Path = "contract.yaml") -> Contract:
+    """Read and check ``contract.yaml``; a problem is one :class:`ContractError` naming the column."""
     path = str(path)
     try:
         with open(path, encoding="utf-8") as fh:

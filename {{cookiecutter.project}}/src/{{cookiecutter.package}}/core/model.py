@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -14,6 +13,8 @@ from sklearn.preprocessing import OrdinalEncoder
 
 from . import config
 from .contract import Contract
+from .errors import StageOrderError, UserError
+from .params import Params
 
 # skops refuses to load anything it does not know to be safe; these are the only extra
 # types this model is made of. Anything else in a model file is refused (fail closed).
@@ -25,8 +26,8 @@ TRUSTED_TYPES = [
 ]
 
 
-class UntrustedModelError(config.UserError, RuntimeError):
-    pass
+class UntrustedModelError(UserError, RuntimeError):
+    """The model file holds types that are not on the allowlist."""
 
 
 def model_frame(df: pd.DataFrame, contract: Contract) -> pd.DataFrame:
@@ -39,18 +40,12 @@ def model_frame(df: pd.DataFrame, contract: Contract) -> pd.DataFrame:
 
 
 def target_vector(df: pd.DataFrame, contract: Contract) -> np.ndarray:
+    """1 where the target equals the contract's ``positive`` label, whatever the target's dtype."""
     return (df[contract.target] == contract.positive_label).astype(int).to_numpy()
 
 
-def _positive(params: dict[str, Any], dotted: str, kind, minimum: float | None = None):
-    value = config.param(params, dotted, kind)
-    if (minimum is None and value <= 0) or (minimum is not None and value < minimum):
-        bound = "greater than 0" if minimum is None else f"at least {minimum}"
-        raise config.ParamsError(f"params.yaml: '{dotted}' must be {bound}, got {value!r}")
-    return value
-
-
-def build_pipeline(contract: Contract, params: dict[str, Any]) -> Pipeline:
+def build_pipeline(contract: Contract, params: Params) -> Pipeline:
+    """The unfitted pipeline: contract-driven feature encoding, then the boosted classifier."""
     numeric = contract.numeric_features
     categorical = contract.categorical_features
     encoder = OrdinalEncoder(
@@ -64,27 +59,25 @@ def build_pipeline(contract: Contract, params: dict[str, Any]) -> Pipeline:
         [("numeric", "passthrough", numeric), ("categorical", encoder, categorical)],
         verbose_feature_names_out=False,
     )
-    m = config.param(params, "model", dict)
-    interaction = m.get("interaction_cst")
-    if interaction not in (None, "no_interactions"):
-        raise config.ParamsError(f"params.yaml: 'model.interaction_cst' must be no_interactions or null, got {interaction!r}")
+    m = params.model
     classifier = HistGradientBoostingClassifier(
-        learning_rate=_positive(params, "model.learning_rate", (int, float)),
-        max_iter=_positive(params, "model.max_iter", int),
-        max_leaf_nodes=_positive(params, "model.max_leaf_nodes", int, minimum=2),
-        min_samples_leaf=_positive(params, "model.min_samples_leaf", int),
-        l2_regularization=_positive(params, "model.l2_regularization", (int, float), minimum=0),
-        class_weight=m.get("class_weight"),
+        learning_rate=m.learning_rate,
+        max_iter=m.max_iter,
+        max_leaf_nodes=m.max_leaf_nodes,
+        min_samples_leaf=m.min_samples_leaf,
+        l2_regularization=m.l2_regularization,
+        class_weight=m.class_weight,
         categorical_features=[False] * len(numeric) + [True] * len(categorical),
-        monotonic_cst=contract.monotonic_cst() if m.get("monotone", True) else None,
-        interaction_cst=interaction,
+        monotonic_cst=contract.monotonic_cst() if m.monotone else None,
+        interaction_cst=m.interaction_cst,
         early_stopping=False,
-        random_state=config.param(params, "seed", int),
+        random_state=params.seed,
     )
     return Pipeline([("features", features), ("classifier", classifier)])
 
 
 def save(pipeline: Pipeline, path: Path = config.MODEL) -> None:
+    """Write the pipeline with skops, atomically."""
     import skops.io as sio
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -94,8 +87,11 @@ def save(pipeline: Pipeline, path: Path = config.MODEL) -> None:
 
 
 def load(path: Path = config.MODEL) -> Pipeline:
+    """Load a skops model file, refusing any type not on the allowlist."""
     import skops.io as sio
 
+    if not Path(path).exists():
+        raise StageOrderError(f"{path} not found: run the train stage first (dvc repro)")
     untrusted = sio.get_untrusted_types(file=path)
     unexpected = sorted(set(untrusted) - set(TRUSTED_TYPES))
     if unexpected:

@@ -41,6 +41,8 @@ class NotAdditiveError(ValueError):
 
 @dataclass(frozen=True)
 class Explainer:
+    """What reason codes of one fitted pipeline are computed from."""
+
     features: tuple[str, ...]  # model input order
     best: dict[str, Any]  # best attainable value per feature
     base_score: float  # raw score (log-odds) of the best-value profile
@@ -51,10 +53,12 @@ _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def classifier(pipeline: Pipeline):
+    """The pipeline's final estimator."""
     return pipeline.steps[-1][1]
 
 
 def check_additive(pipeline: Pipeline) -> None:
+    """Raise :class:`NotAdditiveError` unless the model has no feature interactions."""
     clf = classifier(pipeline)
     if getattr(clf, "interaction_cst", None) != "no_interactions":
         raise NotAdditiveError(
@@ -139,6 +143,7 @@ def reason_codes(pipeline: Pipeline, contract: Contract, records: pd.DataFrame, 
 
 
 def codes_from_contributions(contrib: pd.DataFrame, exp: Explainer, top_n: int = TOP_N) -> list[list[dict[str, Any]]]:
+    """Up to ``top_n`` adverse reasons per row of a contributions table, most adverse first."""
     out = []
     for _, row in contrib.iterrows():
         ranked = row[row > MIN_ADVERSE].sort_values(ascending=False, kind="stable").head(top_n)

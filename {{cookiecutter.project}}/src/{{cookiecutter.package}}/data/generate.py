@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
-import sys
+import logging
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..core import config
-from . import synthetic
 from ..core.contract import Contract, load_contract
+from ..core.params import load_params
+from ..core.stage import LOGGER, entry_point
+from . import synthetic
+
+log = logging.getLogger(LOGGER)
 
 
-def generate(contract: Contract, n_rows: int, seed: int):
-    if n_rows < 100:
-        raise config.ParamsError(f"params.yaml: 'generate.n_rows' must be at least 100, got {n_rows}")
+def generate(contract: Contract, n_rows: int, seed: int) -> pd.DataFrame:
+    """``n_rows`` synthetic records with the use case's signal, PII and protected columns."""
     return synthetic.generate(contract, n_rows=n_rows, seed=seed)
 
 
-def write_synthetic(df, path=config.SYNTHETIC_DATA) -> None:
+def write_synthetic(df: pd.DataFrame, path=config.SYNTHETIC_DATA) -> None:
     """Parquet with a marker saying the data is synthetic (prepare's dev key needs it)."""
     table = pa.Table.from_pandas(df, preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), config.SYNTHETIC_MARKER: b"true"})
@@ -29,17 +33,15 @@ def write_synthetic(df, path=config.SYNTHETIC_DATA) -> None:
 
 
 def main() -> int:
-    log = config.setup_logging()
-    params = config.load_params()
-    contract = load_contract(config.param(params, "data.contract", str))
-    df = generate(contract, config.param(params, "generate.n_rows", int), config.param(params, "seed", int))
+    """Write ``data/raw/synthetic.parquet``."""
+    params = load_params()
+    contract = load_contract(params.data.contract)
+    df = generate(contract, params.generate.n_rows, params.seed)
     write_synthetic(df)
-    target = contract.target
-    log.info(
-        "wrote %s: %d rows, positive rate %.4f", config.SYNTHETIC_DATA, len(df), (df[target] == contract.positive_label).mean()
-    )
+    rate = (df[contract.target] == contract.positive_label).mean()
+    log.info("wrote %s: %d rows, positive rate %.4f", config.SYNTHETIC_DATA, len(df), rate)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(config.run_stage(main))
+    entry_point(main)

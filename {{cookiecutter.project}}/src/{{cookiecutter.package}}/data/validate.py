@@ -7,15 +7,20 @@ always writes ``reports/validation.json`` and GX Data Docs (HTML) a person can o
 
 from __future__ import annotations
 
+import logging
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from ..core import config
-from ..core.contract import Contract, ContractError, load_contract
+from ..core.contract import Contract, load_contract
+from ..core.params import Params, load_params
+from ..core.reports import ExpectationFailure, ValidationReport
+from ..core.stage import LOGGER, entry_point
+
+log = logging.getLogger(LOGGER)
 
 NUMERIC_TYPES = [
     "int8",
@@ -38,14 +43,14 @@ NUMERIC_TYPES = [
 DATETIME_TYPES = ["datetime64[ns]", "datetime64[us]", "datetime64[ms]", "datetime64[s]"]
 
 
-def build_suite(contract: Contract, params: dict[str, Any], columns: list[str] | None = None):
+def build_suite(contract: Contract, params: Params, columns: list[str] | None = None):
     """The expectation suite for ``contract``; ``columns`` limits it to those present in a file."""
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
-    min_rows = config.param(params, "validate.min_rows", int)
-    max_null = config.param(params, "validate.max_null_fraction", (int, float))
-    rate_lo, rate_hi = config.param(params, "validate.target_rate", list)
+    settings = params.validate_
+    min_rows, max_null = settings.min_rows, settings.max_null_fraction
+    rate_lo, rate_hi = settings.target_rate
     suite = gx.ExpectationSuite(name=f"{contract.name}_v{contract.version}")
     add = suite.add_expectation
     add(gxe.ExpectTableRowCountToBeBetween(min_value=min_rows))
@@ -72,8 +77,20 @@ def build_suite(contract: Contract, params: dict[str, Any], columns: list[str] |
         if col.unique:
             add(gxe.ExpectColumnValuesToBeUnique(column=name))
         if col.role == "target":
-            # Rate of the positive class: a guard against broken or leaked labels.
-            add(gxe.ExpectColumnMeanToBeBetween(column=name, min_value=rate_lo, max_value=rate_hi))
+            # Rate of the positive class, whatever the target's dtype (a mean of "bad"/"good" is
+            # undefined): at least rate_lo of the labels are `positive`, at most rate_hi.
+            # A guard against broken or leaked labels.
+            positive = [col.positive]
+            add(
+                gxe.ExpectColumnValuesToBeInSet(
+                    column=name, value_set=positive, mostly=rate_lo, description=f"positive-class rate >= {rate_lo}"
+                )
+            )
+            add(
+                gxe.ExpectColumnValuesToNotBeInSet(
+                    column=name, value_set=positive, mostly=round(1.0 - rate_hi, 6), description=f"positive-class rate <= {rate_hi}"
+                )
+            )
     return suite
 
 
@@ -87,7 +104,7 @@ def _normalise(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _describe(result) -> dict[str, Any]:
+def _describe(result) -> ExpectationFailure:
     cfg = result.expectation_config
     kwargs = {k: v for k, v in cfg.kwargs.items() if k not in ("batch_id", "column")}
     res = result.result or {}
@@ -101,23 +118,52 @@ def _describe(result) -> dict[str, Any]:
         (v.get("exception_message") for v in exc.values() if isinstance(v, dict) and v.get("exception_message")), None
     )
     examples = [None if v != v else v for v in (res.get("partial_unexpected_list") or [])[:5]]
-    return {
-        "column": cfg.kwargs.get("column", "<table>"),
-        "expectation": cfg.type,
-        "kwargs": {k: (list(v) if isinstance(v, (list, tuple, set)) else v) for k, v in kwargs.items()},
-        "unexpected_count": res.get("unexpected_count"),
-        "element_count": res.get("element_count"),
-        "observed_value": res.get("observed_value"),
-        "examples": examples,
-        "error": message if raised else None,
-    }
+    return ExpectationFailure(
+        column=cfg.kwargs.get("column", "<table>"),
+        expectation=cfg.type,
+        kwargs={k: (list(v) if isinstance(v, (list, tuple, set)) else v) for k, v in kwargs.items()},
+        unexpected_count=res.get("unexpected_count"),
+        element_count=res.get("element_count"),
+        observed_value=res.get("observed_value"),
+        examples=examples,
+        error=message if raised else None,
+    )
 
 
-def run_validation(df: pd.DataFrame, contract: Contract, params: dict[str, Any], docs_dir: Path | None = None) -> dict[str, Any]:
+def non_numeric(df: pd.DataFrame, contract: Contract) -> list[ExpectationFailure]:
+    """Numeric columns holding text: named here, because GX only says its checks could not run."""
+    found = []
+    for col in contract.columns:
+        if col.name not in df.columns or not (col.is_numeric or (col.categories and _numeric_categories(col.categories))):
+            continue
+        s = df[col.name]
+        if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+            continue
+        bad = s.notna() & pd.to_numeric(s, errors="coerce").isna()
+        if bad.any():
+            found.append(
+                ExpectationFailure(
+                    column=col.name,
+                    expectation="values_are_numeric",
+                    kwargs={"dtype": col.dtype},
+                    unexpected_count=int(bad.sum()),
+                    element_count=int(len(s)),
+                    examples=[str(v) for v in s[bad].head(5)],
+                )
+            )
+    return found
+
+
+def _numeric_categories(categories) -> bool:
+    return all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in categories)
+
+
+def run_validation(df: pd.DataFrame, contract: Contract, params: Params, docs_dir: Path | None = None) -> ValidationReport:
     """Validate ``df`` and return a summary: success flag and one entry per failed expectation."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)  # no set-up chatter at INFO
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     if docs_dir is not None:
@@ -140,38 +186,51 @@ def run_validation(df: pd.DataFrame, contract: Contract, params: dict[str, Any],
     )
     outcome = checkpoint.run(batch_parameters={"dataframe": _normalise(df)})
     results = [r for run in outcome.run_results.values() for r in run.results]
-    failures = [_describe(r) for r in results if not r.success]
-    return {
-        "success": bool(outcome.success) and not failures,
-        "contract": f"{contract.name} v{contract.version}",
-        "rows": int(len(df)),
-        "expectations": len(results),
-        "failed": len(failures),
-        "failures": failures,
-    }
-
-
-def format_report(summary: dict[str, Any]) -> str:
-    head = "PASSED" if summary["success"] else "FAILED"
-    lines = [
-        f"Data validation {head}: {summary['rows']} rows, {summary['expectations']} expectations, "
-        f"{summary['failed']} failed (contract {summary['contract']})"
+    text_in_numbers = non_numeric(df, contract)
+    # Where a numeric column holds text, its range checks cannot run ("could not be evaluated"):
+    # report the cause (which values are not numbers) instead of that symptom.
+    texty = {f.column for f in text_in_numbers}
+    failures = text_in_numbers + [
+        f for f in (_describe(r) for r in results if not r.success) if not (f.column in texty and f.error)
     ]
-    for f in summary["failures"]:
-        if f["error"]:
-            what = f"could not be evaluated: {f['error']}"
-        elif f["unexpected_count"] is not None:
-            what = f"{f['unexpected_count']} of {f['element_count']} rows unexpected"
-            if f["examples"]:
-                what += f" (e.g. {', '.join(map(repr, f['examples'][:3]))})"
+    return ValidationReport(
+        success=bool(outcome.success) and not failures,
+        contract=f"{contract.name} v{contract.version}",
+        rows=int(len(df)),
+        expectations=len(results),
+        failed=len(failures),
+        failures=failures,
+    )
+
+
+def format_report(summary: ValidationReport) -> str:
+    """The validation result as lines a person reads: one per failure, naming column and rule."""
+    head = "PASSED" if summary.success else "FAILED"
+    lines = [
+        f"Data validation {head}: {summary.rows} rows, {summary.expectations} expectations, "
+        f"{summary.failed} failed (contract {summary.contract})"
+    ]
+    for f in summary.failures:
+        examples = f" (e.g. {', '.join(map(repr, f.examples[:3]))})" if f.examples else ""
+        if f.expectation == "values_are_numeric":
+            lines.append(
+                f"  - column {f.column!r}: {f.unexpected_count} of {f.element_count} values are not numeric{examples}; "
+                f"the contract declares dtype {f.kwargs.get('dtype')!r}"
+            )
+            continue
+        if f.error:
+            what = f"could not be evaluated: {f.error}"
+        elif f.unexpected_count is not None:
+            what = f"{f.unexpected_count} of {f.element_count} rows unexpected{examples}"
         else:
-            what = f"observed {f['observed_value']!r}"
-        args = ", ".join(f"{k}={v!r}" for k, v in f["kwargs"].items() if k not in ("result_format",))
-        lines.append(f"  - column {f['column']!r}: {f['expectation']}({args}) {what}")
+            what = f"observed {f.observed_value!r}"
+        args = ", ".join(f"{k}={v!r}" for k, v in f.kwargs.items() if k not in ("result_format",))
+        lines.append(f"  - column {f.column!r}: {f.expectation}({args}) {what}")
     return "\n".join(lines)
 
 
 def load_prepared() -> pd.DataFrame:
+    """Train and test rows with their protected attributes joined back, as the suite checks them."""
     frames = [pd.read_parquet(config.TRAIN), pd.read_parquet(config.TEST)]
     df = pd.concat(frames, ignore_index=True)
     protected = pd.read_parquet(config.PROTECTED)
@@ -182,26 +241,21 @@ def load_prepared() -> pd.DataFrame:
 
 
 def main() -> int:
-    log = config.setup_logging()
-    try:
-        params = config.load_params()
-        contract = load_contract(config.param(params, "data.contract", str))
-        df = load_prepared()
-        if config.DATA_DOCS.exists():
-            shutil.rmtree(config.DATA_DOCS)
-        summary = run_validation(df, contract, params, docs_dir=config.DATA_DOCS)
-    except (ContractError, config.ParamsError) as exc:
-        log.error("%s", exc)
-        return 1
-    config.write_json(config.VALIDATION, summary)
-    report = format_report(summary)
-    print(report)
+    """Validate the prepared data; exit 1 (stopping ``dvc repro``) when any expectation fails."""
+    params = load_params()
+    contract = load_contract(params.data.contract)
+    df = load_prepared()
+    if config.DATA_DOCS.exists():
+        shutil.rmtree(config.DATA_DOCS)
+    summary = run_validation(df, contract, params, docs_dir=config.DATA_DOCS)
+    summary.write(config.VALIDATION)
+    print(format_report(summary))
     print(f"Data Docs: {config.DATA_DOCS / 'index.html'}")
-    if not summary["success"]:
+    if not summary.success:
         log.error("validation failed: the pipeline stops here; see %s", config.VALIDATION)
         return 1
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(config.run_stage(main))
+    entry_point(main)

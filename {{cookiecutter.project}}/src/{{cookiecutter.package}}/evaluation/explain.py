@@ -10,47 +10,50 @@ principal reason for a decline.
 
 from __future__ import annotations
 
-import json
-import sys
+import logging
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ..core import config, model, reasons
+from ..core import config, model, reasons, use_case
 from ..core.contract import Contract, load_contract
+from ..core.params import load_params
+from ..core.reports import ExplainReport, ModelMeta
+from ..core.stage import LOGGER, entry_point, progress
+from ..training import tracking
+from .plots import figure
 
-EXPLAIN = config.REPORTS / "explain.json"
-IMPORTANCE_PLOT = config.PLOTS / "permutation_importance.png"
-SCORING = {"credit_scoring": "roc_auc", "fraud_detection": "average_precision"}
+log = logging.getLogger(LOGGER)
 # Contributions plus the base score must give back the raw score to this tolerance (log-odds).
 ADDITIVITY_TOLERANCE = 1e-6
 
 
 def permutation_importance(
-    pipeline, test: pd.DataFrame, contract: Contract, use_case: str, n_repeats: int, seed: int
+    pipeline, test: pd.DataFrame, contract: Contract, scoring: str, n_repeats: int, seed: int
 ) -> dict[str, Any]:
+    """scikit-learn's permutation importance on the held-out rows, one seeded repeat at a time (for progress)."""
     from sklearn.inspection import permutation_importance as sk_permutation_importance
 
     X, y = model.model_frame(test, contract), model.target_vector(test, contract)
-    result = sk_permutation_importance(pipeline, X, y, scoring=SCORING[use_case], n_repeats=n_repeats, random_state=seed)
-    order = np.argsort(-result.importances_mean, kind="stable")
+    drops = np.column_stack(
+        [
+            sk_permutation_importance(pipeline, X, y, scoring=scoring, n_repeats=1, random_state=seed + r).importances[:, 0]
+            for r in progress(range(n_repeats), n_repeats, "explain: permutation repeats")
+        ]
+    )
+    mean, std = drops.mean(axis=1), drops.std(axis=1)
+    order = np.argsort(-mean, kind="stable")
     return {
-        "scoring": SCORING[use_case],
+        "scoring": scoring,
         "n_repeats": n_repeats,
         "rows": int(len(X)),
-        "features": [
-            {
-                "feature": X.columns[i],
-                "mean": round(float(result.importances_mean[i]), 6),
-                "std": round(float(result.importances_std[i]), 6),
-            }
-            for i in order
-        ],
+        "features": [{"feature": X.columns[i], "mean": round(float(mean[i]), 6), "std": round(float(std[i]), 6)} for i in order],
     }
 
 
-def reason_code_summary(pipeline, test: pd.DataFrame, contract: Contract, use_case: str, threshold: float) -> dict[str, Any]:
+def reason_code_summary(pipeline, test: pd.DataFrame, contract: Contract, threshold: float) -> dict[str, Any]:
+    """Exactness check and principal-reason counts of the held-out declines (additive models only)."""
     try:
         reasons.check_additive(pipeline)
     except reasons.NotAdditiveError as exc:
@@ -75,27 +78,20 @@ def reason_code_summary(pipeline, test: pd.DataFrame, contract: Contract, use_ca
     }
 
 
-def plot_importance(importance: dict[str, Any], path=IMPORTANCE_PLOT) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot_importance(importance: dict[str, Any], path=config.IMPORTANCE_PLOT) -> None:
+    """Horizontal bars of the mean drop, with the spread over repeats."""
     feats = importance["features"][::-1]
-    fig, ax = plt.subplots(figsize=(6, 0.35 * len(feats) + 1.2))
-    ax.barh([f["feature"] for f in feats], [f["mean"] for f in feats], xerr=[f["std"] for f in feats], color="#4c72b0")
-    ax.axvline(0, color="grey", lw=0.8)
-    ax.set(
-        xlabel=f"Drop in {importance['scoring']} when shuffled (held-out, {importance['n_repeats']} repeats)",
-        title="Permutation importance",
-    )
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90, metadata={"Software": None})
-    plt.close(fig)
+    with figure(path, size=(6, 0.35 * len(feats) + 1.2)) as ax:
+        ax.barh([f["feature"] for f in feats], [f["mean"] for f in feats], xerr=[f["std"] for f in feats], color="#4c72b0")
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.set(
+            xlabel=f"Drop in {importance['scoring']} when shuffled (held-out, {importance['n_repeats']} repeats)",
+            title="Permutation importance",
+        )
 
 
 def mlflow_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The report's numbers as MLflow metrics (the model card reads them back)."""
     out = {f"importance.{f['feature']}": f["mean"] for f in result["permutation_importance"]["features"]}
     rc = result["reason_codes"]
     if rc["available"]:
@@ -106,32 +102,29 @@ def mlflow_metrics(result: dict[str, Any]) -> dict[str, float]:
 
 
 def main() -> int:
-    log = config.setup_logging()
-    params = config.load_params()
-    contract = load_contract(config.param(params, "data.contract", str))
-    meta = json.loads(config.MODEL_META.read_text(encoding="utf-8"))
+    """Write ``reports/explain.json`` and the importance plot; fail if reason codes are not exact."""
+    params = load_params()
+    contract = load_contract(params.data.contract)
+    meta = ModelMeta.read(config.MODEL_META)
     pipeline = model.load(config.MODEL)
     test = pd.read_parquet(config.TEST)
-    use_case, seed = params["use_case"], config.param(params, "seed", int)
-    n_repeats = config.param(params, "explain.n_repeats", int)
-    result = {
-        "permutation_importance": permutation_importance(pipeline, test, contract, use_case, n_repeats, seed),
-        "reason_codes": reason_code_summary(pipeline, test, contract, use_case, float(meta["threshold"])),
-    }
-    config.write_json(EXPLAIN, result)
+    scoring = use_case.load().explain_scoring
+    report = ExplainReport(
+        permutation_importance=permutation_importance(pipeline, test, contract, scoring, params.explain.n_repeats, params.seed),
+        reason_codes=reason_code_summary(pipeline, test, contract, meta.threshold),
+    )
+    report.write(config.EXPLAIN)
+    result = report.model_dump()
     plot_importance(result["permutation_importance"])
 
     import mlflow
 
-    mlflow.set_tracking_uri(meta["tracking_uri"])
-    with mlflow.start_run(run_id=meta["run_id"]):
+    with tracking.resume_run(meta):
         mlflow.log_metrics(mlflow_metrics(result))
-        mlflow.log_artifact(str(IMPORTANCE_PLOT), artifact_path="plots")
-        mlflow.log_artifact(str(EXPLAIN))
+        mlflow.log_artifact(str(config.IMPORTANCE_PLOT), artifact_path="plots")
+        mlflow.log_artifact(str(config.EXPLAIN))
     top = result["permutation_importance"]["features"][0]
-    log.info(
-        "most important feature: %s (%s drop %.4f)", top["feature"], result["permutation_importance"]["scoring"], top["mean"]
-    )
+    log.info("most important feature: %s (%s drop %.4f)", top["feature"], scoring, top["mean"])
     rc = result["reason_codes"]
     if rc["available"]:
         if rc["max_additivity_error"] > ADDITIVITY_TOLERANCE:
@@ -147,4 +140,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry_point(main)

@@ -23,18 +23,17 @@ from typing import Any
 import yaml
 
 from ..core import config
+from ..core.config import DVC_LOCK, PYPROJECT, UV_LOCK
+from ..core.errors import StageOrderError
+from ..core.params import Params
+from ..core.reports import ModelMeta
 from ..training import tracking
-
-DVC_LOCK = Path("dvc.lock")
-PYPROJECT = Path("pyproject.toml")
-UV_LOCK = Path("uv.lock")
-LINEAGE = config.REPORTS / "lineage.json"
 
 # The files a reviewer traces a decision to: the data in, the prepared data, the model.
 TRACED_FILES = (config.TRAIN, config.TEST, config.PROTECTED, config.MODEL)
 
 
-class LineageError(RuntimeError):
+class LineageError(StageOrderError):
     """The workspace and dvc.lock disagree, so no truthful lineage can be written."""
 
 
@@ -97,23 +96,25 @@ def package_versions(pyproject: Path = PYPROJECT) -> dict[str, str]:
     return versions
 
 
-def build(params: dict[str, Any], meta: dict[str, Any], run_tags: dict[str, str]) -> dict[str, Any]:
+def build(params: Params, meta: ModelMeta, run_tags: dict[str, str]) -> dict[str, Any]:
+    """The lineage record of the run ``meta`` names."""
     lock = read_dvc_lock()
     return {
-        "mlflow": {"run_id": meta["run_id"], "tracking_uri": meta["tracking_uri"]},
+        "mlflow": {"run_id": meta.run_id, "tracking_uri": meta.tracking_uri},
         "git": {
             "sha": run_tags.get("git_sha", "unknown"),
             "dirty": run_tags.get("git_dirty", "unknown"),
             "note": "state of the working tree when the model was trained (train stage)",
         },
-        "files": traced_files(config.param(params, "data.path", str), lock),
+        "files": traced_files(params.data.path, lock),
         "dvc_lock": lock,
-        "params": params,
+        "params": params.as_dict(),
         "packages": packages_record(),
     }
 
 
 def packages_record() -> dict[str, Any]:
+    """Python, package versions, the uv.lock hash and the platform."""
     return {
         "versions": package_versions(),
         "uv_lock_md5": tracking.file_md5(UV_LOCK) if UV_LOCK.exists() else None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import subprocess
 from pathlib import Path
@@ -13,13 +14,34 @@ ARTIFACTS = Path("mlartifacts")
 
 
 def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI``, or the local sqlite store."""
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+class _NoPipVersionWarning(logging.Filter):
+    """Drops MLflow's "Failed to resolve installed pip version" warning, and only that one.
+
+    A uv environment has no pip; the logged model's requirements are pinned explicitly
+    (``model_requirements``), so the unpinned ``pip`` MLflow writes into conda.yaml changes nothing.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Failed to resolve installed pip version")
+
+
+def quiet_mlflow() -> None:
+    """MLflow speaks only when something is wrong (no table-creation or uv-detection chatter)."""
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    env_logger = logging.getLogger("mlflow.utils.environment")
+    if not any(isinstance(f, _NoPipVersionWarning) for f in env_logger.filters):
+        env_logger.addFilter(_NoPipVersionWarning())
 
 
 def experiment(name: str) -> str:
     """Set the tracking URI and experiment; returns the experiment id."""
     import mlflow
 
+    quiet_mlflow()
     mlflow.set_tracking_uri(tracking_uri())
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
@@ -41,6 +63,8 @@ def file_md5(path: str | Path) -> str:
 
 
 def git_state() -> dict[str, Any]:
+    """The commit and whether the working tree has uncommitted changes."""
+
     def run(*args: str) -> str:
         try:
             return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout.strip()
@@ -53,9 +77,26 @@ def git_state() -> dict[str, Any]:
 
 
 def flatten(prefix: str, value: Any) -> dict[str, Any]:
+    """Nested params as ``a.b.c`` keys (MLflow params are flat)."""
     if isinstance(value, dict):
         out: dict[str, Any] = {}
         for k, v in value.items():
             out.update(flatten(f"{prefix}.{k}" if prefix else str(k), v))
         return out
     return {prefix: value}
+
+
+def model_requirements() -> list[str]:
+    """Pinned requirements of the logged model: what loading it needs, at the versions that trained it."""
+    from importlib import metadata
+
+    return [f"{name}=={metadata.version(name)}" for name in ("scikit-learn", "skops", "numpy", "pandas", "scipy")]
+
+
+def resume_run(meta):
+    """The training run ``meta`` (``models/model_meta.json``) names, reopened to log more to it."""
+    import mlflow
+
+    quiet_mlflow()
+    mlflow.set_tracking_uri(meta.tracking_uri)
+    return mlflow.start_run(run_id=meta.run_id)

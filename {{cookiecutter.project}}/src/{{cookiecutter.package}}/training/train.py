@@ -2,32 +2,36 @@
 
 from __future__ import annotations
 
-import sys
+import logging
 import warnings
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ..core import config, model
+from ..core import config, model, use_case
 from ..core.contract import Contract, load_contract
+from ..core.errors import StageOrderError
 from ..core.metrics import expected_cost
+from ..core.params import Params, load_params
+from ..core.reports import ModelMeta, ValidationReport
+from ..core.stage import LOGGER, entry_point
 from . import tracking
 
+log = logging.getLogger(LOGGER)
 
-class ValidationNotPassedError(config.UserError, RuntimeError):
-    pass
+
+class ValidationNotPassedError(StageOrderError):
+    """The data this stage would train on has not passed validation."""
 
 
 def require_validation(path=config.VALIDATION) -> None:
     """Fail closed: train only on data whose validation report exists and passed."""
-    import json
-
     try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValidationNotPassedError(f"{path} not found: run the validate stage first") from None
-    if summary.get("success") is not True:
+        summary = ValidationReport.read(path)
+    except StageOrderError as exc:
+        raise ValidationNotPassedError(f"{exc}; run the validate stage first") from None
+    if summary.success is not True:
         raise ValidationNotPassedError(f"{path}: data validation did not pass; refusing to train")
 
 
@@ -40,96 +44,103 @@ def tune_threshold(y: np.ndarray, score: np.ndarray, cost_fn: float, cost_fp: fl
     return float(candidates[int(np.argmin(costs))])
 
 
-def decision_threshold(contract: Contract, params: dict[str, Any], train: pd.DataFrame) -> tuple[float, dict[str, Any]]:
-    decision = config.param(params, "decision", dict)
-    if decision.get("threshold") is not None:
-        t = float(decision["threshold"])
-        if not 0.0 < t < 1.0:
-            raise config.ParamsError(f"params.yaml: 'decision.threshold' must be in (0, 1), got {t}")
-        return t, {"threshold_source": "params"}
+def decision_threshold(contract: Contract, params: Params, train: pd.DataFrame) -> tuple[float, dict[str, Any]]:
+    """The threshold from params, or cost-tuned on the latest part of the training window."""
+    decision = params.decision
+    if decision.threshold is not None:
+        return decision.threshold, {"threshold_source": "params"}
     # Cost-tuned: fit on the earlier part of the training window, tune on the later part.
-    cut = int(len(train) * (1.0 - float(config.param(params, "decision.tuning_fraction", float))))
+    cut = int(len(train) * (1.0 - decision.tuning_fraction))
     early, late = train.iloc[:cut], train.iloc[cut:]
     probe = model.build_pipeline(contract, params)
     probe.fit(model.model_frame(early, contract), model.target_vector(early, contract))
     t = tune_threshold(
         model.target_vector(late, contract),
         model.scores(probe, late, contract),
-        float(decision["cost_false_negative"]),
-        float(decision["cost_false_positive"]),
+        decision.cost_false_negative,
+        decision.cost_false_positive,
     )
     return t, {"threshold_source": "cost_tuned", "tuning_rows": int(len(late))}
 
 
-def main() -> int:
-    log = config.setup_logging()
-    params = config.load_params()
-    contract = load_contract(config.param(params, "data.contract", str))
-    try:
-        require_validation()
-    except ValidationNotPassedError as exc:
-        log.error("%s", exc)
-        return 1
-    train = pd.read_parquet(config.TRAIN)
-    X, y = model.model_frame(train, contract), model.target_vector(train, contract)
-    threshold, threshold_info = decision_threshold(contract, params, train)
-    pipeline = model.build_pipeline(contract, params)
-    pipeline.fit(X, y)
-    model.save(pipeline)
+def as_doubles(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with every integer column as float64, for the schemas MLflow infers.
 
+    Any input may be missing at scoring time (the model handles NaN), and an integer column in
+    a schema would refuse a missing value; so the schemas declare doubles.
+    """
+    ints = [c for c in df.columns if pd.api.types.is_integer_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c])]
+    return df.astype(dict.fromkeys(ints, "float64"))
+
+
+def log_run(params: Params, contract: Contract, train: pd.DataFrame, pipeline, threshold: float) -> tuple[str, dict[str, str]]:
+    """Log params, data hashes, git state and the skops model to a new MLflow run."""
     import mlflow
     from mlflow.models import infer_signature
 
-    tracking.experiment(config.param(params, "mlflow.experiment", str))
+    tracking.experiment(params.mlflow.experiment)
     data_hashes = {"train_md5": tracking.file_md5(config.TRAIN), "test_md5": tracking.file_md5(config.TEST)}
+    X, y = model.model_frame(train, contract), model.target_vector(train, contract)
     with mlflow.start_run() as run:
-        mlflow.log_params({k: v for k, v in tracking.flatten("", params).items() if k.split(".")[0] != "mlflow"})
+        mlflow.log_params({k: v for k, v in tracking.flatten("", params.as_dict()).items() if k.split(".")[0] != "mlflow"})
         mlflow.log_params({f"data.{k}": v for k, v in data_hashes.items()})
         mlflow.set_tags(
             {
                 **{k: str(v) for k, v in tracking.git_state().items()},
-                "use_case": params["use_case"],
+                "use_case": use_case.load().name,
                 "contract": f"{contract.name} v{contract.version}",
             }
         )
-        mlflow.log_input(
-            mlflow.data.from_pandas(
-                train.drop(columns=contract.pii, errors="ignore").head(0),
+        with warnings.catch_warnings():
+            # MLflow registers its local-file dataset source twice (for "" and "file:") and warns
+            # that a path matches both; either one records the same path.
+            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways")
+            dataset = mlflow.data.from_pandas(
+                as_doubles(train.drop(columns=contract.pii, errors="ignore").head(0)),
                 source=str(config.TRAIN),
                 name="train",
                 digest=data_hashes["train_md5"][:8],
-            ),
-            context="training",
-        )
+            )
+        mlflow.log_input(dataset, context="training")
         mlflow.log_metric("decision_threshold", threshold)
         mlflow.log_metric("train_rows", len(train))
         mlflow.log_metric("train_positive_rate", float(y.mean()))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            mlflow.sklearn.log_model(
-                pipeline,
-                name="model",
-                serialization_format="skops",
-                skops_trusted_types=model.TRUSTED_TYPES,
-                signature=infer_signature(X.head(50), pipeline.predict_proba(X.head(50))[:, 1]),
-                pip_requirements=[
-                    f"scikit-learn=={__import__('sklearn').__version__}",
-                    f"skops=={__import__('skops').__version__}",
-                ],
-            )
-        run_id = run.info.run_id
-    meta = {
-        "run_id": run_id,
-        "tracking_uri": tracking.tracking_uri(),
-        "threshold": threshold,
+        sample = as_doubles(X.head(50))
+        mlflow.sklearn.log_model(
+            pipeline,
+            name="model",
+            serialization_format="skops",
+            skops_trusted_types=model.TRUSTED_TYPES,
+            signature=infer_signature(sample, pipeline.predict_proba(sample)[:, 1]),
+            # Explicit requirements: MLflow's inference asks pip, which a uv environment does not have.
+            pip_requirements=tracking.model_requirements(),
+        )
+        return run.info.run_id, data_hashes
+
+
+def main() -> int:
+    """Fit, save ``models/model.skops`` and ``models/model_meta.json``, and track the run."""
+    params = load_params()
+    contract = load_contract(params.data.contract)
+    require_validation()
+    train = pd.read_parquet(config.TRAIN)
+    threshold, threshold_info = decision_threshold(contract, params, train)
+    pipeline = model.build_pipeline(contract, params)
+    pipeline.fit(model.model_frame(train, contract), model.target_vector(train, contract))
+    model.save(pipeline)
+    run_id, data_hashes = log_run(params, contract, train, pipeline, threshold)
+    ModelMeta(
+        run_id=run_id,
+        tracking_uri=tracking.tracking_uri(),
+        threshold=threshold,
         **threshold_info,
-        "features": contract.model_input_order(),
-        "data": data_hashes,
-    }
-    config.write_json(config.MODEL_META, meta)
+        features=contract.model_input_order(),
+        data=data_hashes,
+        git_sha=tracking.git_state()["git_sha"],
+    ).write(config.MODEL_META)
     log.info("trained on %d rows; threshold %.4f; MLflow run %s", len(train), threshold, run_id)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(config.run_stage(main))
+    entry_point(main)

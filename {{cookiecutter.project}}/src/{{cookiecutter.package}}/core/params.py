@@ -1,0 +1,316 @@
+"""``params.yaml`` parsed once into a typed, checked object.
+
+Every stage reads its settings from :class:`Params`; a missing key, a wrong type or a value
+out of range fails at load time with one line naming the key, e.g.
+``params.yaml: 'model.learning_rate' must be greater than 0, got 0``. Unknown keys are refused
+too, so a typo cannot silently leave a default in force.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+from .config import PARAMS_FILE
+from .errors import ParamsError
+
+
+class _Section(BaseModel):
+    # strict: "5" is not an int and true is not a number; extra: a misspelt key is an error.
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+PositiveInt = Annotated[int, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class DataParams(_Section):
+    """``data``: the contract and the input file."""
+
+    contract: str = "contract.yaml"
+    path: str
+
+
+class GenerateParams(_Section):
+    """``generate``: the synthetic data set's size."""
+
+    n_rows: Annotated[int, Field(ge=100)]
+
+
+class PrepareParams(_Section):
+    """``prepare``: the erasure ledger."""
+
+    erasure_ledger: str
+
+
+class SplitParams(_Section):
+    """``split``: the held-out fraction."""
+
+    test_fraction: Annotated[float, Field(ge=0.05, le=0.5)]
+
+
+class ValidateParams(_Section):
+    """``validate``: the suite's table-level limits."""
+
+    min_rows: PositiveInt
+    max_null_fraction: Fraction
+    target_rate: list[Fraction]
+
+    @field_validator("target_rate")
+    @classmethod
+    def _range(cls, value: list[float]) -> list[float]:
+        if len(value) != 2 or value[0] > value[1]:
+            raise ValueError("must be [low, high] with low <= high")
+        return value
+
+
+class ModelParams(_Section):
+    """``model``: the HistGradientBoostingClassifier's settings."""
+
+    learning_rate: Annotated[float, Field(gt=0)]
+    max_iter: PositiveInt
+    max_leaf_nodes: Annotated[int, Field(ge=2)]
+    min_samples_leaf: PositiveInt
+    l2_regularization: Annotated[float, Field(ge=0)]
+    monotone: bool = True
+    interaction_cst: str | None = None
+    class_weight: str | None = None
+
+    @field_validator("interaction_cst")
+    @classmethod
+    def _interactions(cls, value: str | None) -> str | None:
+        if value not in (None, "no_interactions"):
+            raise ValueError("must be no_interactions or null")
+        return value
+
+    @field_validator("class_weight")
+    @classmethod
+    def _class_weight(cls, value: str | None) -> str | None:
+        if value not in (None, "balanced"):
+            raise ValueError("must be balanced or null")
+        return value
+
+
+class DecisionParams(_Section):
+    """``decision``: a fixed threshold, or the costs that tune one."""
+
+    threshold: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None
+    tuning_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None
+    cost_false_negative: Annotated[float, Field(gt=0)] | None = None
+    cost_false_positive: Annotated[float, Field(gt=0)] | None = None
+
+    @model_validator(mode="after")
+    def _tunable(self) -> DecisionParams:
+        if self.threshold is None:
+            missing = [k for k in ("tuning_fraction", "cost_false_negative", "cost_false_positive") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"threshold is null (cost-tuned), so {', '.join(missing)} must be set")
+        return self
+
+
+class EvaluateParams(_Section):
+    """``evaluate``: the minimum headline metric and fraud operating points."""
+
+    min_headline: Fraction
+    top_k_fraction: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+    max_fpr: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None
+
+
+class ExplainParams(_Section):
+    """``explain``: permutation repeats."""
+
+    n_repeats: PositiveInt
+
+
+FairnessMetric = Literal[
+    "demographic_parity_ratio",
+    "demographic_parity_difference",
+    "equalized_odds_difference",
+    "tpr_difference",
+    "fpr_difference",
+]
+
+
+class FairnessGate(_Section):
+    """One fairness gate: a between-group metric and its bound."""
+
+    metric: FairnessMetric
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> FairnessGate:
+        if (self.min is None) == (self.max is None):
+            raise ValueError("needs exactly one numeric bound, 'min' or 'max'")
+        return self
+
+    @property
+    def bound(self) -> Literal["min", "max"]:
+        """Which side the gate judges."""
+        return "min" if self.min is not None else "max"
+
+    @property
+    def threshold(self) -> float:
+        """The bound's value."""
+        return float(self.min if self.min is not None else self.max)
+
+
+class FairnessParams(_Section):
+    """``fairness``: group-size minimums, the bootstrap, the rule and the gates."""
+
+    min_group_size: PositiveInt
+    min_group_outcomes: PositiveInt
+    bootstrap: Annotated[int, Field(ge=0)]
+    confidence: Annotated[float, Field(ge=0.5, lt=1.0)]
+    rule: Literal["point", "significant"]
+    gates: list[FairnessGate]
+
+
+class MlflowParams(_Section):
+    """``mlflow``: the experiment name."""
+
+    experiment: str
+
+
+class GateMetricParams(_Section):
+    """``gates.metric``: direction and tolerance of the headline-metric gate."""
+
+    direction: Literal["higher", "lower"] = "higher"
+    tolerance: Annotated[float, Field(ge=0)] = 0.0
+
+
+class GatesParams(_Section):
+    """``gates``: what a change must meet to replace the champion."""
+
+    metric: GateMetricParams = GateMetricParams()
+    require_baseline: bool = True
+
+
+class Params(_Section):
+    """Every tunable of the pipeline (``params.yaml``), checked."""
+
+    seed: Annotated[int, Field(ge=0)]
+    data: DataParams
+    generate: GenerateParams
+    prepare: PrepareParams
+    split: SplitParams
+    validate_: ValidateParams = Field(alias="validate")
+    model: ModelParams
+    decision: DecisionParams
+    evaluate: EvaluateParams
+    explain: ExplainParams
+    fairness: FairnessParams
+    mlflow: MlflowParams
+    gates: GatesParams = GatesParams()
+    _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=())
+
+    @model_validator(mode="after")
+    def _use_case_settings(self) -> Params:
+        from . import use_case
+
+        if use_case.load().name == "fraud_detection" and None in (self.evaluate.top_k_fraction, self.evaluate.max_fpr):
+            raise ValueError("evaluate: fraud detection needs top_k_fraction and max_fpr")
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        """The parameters exactly as written in params.yaml (for lineage and MLflow)."""
+        return self._raw
+
+    def replace(self, **sections: dict[str, Any]) -> Params:
+        """A checked copy with some keys of some sections changed, e.g. ``replace(model={"max_iter": 5})``."""
+        raw = {k: dict(v) if isinstance(v, dict) else v for k, v in self._raw.items()}
+        for name, changes in sections.items():
+            raw[name] = {**raw.get(name, {}), **changes} if isinstance(changes, dict) else changes
+        return parse(raw)
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for part in loc:
+        if isinstance(part, int):
+            parts[-1] = f"{parts[-1]}[{part}]" if parts else f"[{part}]"
+        elif part in ("function-after", "function-before") or str(part).startswith(("function-", "constrained-")):
+            continue
+        else:
+            parts.append(str(part))
+    return ".".join(parts)
+
+
+_TYPES = {
+    "int_type": "must be int",
+    "int_from_float": "must be int",
+    "float_type": "must be int/float",
+    "bool_type": "must be true or false",
+    "string_type": "must be a string",
+    "list_type": "must be a list",
+    "model_type": "must be a mapping",
+    "dict_type": "must be a mapping",
+}
+
+
+def _message(error: dict[str, Any]) -> str:
+    kind, ctx = error["type"], error.get("ctx") or {}
+    where = _where(tuple(p for p in error["loc"] if p not in ("int", "float", "none", "str", "list[...]")))
+    if kind == "missing":
+        return f"params.yaml: missing '{where}'"
+    if kind == "extra_forbidden":
+        return f"params.yaml: unknown key '{where}' (misspelt? see the template's params.yaml)"
+    got = f", got {error.get('input')!r}"
+    if kind in _TYPES:
+        return f"params.yaml: '{where}' {_TYPES[kind]}{got}"
+    if kind == "greater_than":
+        return f"params.yaml: '{where}' must be greater than {ctx['gt']}{got}"
+    if kind == "greater_than_equal":
+        return f"params.yaml: '{where}' must be at least {ctx['ge']}{got}"
+    if kind == "less_than":
+        return f"params.yaml: '{where}' must be less than {ctx['lt']}{got}"
+    if kind == "less_than_equal":
+        return f"params.yaml: '{where}' must be at most {ctx['le']}{got}"
+    if kind == "literal_error":
+        return f"params.yaml: '{where}' must be {ctx.get('expected')}{got}"
+    if kind == "value_error":
+        return (
+            f"params.yaml: '{where}' {str(ctx.get('error', error['msg']))}{got}" if where else f"params.yaml: {ctx.get('error')}"
+        )
+    return f"params.yaml: '{where}': {error['msg']}{got}"
+
+
+def parse(raw: Any) -> Params:
+    """Check a params mapping; the first problem becomes one :class:`ParamsError` naming the key."""
+    if not isinstance(raw, dict):
+        raise ParamsError("params.yaml: expected a mapping at the top level")
+    try:
+        params = Params.model_validate(raw)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        # Report a union's most specific branch (e.g. 'must be greater than 0', not 'must be null').
+        best = next((e for e in errors if e["type"] not in ("none_required",)), errors[0])
+        raise ParamsError(_message(best)) from None
+    params._raw.update(raw)
+    return params
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    """Read and check ``params.yaml``."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: not found; run stages from the repository root") from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    return parse(raw)
+
+
+def parse_section(model: type[_Section], raw: Any, name: str) -> Any:
+    """Check one section of params.yaml on its own (the CI gates read only ``gates``)."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        raise ParamsError(_message({**error, "loc": (name, *error["loc"])})) from None

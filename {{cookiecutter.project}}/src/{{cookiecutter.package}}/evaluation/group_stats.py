@@ -1,0 +1,259 @@
+"""Per-group outcome and error rates, their between-group spreads, and bootstrap intervals.
+
+Point estimates come from fairlearn's ``MetricFrame``. fairlearn has no subject-level
+(cluster) bootstrap, so that is kept here: ``_fast_table`` is a vectorised twin of
+``by_group`` for the resamples (tested equal to it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..core import use_case
+from ..core.params import FairnessParams
+from ..core.stage import progress
+
+
+def _count(y_true, y_pred) -> float:
+    return float(len(y_true))
+
+
+def _positives(y_true, y_pred) -> float:
+    return float(np.sum(y_true))
+
+
+def _flag_rate(y_true, y_pred) -> float:
+    return float(np.mean(y_pred)) if len(y_pred) else np.nan
+
+
+def _tpr(y_true, y_pred) -> float:
+    pos = np.asarray(y_true) == 1
+    return float(np.mean(np.asarray(y_pred)[pos])) if pos.any() else np.nan
+
+
+def _fpr(y_true, y_pred) -> float:
+    neg = np.asarray(y_true) == 0
+    return float(np.mean(np.asarray(y_pred)[neg])) if neg.any() else np.nan
+
+
+def _positive_rate(y_true, y_pred) -> float:
+    return float(np.mean(y_true)) if len(y_true) else np.nan
+
+
+_METRICS = {
+    "n": _count,
+    "positives": _positives,
+    "flag_rate": _flag_rate,
+    "tpr": _tpr,
+    "fpr": _fpr,
+    "positive_rate": _positive_rate,
+}
+
+
+def by_group(y: np.ndarray, flagged: np.ndarray, groups: np.ndarray) -> pd.DataFrame:
+    """One row per group: n, positives, outcome rate, TPR, FPR, positive rate."""
+    from fairlearn.metrics import MetricFrame
+
+    frame = MetricFrame(metrics=_METRICS, y_true=y, y_pred=flagged, sensitive_features=pd.Series(groups, name="group"))
+    table = frame.by_group.copy()
+    table.index = table.index.astype(str)
+    if use_case.load().fairness_outcome == "approval_rate":
+        table["approval_rate"] = 1.0 - table["flag_rate"]
+        table = table.drop(columns="flag_rate")
+    return table
+
+
+def summarise(
+    table: pd.DataFrame, outcome: str, rate_groups: list[str], tpr_groups: list[str], fpr_groups: list[str]
+) -> dict[str, dict[str, Any]]:
+    """Between-group summaries over the groups large enough to judge (None when fewer than two)."""
+    out: dict[str, dict[str, Any]] = {}
+
+    def spread(column: str, groups: list[str]) -> tuple[float, str, str] | None:
+        values = table.loc[groups, column].dropna() if groups else pd.Series(dtype=float)
+        if len(values) < 2:
+            return None
+        return float(values.max() - values.min()), str(values.idxmin()), str(values.idxmax())
+
+    rates = table.loc[rate_groups, outcome].dropna() if rate_groups else pd.Series(dtype=float)
+    if len(rates) >= 2:
+        lo, hi = str(rates.idxmin()), str(rates.idxmax())
+        ratio = float(rates.min() / rates.max()) if rates.max() > 0 else 1.0
+        out["demographic_parity_ratio"] = {"value": ratio, "low_group": lo, "high_group": hi}
+        out["demographic_parity_difference"] = {"value": float(rates.max() - rates.min()), "low_group": lo, "high_group": hi}
+    tpr, fpr = spread("tpr", tpr_groups), spread("fpr", fpr_groups)
+    for name, found in (("tpr_difference", tpr), ("fpr_difference", fpr)):
+        if found is not None:
+            out[name] = {"value": found[0], "low_group": found[1], "high_group": found[2]}
+    # Equalized odds compares both error rates, so only over groups where both can be judged.
+    both = [g for g in tpr_groups if g in fpr_groups]
+    eo_tpr, eo_fpr = spread("tpr", both), spread("fpr", both)
+    if eo_tpr is not None and eo_fpr is not None:
+        component, (value, lo, hi) = max((("tpr", eo_tpr), ("fpr", eo_fpr)), key=lambda kv: kv[1][0])
+        out["equalized_odds_difference"] = {"value": value, "low_group": lo, "high_group": hi, "component": component}
+    return out
+
+
+class _Resampler:
+    """Stratified cluster bootstrap: within each group, resample whole subjects with replacement.
+
+    Decisions about one subject (every transaction on a card, say) are not independent, so
+    resampling rows would understate the noise. With one row per subject this is the ordinary
+    row bootstrap within groups.
+    """
+
+    def __init__(self, codes: np.ndarray, clusters: np.ndarray | None) -> None:
+        clusters = np.arange(len(codes)) if clusters is None else pd.factorize(clusters)[0]
+        # One unit per (group, subject); rows ordered so each unit's rows are contiguous.
+        units = pd.factorize(pd.MultiIndex.from_arrays([codes, clusters]), sort=True)[0]
+        self.order = np.argsort(units, kind="stable")
+        counts = np.bincount(units)
+        self.starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        self.lengths = counts
+        unit_group = codes[self.order][self.starts]
+        self.group_units = [np.flatnonzero(unit_group == g) for g in np.unique(codes)]
+        self.n_units = len(counts)
+
+    def sample(self, rng: np.random.Generator) -> np.ndarray:
+        chosen = np.concatenate([rng.choice(u, size=len(u), replace=True) for u in self.group_units])
+        lengths = self.lengths[chosen]
+        offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        return self.order[np.repeat(self.starts[chosen], lengths) + offsets]
+
+
+def _fast_table(y: np.ndarray, flagged: np.ndarray, codes: np.ndarray, index: pd.Index) -> pd.DataFrame:
+    """The same numbers as ``by_group`` for integer group codes, vectorised for the bootstrap."""
+    k = len(index)
+    n = np.bincount(codes, minlength=k).astype(float)
+    pos = np.bincount(codes, weights=y, minlength=k)
+    flags = np.bincount(codes, weights=flagged, minlength=k)
+    tp = np.bincount(codes, weights=y * flagged, minlength=k)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        table = pd.DataFrame(
+            {
+                "n": n,
+                "positives": pos,
+                "flag_rate": flags / n,
+                "tpr": tp / pos,
+                "fpr": (flags - tp) / (n - pos),
+                "positive_rate": pos / n,
+            },
+            index=index,
+        )
+    if use_case.load().fairness_outcome == "approval_rate":
+        table["approval_rate"] = 1.0 - table.pop("flag_rate")
+    return table
+
+
+def headline_by_group(y: np.ndarray, score: np.ndarray, groups: np.ndarray) -> pd.Series:
+    """The headline ranking metric within each group (a slice metric; NaN where a group has one class)."""
+    from fairlearn.metrics import MetricFrame
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    fn = roc_auc_score if use_case.load().headline_metric == "roc_auc" else average_precision_score
+
+    def safe(y_true, y_score) -> float:
+        return float(fn(y_true, y_score)) if len(np.unique(y_true)) == 2 else np.nan
+
+    frame = MetricFrame(metrics=safe, y_true=y, y_pred=score, sensitive_features=pd.Series(groups, name="group"))
+    result = frame.by_group.copy()
+    result.index = result.index.astype(str)
+    return result
+
+
+def assess_attribute(
+    y: np.ndarray,
+    flagged: np.ndarray,
+    groups: np.ndarray,
+    settings: FairnessParams,
+    seed: int,
+    score: np.ndarray | None = None,
+    clusters: np.ndarray | None = None,
+    what: str = "fairness",
+) -> dict[str, Any]:
+    """Group table, between-group summaries and their bootstrap intervals for one protected attribute."""
+    facts = use_case.load()
+    outcome, headline = facts.fairness_outcome, facts.headline_metric
+    table = by_group(y, flagged, groups)
+    if score is not None:
+        table[headline] = headline_by_group(y, score, groups).reindex(table.index)
+    min_size, min_outcomes = settings.min_group_size, settings.min_group_outcomes
+    negatives = table["n"] - table["positives"]
+    rate_groups = [g for g in table.index if table.at[g, "n"] >= min_size]
+    tpr_groups = [g for g in rate_groups if table.at[g, "positives"] >= min_outcomes]
+    fpr_groups = [g for g in rate_groups if negatives[g] >= min_outcomes]
+    summary = summarise(table, outcome, rate_groups, tpr_groups, fpr_groups)
+
+    # Seeded stratified (cluster) bootstrap: the same resamples for every statistic of this attribute.
+    n_boot, confidence = settings.bootstrap, settings.confidence
+    q = [(1.0 - confidence) / 2.0, 1.0 - (1.0 - confidence) / 2.0]
+    rng = np.random.default_rng(seed)
+    columns = [outcome, "tpr", "fpr"]
+    boot_groups: dict[str, list[np.ndarray]] = {c: [] for c in columns}
+    boot_summary: dict[str, list[float]] = {k: [] for k in summary}
+    codes = pd.Categorical(groups, categories=table.index).codes
+    resampler = _Resampler(codes, clusters)
+    for _ in progress(range(n_boot), n_boot, f"{what}: bootstrap resamples"):
+        idx = resampler.sample(rng)
+        t = _fast_table(y[idx], flagged[idx], codes[idx], table.index)
+        for c in columns:
+            boot_groups[c].append(t[c].to_numpy(dtype=float))
+        s = summarise(t, outcome, rate_groups, tpr_groups, fpr_groups)
+        for k in boot_summary:
+            boot_summary[k].append(s[k]["value"] if k in s else np.nan)
+
+    def ci(samples, estimate: float) -> list[float] | None:
+        # A max-minus-min over noisy group rates is biased upwards (a ratio downwards), and
+        # resampling adds the same noise again, so the plain percentile interval is shifted.
+        # The basic (reverse-percentile) interval reflects about the estimate and cancels the
+        # shift; near zero it collapses. Reporting the union of the two keeps the bias-corrected
+        # bound on the side a gate judges, and never understates how large a disparity may be.
+        arr = np.asarray(samples, dtype=float)
+        if arr.size == 0 or np.all(np.isnan(arr)):
+            return None
+        lo, hi = np.nanquantile(arr, q)
+        basic = (2 * estimate - hi, 2 * estimate - lo)
+        # Every summary statistic lies in [0, 1].
+        return [round(float(np.clip(min(basic[0], lo), 0.0, 1.0)), 6), round(float(np.clip(max(basic[1], hi), 0.0, 1.0)), 6)]
+
+    group_ci = {c: np.nanquantile(np.vstack(boot_groups[c]), q, axis=0) if n_boot else None for c in columns}
+    groups_out: dict[str, Any] = {}
+    skipped = []
+    for i, g in enumerate(table.index):
+        row = table.loc[g]
+        entry: dict[str, Any] = {
+            "n": int(row["n"]),
+            "positives": int(row["positives"]),
+            **{c: _r(row[c]) for c in (outcome, "tpr", "fpr", "positive_rate", headline) if c in row.index},
+            "ci": {
+                c: (
+                    None
+                    if group_ci[c] is None or np.isnan(group_ci[c][:, i]).any()
+                    else [round(float(v), 6) for v in group_ci[c][:, i]]
+                )
+                for c in columns
+            },
+            "gated": {"outcome_rate": g in rate_groups, "tpr": g in tpr_groups, "fpr": g in fpr_groups},
+        }
+        if g not in rate_groups:
+            entry["not_gated_reason"] = f"{int(row['n'])} rows < min_group_size {min_size}: reported, not gated"
+        elif g not in tpr_groups or g not in fpr_groups:
+            which, count, kind = (
+                ("TPR", int(row["positives"]), "positives") if g not in tpr_groups else ("FPR", int(negatives[g]), "negatives")
+            )
+            entry["not_gated_reason"] = (
+                f"{count} actual {kind} < min_group_outcomes {min_outcomes}: {which} (and equalized odds) reported, not gated"
+            )
+        if "not_gated_reason" in entry:
+            skipped.append({"group": g, "reason": entry["not_gated_reason"]})
+        groups_out[g] = entry
+    summary_out = {k: {**v, "value": _r(v["value"]), "ci": ci(boot_summary[k], v["value"])} for k, v in summary.items()}
+    return {"groups": groups_out, "summary": summary_out, "not_gated": skipped, "bootstrap_units": int(resampler.n_units)}
+
+
+def _r(value: Any) -> float | None:
+    value = float(value)
+    return None if np.isnan(value) else round(value, 6)

@@ -1,0 +1,94 @@
+"""Decisions for records: the pipeline's model, threshold and reason codes, nothing else.
+
+Loads exactly what the pipeline produced (``models/model.skops`` through the skops allowlist,
+``models/model_meta.json``, ``contract.yaml``); no MLflow, no network.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..core import config, model, reasons, use_case
+from ..core.contract import Contract, load_contract
+from ..core.reports import ModelMeta
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Which model answered: enough to find its card, run and data years later."""
+
+    package_version: str
+    run_id: str
+    git_sha: str
+    contract: str
+    contract_version: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            "package_version": self.package_version,
+            "run_id": self.run_id,
+            "git_sha": self.git_sha,
+            "contract": self.contract,
+            "contract_version": self.contract_version,
+        }
+
+
+class Decider:
+    """Scores records and turns scores into decisions with their reasons."""
+
+    def __init__(self, root: Path = Path()) -> None:
+        self.contract: Contract = load_contract(root / "contract.yaml")
+        self.meta = ModelMeta.read(root / config.MODEL_META)
+        self.pipeline = model.load(root / config.MODEL)
+        self.facts = use_case.load()
+        self.threshold = float(self.meta.threshold)
+        package = __package__.split(".")[0]
+        try:
+            version = metadata.version(package.replace("_", "-"))
+        except metadata.PackageNotFoundError:
+            from .. import __version__ as version
+        self.identity = Identity(version, self.meta.run_id, self.meta.git_sha, self.contract.name, self.contract.version)
+        self.features = self.contract.model_input_order()
+        self.explains = self.facts.reason_codes
+        if self.explains:
+            reasons.explainer(self.pipeline, self.contract)  # computed once, not on the first decline
+
+    def frame(self, records: list[dict[str, Any]]) -> pd.DataFrame:
+        """Records as the model's input frame (missing optional features become NaN)."""
+        return pd.DataFrame.from_records(records, columns=self.features)
+
+    def decide(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One decision per record: id, score, decision, threshold, model identity and reasons."""
+        frame = self.frame(records)
+        scores = model.scores(self.pipeline, frame, self.contract)
+        adverse = scores >= self.threshold
+        explained: dict[int, list[dict[str, Any]]] = {}
+        if self.explains and adverse.any():
+            # Reason codes only for adverse decisions: an approval needs none, and costs nothing.
+            rows = np.flatnonzero(adverse)
+            codes = reasons.reason_codes(self.pipeline, self.contract, frame.iloc[rows])
+            explained = dict(zip(rows.tolist(), codes, strict=True))
+        identity = self.identity.as_dict()
+        out = []
+        for i, score in enumerate(scores.tolist()):
+            decision: dict[str, Any] = {
+                "decision_id": str(uuid.uuid4()),
+                "score": score,
+                "decision": self.facts.decision(bool(adverse[i])),
+                "threshold": self.threshold,
+                "model": identity,
+            }
+            if self.explains:
+                decision["reasons"] = [
+                    {"code": r["code"], "text": r["text"], "feature": r["feature"]} for r in explained.get(i, [])
+                ]
+            out.append(decision)
+        return out

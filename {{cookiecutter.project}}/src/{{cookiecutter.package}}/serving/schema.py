@@ -1,0 +1,67 @@
+"""Request models generated from the contract: features only, with their types and bounds.
+
+A field the contract declares as PII, protected, id, target or timestamp, or does not
+declare at all, is refused by name: the service never accepts data it must not see.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+
+from ..core.contract import Column, Contract
+
+MAX_BATCH = 1000  # records per /decide_batch request
+
+_WHY = {
+    "pii": "is personal data (role pii): the service never takes it",
+    "protected": "is a protected attribute: it must never influence a decision",
+    "id": "is the record id: decisions are keyed by their own decision_id",
+    "target": "is the outcome the model predicts",
+    "timestamp": "is the record's timestamp, not a model input",
+}
+
+
+def _field(col: Column) -> tuple[Any, Any]:
+    """The pydantic type and default of one feature."""
+    if col.categories:
+        kind: Any = Literal[tuple(col.categories)]
+    else:
+        bounds = {k: v for k, v in (("ge", col.min), ("le", col.max)) if v is not None}
+        base = int if col.dtype == "int" else float
+        kind = Annotated[base, Field(allow_inf_nan=False, **bounds)] if base is float else Annotated[base, Field(**bounds)]
+    description = col.description or col.name
+    if col.nullable:
+        return kind | None, Field(default=None, description=description)
+    return kind, Field(description=description)
+
+
+def record_model(contract: Contract) -> type[BaseModel]:
+    """The model of one record: every feature of the contract, nothing else."""
+    declared = {c.name: c.role for c in contract.columns}
+
+    class Base(BaseModel):
+        model_config = ConfigDict(extra="forbid", strict=False)
+
+        @model_validator(mode="before")
+        @classmethod
+        def _refuse_non_features(cls, data: Any) -> Any:
+            if isinstance(data, dict):
+                for name in data:
+                    role = declared.get(name)
+                    if role is not None and role != "feature":
+                        raise ValueError(f"field {name!r} is not accepted: it {_WHY[role]}")
+            return data
+
+    fields = {c.name: _field(c) for c in contract.columns if c.role == "feature"}
+    return create_model("Record", __base__=Base, **fields)
+
+
+def batch_model(record: type[BaseModel]) -> type[BaseModel]:
+    """The model of a batch request: ``{"records": [...]}``, 1 to ``MAX_BATCH`` records."""
+    return create_model(
+        "Batch",
+        __config__=ConfigDict(extra="forbid"),
+        records=(Annotated[list[record], Field(min_length=1, max_length=MAX_BATCH)], ...),
+    )

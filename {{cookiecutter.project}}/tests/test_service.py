@@ -1,0 +1,323 @@
+"""The decision service, served for real: `bentoml serve` on loopback over the pipeline's model.
+
+The service runs in the session's pipeline run (tests/pipeline_run.py), so it loads exactly the
+model, metadata and contract the real stages produced, and its answers are compared with the
+pipeline's own scores and reason codes on held-out rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from {{ cookiecutter.package }}.core import model, reasons, use_case
+from {{ cookiecutter.package }}.core.contract import load_contract
+from {{ cookiecutter.package }}.serving import audit
+from {{ cookiecutter.package }}.serving.schema import MAX_BATCH
+
+from .pipeline_run import ROOT, pipeline_run
+from .strategies import records
+
+CONTRACT = load_contract(ROOT / "contract.yaml")
+FACTS = use_case.load()
+SERVICE = "{{ cookiecutter.package }}.serving.service:DecisionService"
+HEAVY = ("great_expectations", "matplotlib", "fairlearn", "dvc", "mlflow")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A `bentoml serve` process on loopback; stopped with SIGTERM."""
+
+    def __init__(self, workdir: Path, log: Path, target: str = SERVICE, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        environment = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "AUDIT_LOG_PATH": str(log), **(env or {})}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=workdir,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"bentoml serve exited with {self.proc.returncode}:\n{self.proc.stdout.read()[-4000:]}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise RuntimeError("bentoml serve did not become ready in 120 s")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="module")
+def run():
+    return pipeline_run()
+
+
+@pytest.fixture(scope="module")
+def server(run, tmp_path_factory):
+    srv = Server(run.dir, tmp_path_factory.mktemp("audit") / "decisions.jsonl")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def held_out(run) -> pd.DataFrame:
+    return pd.read_parquet(run.path("data/prepared/test.parquet"))
+
+
+def features(df: pd.DataFrame) -> list[dict]:
+    """Rows as JSON-ready request bodies: the contract's features only, NaN as null."""
+    cols = CONTRACT.features
+    out = json.loads(df[cols].to_json(orient="records"))
+    return out
+
+
+def valid_record(held_out) -> dict:
+    return features(held_out.head(1))[0]
+
+
+# --- answers -----------------------------------------------------------------------------
+def test_a_decision_carries_id_score_decision_threshold_model_and_reasons(client, held_out, run):
+    body = client.post("/decide", json=valid_record(held_out))
+    assert body.status_code == 200, body.text
+    d = body.json()
+    assert set(d) >= {"decision_id", "score", "decision", "threshold", "model"}
+    assert 0.0 <= d["score"] <= 1.0
+    assert d["decision"] in FACTS.decisions.values()
+    assert d["decision"] == FACTS.decision(d["score"] >= d["threshold"])
+    meta = json.loads(run.path("models/model_meta.json").read_text(encoding="utf-8"))
+    assert d["threshold"] == meta["threshold"]
+    assert d["model"]["run_id"] == meta["run_id"]
+    assert d["model"]["contract"] == CONTRACT.name and d["model"]["contract_version"] == CONTRACT.version
+    assert set(d["model"]) == {"package_version", "run_id", "git_sha", "contract", "contract_version"}
+    if FACTS.reason_codes:
+        assert isinstance(d["reasons"], list) and len(d["reasons"]) <= 4
+
+
+def test_scores_and_reasons_equal_the_pipelines_on_held_out_rows(client, held_out, run):
+    rows = held_out.head(400)
+    answers = []
+    for start in range(0, len(rows), 100):
+        r = client.post("/decide_batch", json={"records": features(rows.iloc[start : start + 100])})
+        assert r.status_code == 200, r.text
+        answers += r.json()["decisions"]
+    pipeline = model.load(run.path("models/model.skops"))
+    expected = model.scores(pipeline, rows, CONTRACT)
+    served = np.array([a["score"] for a in answers])
+    assert np.max(np.abs(served - expected)) <= 1e-12
+    if FACTS.reason_codes:
+        threshold = answers[0]["threshold"]
+        declined = np.flatnonzero(expected >= threshold)
+        assert len(declined) > 0
+        codes = reasons.reason_codes(pipeline, CONTRACT, rows.iloc[declined])
+        for i, want in zip(declined, codes, strict=True):
+            assert [r["code"] for r in answers[i]["reasons"]] == [w["code"] for w in want]
+            assert [r["text"] for r in answers[i]["reasons"]] == [w["text"] for w in want]
+        approved = np.flatnonzero(expected < threshold)
+        assert all(answers[i]["reasons"] == [] for i in approved)
+
+
+# --- refusals ----------------------------------------------------------------------------
+def refusal(response) -> str:
+    assert 400 <= response.status_code < 500, (response.status_code, response.text)
+    return response.text
+
+
+def numeric_feature():
+    return next(c for c in CONTRACT.columns if c.role == "feature" and c.is_numeric and c.min is not None and not c.nullable)
+
+
+def test_every_kind_of_bad_request_is_a_4xx_naming_the_problem(client, held_out):
+    good = valid_record(held_out)
+    num = numeric_feature()
+    cat = next(c for c in CONTRACT.columns if c.role == "feature" and c.categories)
+    required = next(c for c in CONTRACT.columns if c.role == "feature" and not c.nullable)
+    cases = {
+        "missing field": ({k: v for k, v in good.items() if k != required.name}, [required.name, "required"]),
+        "wrong type": ({**good, num.name: "lots"}, [num.name]),
+        "out of bounds": ({**good, num.name: num.min - 1}, [num.name, "greater than or equal"]),
+        "unknown category": ({**good, cat.name: "martian"}, [cat.name]),
+        "extra field": ({**good, "favourite_colour": "blue"}, ["favourite_colour", "Extra inputs are not permitted"]),
+    }
+    for pii in CONTRACT.pii[:1] + CONTRACT.protected[:1]:
+        role = CONTRACT[pii].role
+        cases[f"{role} field"] = ({**good, pii: "x"}, [pii, "not accepted"])
+    for name, (body, words) in cases.items():
+        text = refusal(client.post("/decide", json=body))
+        for word in words:
+            assert word in text, f"{name}: {word!r} not in {text}"
+    assert "records" in refusal(client.post("/decide_batch", json={"records": []}))
+    oversize = refusal(client.post("/decide_batch", json={"records": [good] * (MAX_BATCH + 1)}))
+    assert "records" in oversize and str(MAX_BATCH) in oversize
+    refusal(client.post("/decide", content=b'{"annual', headers={"Content-Type": "application/json"}))
+    refusal(client.post("/decide", content=b"[1, 2]", headers={"Content-Type": "application/json"}))
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(
+    body=st.one_of(
+        records(CONTRACT, roles=("feature",)),
+        records(CONTRACT),
+        st.dictionaries(
+            st.sampled_from([*CONTRACT.column_names, "x"]),
+            st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=5), st.lists(st.integers())),
+        ),
+    )
+)
+def test_fuzz_no_request_gets_a_5xx(client, body):
+    r = client.post("/decide", content=json.dumps(body, default=str), headers={"Content-Type": "application/json"})
+    assert r.status_code < 500, r.text
+
+
+def test_domain_metrics_are_exposed(client, held_out):
+    client.post("/decide", json={**valid_record(held_out), "favourite_colour": 1})
+    client.post("/decide_batch", json={"records": features(held_out.head(50))})
+    text = client.get("/metrics").text
+    for name in ("decisions_total", "decision_score_bucket", "refused_requests_total", "bentoml_service_request_total"):
+        assert name in text, name
+    if FACTS.reason_codes:
+        assert "reason_codes_total" in text
+    assert 'refused_requests_total{endpoint="/decide",reason="invalid_request"}' in text
+
+
+# --- the audit log -----------------------------------------------------------------------
+def test_every_decision_is_in_the_audit_chain_without_raw_values(client, server, held_out):
+    batch = features(held_out.head(20))
+    ids = [d["decision_id"] for d in client.post("/decide_batch", json={"records": batch}).json()["decisions"]]
+    ids.append(client.post("/decide", json=batch[0]).json()["decision_id"])
+    lines = [json.loads(x) for x in server.log.read_text(encoding="utf-8").splitlines()]
+    logged = {r["decision_id"]: r for r in lines}
+    assert set(ids) <= set(logged)
+    record = logged[ids[-1]]
+    assert set(record) >= {"timestamp", "decision_id", "model", "input_hash", "score", "decision", "reasons", "latency_ms"}
+    assert record["input_hash"] == logged[ids[0]]["input_hash"]  # same input, same keyed hash
+    raw_values = {str(v) for v in batch[0].values() if isinstance(v, str)}
+    assert not raw_values & set(json.dumps(lines)), "raw categorical values must not be logged"
+    count, problem = audit.verify(server.log)
+    assert problem is None and count == len(lines)
+
+
+def tampered(tmp_path: Path, source: Path, how: str) -> Path:
+    lines = source.read_text(encoding="utf-8").splitlines(keepends=True)
+    if how == "edited":
+        record = json.loads(lines[2])
+        record["score"] = 0.0
+        lines[2] = json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n"
+    elif how == "deleted":
+        del lines[2]
+    elif how == "inserted":
+        lines.insert(2, lines[5])
+    elif how == "reordered":
+        lines[2], lines[3] = lines[3], lines[2]
+    elif how == "truncated":
+        lines[-1] = lines[-1][: len(lines[-1]) // 2]
+    path = tmp_path / f"{how}.jsonl"
+    path.write_text("".join(lines), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("how", ["edited", "deleted", "inserted", "reordered", "truncated"])
+def test_the_verifier_names_the_first_broken_record(client, server, held_out, tmp_path, how):
+    client.post("/decide_batch", json={"records": features(held_out.head(10))})
+    path = tampered(tmp_path, server.log, how)
+    count, problem = audit.verify(path)
+    assert problem is not None
+    expected = len(path.read_text(encoding="utf-8").splitlines()) - 1 if how == "truncated" else 2
+    assert count == expected and f"record {expected} " in problem, problem
+    done = subprocess.run(
+        [sys.executable, "-m", "{{ cookiecutter.package }}.serving.audit", "verify", str(path)], capture_output=True, text=True
+    )
+    assert done.returncode == 1 and "BROKEN" in done.stderr
+
+
+def test_a_torn_last_line_is_moved_aside_on_restart_and_the_chain_continues(tmp_path):
+    log = tmp_path / "decisions.jsonl"
+    writer = audit.AuditLog(log, b"k" * 32)
+    writer.append([{"decision_id": str(i), "score": 0.1} for i in range(3)])
+    writer.close()
+    with log.open("a", encoding="utf-8") as fh:
+        fh.write('{"decision_id": "half-writ')  # a crash mid-write
+    assert audit.verify(log)[1] is not None
+    again = audit.AuditLog(log, b"k" * 32)
+    again.append([{"decision_id": "after", "score": 0.2}])
+    again.close()
+    assert audit.verify(log) == (4, None)
+    assert [p.name.startswith("decisions.jsonl.truncated-") for p in tmp_path.iterdir()].count(True) == 1
+
+
+def test_sigterm_during_a_burst_loses_no_answered_decision(run, held_out, tmp_path):
+    srv = Server(run.dir, tmp_path / "decisions.jsonl")
+    body = valid_record(held_out)
+    answered: list[str] = []
+
+    def call(_):
+        try:
+            r = httpx.post(f"{srv.url}/decide", json=body, timeout=30)
+        except httpx.HTTPError:
+            return None
+        return r.json()["decision_id"] if r.status_code == 200 else None
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        futures = [pool.submit(call, i) for i in range(400)]
+        time.sleep(0.5)
+        srv.stop()
+        answered = [f.result() for f in futures]
+    ok = [a for a in answered if a]
+    assert ok, "no request was answered before the stop"
+    logged = {json.loads(x)["decision_id"] for x in srv.log.read_text(encoding="utf-8").splitlines()}
+    assert set(ok) <= logged, f"{len(set(ok) - logged)} answered decisions are missing from the audit log"
+    assert audit.verify(srv.log)[1] is None
+
+
+# --- the service's imports ---------------------------------------------------------------
+def test_the_service_loads_no_heavy_pipeline_library():
+    code = (
+        "import sys; import {{ cookiecutter.package }}.serving.service as s; "
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r})))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
