@@ -316,7 +316,7 @@ def test_sigterm_during_a_burst_loses_no_answered_decision(run, held_out, tmp_pa
 def test_the_service_loads_no_heavy_pipeline_library():
     code = (
         "import sys; import {{ cookiecutter.package }}.serving.service as s; "
-        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r})))"
+        f"print(sorted(set(m.split('.')[0] for m in sys.modules) & set({HEAVY!r})))"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

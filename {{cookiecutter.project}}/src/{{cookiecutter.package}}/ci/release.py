@@ -31,6 +31,8 @@ from typing import Any
 import yaml
 
 from {{ cookiecutter.package }}.core import config
+from {{ cookiecutter.package }}.core.errors import UserError
+from {{ cookiecutter.package }}.core.stage import setup_logging
 
 TAG = re.compile(r"v(?P<version>\d+\.\d+\.\d+)")
 IMAGE = re.compile(r"[\w.-]+(?::\d+)?/[\w./-]+@sha256:[0-9a-f]{64}")
@@ -39,7 +41,7 @@ RELEASE_DIR = Path("release")
 ATTACHMENTS = ["reports/model_card.md", "reports/metrics.json", "reports/fairness.json", "reports/gates.json"]
 
 
-class ReleaseError(config.UserError):
+class ReleaseError(UserError):
     """A release that must not go ahead; the message says why."""
 
 
@@ -339,8 +341,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.url} serves release {args.tag} at {args.sha[:12]}")
         return 0
 
-    config.setup_logging()
-    return config.run_stage(run)
+    log = setup_logging()
+    try:
+        return run()
+    except UserError as exc:  # one line naming what was wrong, exit 1: the workflow stops there
+        log.error("%s", exc)
+        return 1
 
 
 if __name__ == "__main__":
