@@ -60,6 +60,7 @@ def load_contract():  # noqa: ANN201 (the contract type lives in core.contract)
 
 
 def git(*args: str) -> str:
+    """A git command's output; ReleaseError when git fails."""
     proc = subprocess.run(["git", *args], capture_output=True, text=True)
     if proc.returncode != 0:
         raise ReleaseError(f"`git {' '.join(args)}` failed: {proc.stderr.strip()}")
@@ -111,6 +112,7 @@ def verify_model() -> str:
 
 
 def read_json(relative: str) -> dict[str, Any]:
+    """A report the pipeline or the gates wrote; ReleaseError when it is missing."""
     path = Path(relative)
     if not path.exists():
         raise ReleaseError(f"{relative} is missing: run the pipeline (`make repro`) and the gates (`make gates`) first")
