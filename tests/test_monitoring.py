@@ -151,6 +151,17 @@ def test_prometheus_scrapes_the_service_dashboard_queries_answer_and_an_alert_go
                     empty.append(f"{panel['title']}: {expr}")
         assert not empty, "dashboard queries without series:\n" + "\n".join(empty)
 
+        # The release's smoke test against this real service: its model is this repository's.
+        helper = ["uv", "run", "--locked", "python", "-m", f"{package}.ci.release"]
+        smoke_dir = tmp_path / "smoke.json"
+        subprocess.run([*helper, "smoke-request", "--out", str(smoke_dir)], cwd=repo, env=env(), check=True)
+        ok = subprocess.run([*helper, "smoke", "--url", f"http://127.0.0.1:{port}", "--tag", "v0.1.0",
+                             "--request", str(smoke_dir)], cwd=repo, env=env(), capture_output=True, text=True)
+        assert ok.returncode == 0 and "serves release v0.1.0" in ok.stdout, ok.stderr
+        wrong = subprocess.run([*helper, "smoke", "--url", f"http://127.0.0.1:{port}", "--tag", "v0.2.0",
+                                "--request", str(smoke_dir)], cwd=repo, env=env(), capture_output=True, text=True)
+        assert wrong.returncode == 1 and "package_version '0.1.0' (release: '0.2.0')" in wrong.stderr, wrong.stderr
+
         picture = ROOT / "docs" / "dashboard.png" if os.environ.get("UPDATE_DASHBOARD_PICTURE") else tmp_path / "dashboard.png"
         drawn = render_dashboard.render(prometheus, dashboard(repo), picture, minutes=2)
         assert picture.stat().st_size > 10_000 and drawn >= len(dashboard(repo)["panels"])

@@ -142,7 +142,7 @@ def test_deploy_waits_for_approval_smoke_tests_and_rolls_back(baked, options):
     assert deploy["concurrency"] == {"group": "deploy-production", "cancel-in-progress": False}
     named = steps(wf, "deploy")
     smoke = named["Smoke test (the service reports this release's model)"]
-    assert "ci.release smoke" in smoke["run"] and smoke["env"]["SHA"] == "${{ github.sha }}"
+    assert "ci.release smoke --url" in smoke["run"] and '--tag "$TAG"' in smoke["run"]
     rollback = next(s for n, s in named.items() if n.startswith("Roll back"))
     assert rollback["if"].startswith("failure()") and rollback["run"].rstrip().endswith("exit 1")
     assert list(named).index(rollback.get("name")) == len(named) - 1

@@ -7,7 +7,7 @@
     python -m {{ cookiecutter.package }}.ci.release register --tag v1.2.0 --image ghcr.io/o/r@sha256:...
     python -m {{ cookiecutter.package }}.ci.release set-image --overlay deploy/k8s/overlays/production --image ...@sha256:...
     python -m {{ cookiecutter.package }}.ci.release smoke-request
-    python -m {{ cookiecutter.package }}.ci.release smoke --url http://127.0.0.1:3000 --tag v1.2.0 --sha <commit>
+    python -m {{ cookiecutter.package }}.ci.release smoke --url http://127.0.0.1:3000 --tag v1.2.0
 
 Each refusal is one line naming what was wrong and exits 1, so the workflow stops there.
 The logic lives here, not in the workflow's shell, so it runs the same under act, in tests
@@ -258,7 +258,20 @@ def smoke_request() -> dict[str, Any]:
     return {k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v) for k, v in row.items()}
 
 
-def smoke(url: str, tag: str, sha: str, request: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+def expected_model(tag: str) -> dict[str, Any]:
+    """The model identity the release's service must report (the bento carries this model_meta.json)."""
+    meta = read_json(config.MODEL_META.as_posix())
+    contract = load_contract()
+    match = TAG.fullmatch(tag)
+    return {
+        "package_version": match["version"] if match else tag,
+        "run_id": meta["run_id"],
+        "contract": contract.name,
+        "contract_version": contract.version,
+    }
+
+
+def smoke(url: str, tag: str, request: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
     """POST one decision to a deployed service; ReleaseError unless it reports this release's model."""
     if not url.startswith(("http://", "https://")):
         raise ReleaseError(f"smoke URL '{url}' is not http(s)")
@@ -270,13 +283,11 @@ def smoke(url: str, tag: str, sha: str, request: dict[str, Any], timeout: float 
             answer = json.loads(resp.read())
     except (urllib.error.URLError, TimeoutError, json.JSONDecodeError) as exc:
         raise ReleaseError(f"smoke request to {url}/decide failed: {exc}") from exc
-    model = answer.get("model") or {}
-    version = TAG.fullmatch(tag)["version"] if TAG.fullmatch(tag) else tag
-    got = (model.get("package_version"), model.get("git_sha"))
-    if got != (version, sha):
-        raise ReleaseError(
-            f"the deployed service reports model {got[0]} at {str(got[1])[:12]}, not release {version} at {sha[:12]}"
-        )
+    want = expected_model(tag)
+    got = {k: (answer.get("model") or {}).get(k) for k in want}
+    if got != want:
+        wrong = ", ".join(f"{k} {got[k]!r} (release: {want[k]!r})" for k in want if got[k] != want[k])
+        raise ReleaseError(f"the service at {url} does not serve this release's model: {wrong}")
     return answer
 
 
@@ -307,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("smoke-request")
     p.add_argument("--out", type=Path, default=RELEASE_DIR / "smoke_request.json")
     p = sub.add_parser("smoke")
-    for flag in ("--url", "--tag", "--sha"):
+    for flag in ("--url", "--tag"):
         p.add_argument(flag, required=True)
     p.add_argument("--request", type=Path, default=RELEASE_DIR / "smoke_request.json")
     args = parser.parse_args(argv)
@@ -339,8 +350,8 @@ def main(argv: list[str] | None = None) -> int:
             args.out.write_text(json.dumps(smoke_request(), indent=2) + "\n", encoding="utf-8")
             print(f"wrote {args.out}")
         else:
-            smoke(args.url, args.tag, args.sha, json.loads(args.request.read_text(encoding="utf-8")))
-            print(f"{args.url} serves release {args.tag} at {args.sha[:12]}")
+            answer = smoke(args.url, args.tag, json.loads(args.request.read_text(encoding="utf-8")))
+            print(f"{args.url} serves release {args.tag}: model {answer['model']}")
         return 0
 
     log = setup_logging()
