@@ -144,10 +144,10 @@ def test_deploy_waits_for_approval_smoke_tests_and_rolls_back(baked, options):
     smoke = named["Smoke test (the service reports this release's model)"]
     assert "ci.release smoke --url" in smoke["run"] and '--tag "$TAG"' in smoke["run"]
     rollback = next(s for n, s in named.items() if n.startswith("Roll back"))
-    assert rollback["if"].startswith("failure()") and rollback["run"].rstrip().endswith("exit 1")
+    assert rollback["if"].startswith("failure() && steps.apply.outputs.previous") and rollback["run"].rstrip().endswith("exit 1")
     assert list(named).index(rollback.get("name")) == len(named) - 1
     if options["deploy_target"] == "kubernetes":
-        assert "kubectl -n \"$NAMESPACE\" rollout undo deployment/decision-service" in rollback["run"]
+        assert 'rollout undo deployment/decision-service --to-revision="$PREVIOUS"' in rollback["run"]
         assert "ci.release set-image --overlay deploy/k8s/overlays/production" in named["Deploy the image by digest"]["run"]
     else:
         assert "bentoml deployment update" in rollback["run"] and "--bento \"$PREVIOUS\"" in rollback["run"]
@@ -162,7 +162,9 @@ def test_kubernetes_deploy_and_rollback_scripts_with_a_recording_kubectl(tmp_pat
     named = steps(release(repo), "deploy")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "kubectl").write_text('#!/usr/bin/env bash\necho "$*" >> "$KUBECTL_LOG"\n')
+    # records its arguments; `get` answers with the deployment's revision annotation
+    (bin_dir / "kubectl").write_text('#!/usr/bin/env bash\necho "$*" >> "$KUBECTL_LOG"\n'
+                                     'if [ "$3" = get ]; then printf %s "$FAKE_REVISION"; fi\n')
     (bin_dir / "kubectl").chmod(0o755)
     # `uv run --locked python -m <pkg>...` without a set-up environment: the helper module itself.
     (bin_dir / "uv").write_text(f'#!/usr/bin/env bash\nshift 3\nPYTHONPATH=src exec {sys.executable} "$@"\n')
@@ -171,18 +173,31 @@ def test_kubernetes_deploy_and_rollback_scripts_with_a_recording_kubectl(tmp_pat
     environ = {"PATH": f"{bin_dir}:/usr/bin:/bin", "KUBECTL_LOG": str(tmp_path / "kubectl.log"), "RUNNER_TEMP": str(tmp_path),
                "NAMESPACE": "credit-risk-model-production", "IMAGE": image, "KUBECONFIG_DATA": "apiVersion: v1",
                "PACKAGE": "credit_risk_model"}
-    for name in ["Deploy the image by digest", "Roll back to the previous revision"]:
+    (tmp_path / "github_output").touch()
+    environ["GITHUB_OUTPUT"] = str(tmp_path / "github_output")
+
+    def step(name: str, **extra: str) -> subprocess.CompletedProcess:
         script = tmp_path / "step.sh"
         script.write_text(named[name]["run"])
-        proc = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)], cwd=repo,
-                              capture_output=True, text=True, env=environ, timeout=60)
-        assert proc.returncode == (0 if name.startswith("Deploy") else 1), proc.stderr
+        return subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)], cwd=repo,
+                              capture_output=True, text=True, env={**environ, **extra}, timeout=60)
+
+    assert step("Deploy the image by digest", FAKE_REVISION="3").returncode == 0
+    assert (tmp_path / "github_output").read_text() == "previous=3\n"
+    # the new revision (4) failed its smoke test: back to 3, and the run fails
+    proc = step("Roll back to the previous revision", FAKE_REVISION="4", PREVIOUS="3")
+    assert proc.returncode == 1 and "revision 3 serves again" in proc.stdout
+    # nothing new was rolled out (apply failed): nothing is undone, the run still fails
+    proc = step("Roll back to the previous revision", FAKE_REVISION="3", PREVIOUS="3")
+    assert proc.returncode == 1 and "nothing new was rolled out" in proc.stdout
+    get = "-n credit-risk-model-production get deployment/decision-service -o " \
+          "jsonpath={.metadata.annotations.deployment\\.kubernetes\\.io/revision}"
+    status = "-n credit-risk-model-production rollout status deployment/decision-service --timeout=10m"
     calls = (tmp_path / "kubectl.log").read_text().splitlines()
     assert calls == [
-        "apply -k deploy/k8s/overlays/production",
-        "-n credit-risk-model-production rollout status deployment/decision-service --timeout=10m",
-        "-n credit-risk-model-production rollout undo deployment/decision-service",
-        "-n credit-risk-model-production rollout status deployment/decision-service --timeout=10m",
+        get, "apply -k deploy/k8s/overlays/production", status,
+        get, "-n credit-risk-model-production rollout undo deployment/decision-service --to-revision=3", status,
+        get,
     ]
     assert (tmp_path / "kubeconfig").stat().st_mode & 0o077 == 0, "the kubeconfig must be private"
     # The overlay the deploy applied names the image by this digest, and kustomize agrees.
