@@ -122,9 +122,14 @@ def test_prometheus_scrapes_the_service_dashboard_queries_answer_and_an_alert_go
                     tmp_path, tmp_path / "prometheus.log") as server:
         wait_for(f"http://127.0.0.1:{port}/readyz", 180, service, tmp_path / "serve.log")
         wait_for(f"{prometheus}/-/ready", 60, server, tmp_path / "prometheus.log")
+        # A counter's first sample is its baseline for rate(): create every series, let
+        # Prometheus scrape them, then send the traffic the queries and the alert must see.
+        assert post(f"http://127.0.0.1:{port}/decide", good[0]) == 200
+        assert 400 <= post(f"http://127.0.0.1:{port}/decide", bad) < 500
+        time.sleep(4)
         statuses = [post(f"http://127.0.0.1:{port}/decide", record) for record in good]
         assert set(statuses) == {200}, statuses
-        refused = [post(f"http://127.0.0.1:{port}/decide", bad) for _ in range(30)]
+        refused = [post(f"http://127.0.0.1:{port}/decide", bad) for _ in range(30)]  # the burst
         assert all(400 <= s < 500 for s in refused), refused
 
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
