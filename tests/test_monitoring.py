@@ -133,9 +133,9 @@ def test_prometheus_scrapes_the_service_dashboard_queries_answer_and_an_alert_go
         assert all(400 <= s < 500 for s in refused), refused
 
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
-            exposed = exposed_names(resp.read().decode())
-        missing = shipped_metric_names(repo) - exposed
-        assert not missing, f"alerts or dashboard use metrics the service does not expose: {sorted(missing)}"
+            text = resp.read().decode()
+        missing = shipped_metric_names(repo) - exposed_names(text)
+        assert not missing, f"alerts or dashboard use metrics the service does not expose: {sorted(missing)}\n{text[:3000]}"
 
         # Let Prometheus take a few scrapes and evaluate the rules.
         deadline, active = time.monotonic() + 90, {}
