@@ -294,7 +294,9 @@ def tag_event(repo: Path, tag: str) -> dict:
 def act_release(repo: Path, work: Path, tag: str):
     git(repo, "tag", "-f", tag)
     try:
-        return run_act(repo, work, tag_event(repo, tag), job="verify", workflow="release.yml", event_name="push")
+        # A bento store of its own, as on a fresh runner (BentoML refuses to overwrite a bento tag).
+        return run_act(repo, work, tag_event(repo, tag), job="verify", workflow="release.yml", event_name="push",
+                       act_env={"BENTOML_HOME": str(work / "bentoml")})
     finally:
         git(repo, "tag", "-d", tag)
 
