@@ -85,8 +85,11 @@ at it, describe its columns in contract.yaml, export PII_HMAC_KEY, then make rep
 
 def main() -> int:
     keep_use_case(CONTEXT["use_case"])
+    # Each target keeps its own deployment files; Prometheus, Grafana and the local stack are for all.
     if CONTEXT["deploy_target"] != "kubernetes":
         remove("deploy/k8s")
+    if CONTEXT["deploy_target"] != "bentocloud":
+        remove("deploy/bentocloud")
     git_init()
     print(next_steps())
     return 0

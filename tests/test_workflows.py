@@ -259,9 +259,9 @@ def make(repo: Path, *targets: str, timeout: int = 1200) -> None:
     assert proc.returncode == 0, f"make {' '.join(targets)} failed in {repo}:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
 
 
-def pinned_actions(repo: Path) -> dict[str, str]:
+def pinned_actions(repo: Path, workflow: str | None = None) -> dict[str, str]:
     pins = {}
-    for path in workflows(repo):
+    for path in workflows(repo) if workflow is None else [repo / ".github/workflows" / workflow]:
         for line in path.read_text().splitlines():
             if m := USES.match(line):
                 pins[m["action"]] = m["ref"]
@@ -285,23 +285,33 @@ def pull_request_event(repo: Path, branch: str, number: int, fork: bool = False)
     }
 
 
-def run_act(repo: Path, work: Path, event: dict, job: str | None = None, secrets: dict[str, str] | None = None) -> ActRun:
-    """Run the pull_request event of ci.yml on the checked-out branch of ``repo``."""
+def run_act(repo: Path, work: Path, event: dict, job: str | None = None, secrets: dict[str, str] | None = None,
+            workflow: str = "ci.yml", event_name: str = "pull_request",
+            standins: dict[str, Path] | None = None, act_env: dict[str, str] | None = None) -> ActRun:
+    """Run ``event_name`` (the pull_request event of ci.yml by default) on the checked-out branch of ``repo``.
+
+    Every action of ci.yml must have a stand-in. For another workflow run with ``job``,
+    actions without one are left unmapped: they belong to jobs act does not run.
+    ``standins`` adds stand-ins (owner/repo -> directory) for that run.
+    """
     work.mkdir(parents=True, exist_ok=True)
     event_path = work / "event.json"
     event_path.write_text(json.dumps(event))
     artifacts, comments, log_path = work / "artifacts", work / "cml-calls.jsonl", work / "act.log.jsonl"
     artifacts.mkdir(exist_ok=True)
     mappings = []
-    for action, sha in pinned_actions(repo).items():
-        assert action in STANDIN_DIRS, f"ci.yml uses {action}, which has no stand-in in tests/act/ for act runs"
-        mappings += ["--local-repository", f"{action}@{sha}={STANDINS / STANDIN_DIRS[action]}"]
+    dirs = {**{a: STANDINS / d for a, d in STANDIN_DIRS.items()}, **(standins or {})}
+    for action, sha in pinned_actions(repo, workflow).items():
+        if action not in dirs and workflow != "ci.yml" and job is not None:
+            continue
+        assert action in dirs, f"{workflow} uses {action}, which has no stand-in in tests/act/ for act runs"
+        mappings += ["--local-repository", f"{action}@{sha}={dirs[action]}"]
     ci = load(repo / ".github/workflows/ci.yml")
     cml_version = ci["env"]["CML_VERSION"]
     with npm_registry.serve(STANDINS / "cml", cml_version) as registry:
         cmd = [
-            tool("act"), "pull_request",
-            "--workflows", ".github/workflows/ci.yml",
+            tool("act"), event_name,
+            "--workflows", f".github/workflows/{workflow}",
             "--eventpath", str(event_path),
             "-P", "ubuntu-latest=-self-hosted",
             "--json", "--no-cache-server",
@@ -309,6 +319,7 @@ def run_act(repo: Path, work: Path, event: dict, job: str | None = None, secrets
             "--secret", "GITHUB_TOKEN=token-for-act",
             *[arg for name, value in (secrets or {}).items() for arg in ("--secret", f"{name}={value}")],
             "--env", f"ACT_ARTIFACTS_DIR={artifacts}",
+            *[arg for name, value in (act_env or {}).items() for arg in ("--env", f"{name}={value}")],
             "--env", f"CML_STANDIN_LOG={comments}",
             "--env", f"npm_config_registry={registry}",
             "--env", f"npm_config_cache={work / 'npm-cache'}",
