@@ -22,7 +22,6 @@ from typing import Any  # noqa: E402
 
 import bentoml  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
-from starlette.middleware.base import BaseHTTPMiddleware  # noqa: E402
 
 from ..core.contract import load_contract  # noqa: E402
 from . import schema  # noqa: E402
@@ -62,14 +61,28 @@ class _NoTracebackForRefusals(logging.Filter):
 logging.getLogger("bentoml._internal.server.http_app").addFilter(_NoTracebackForRefusals())
 
 
-class CountRefusals(BaseHTTPMiddleware):
-    """Counts every 4xx answer: the request was refused, whatever refused it."""
+class CountRefusals:
+    """Counts every 4xx answer: the request was refused, whatever refused it.
 
-    async def dispatch(self, request, call_next):  # noqa: D102 - Starlette's interface
-        response = await call_next(request)
-        if 400 <= response.status_code < 500:
-            REFUSED.labels(endpoint=request.url.path, reason=REFUSAL.get(response.status_code, str(response.status_code))).inc()
-        return response
+    A plain ASGI middleware: Starlette's BaseHTTPMiddleware wraps each response in a stream
+    and can stall when a response carries background tasks, as BentoML's do.
+    """
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: D102 - the ASGI interface
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def observe(message) -> None:
+            if message["type"] == "http.response.start" and 400 <= message["status"] < 500:
+                reason = REFUSAL.get(message["status"], str(message["status"]))
+                REFUSED.labels(endpoint=scope.get("path", ""), reason=reason).inc()
+            await send(message)
+
+        await self.app(scope, receive, observe)
 
 
 @bentoml.service(
