@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.stage import write_json
+from ..core.stage import write_json, write_text
 
 STATUS_CODE = {"OK": 0, "WARN": 1, "ALERT": 2}
 
@@ -27,18 +27,11 @@ def write(report: dict[str, Any], out_dir: Path, textfile: Path) -> list[Path]:
     images = plots(report, score_png, csi_png)
     json_path, md_path = out_dir / f"{date}.json", out_dir / f"{date}.md"
     write_json(json_path, report)
-    _atomic_text(md_path, markdown(report, [p.name for p in images]))
+    write_text(md_path, markdown(report, [p.name for p in images]))
     for src in (json_path, md_path):
         shutil.copyfile(src, out_dir / f"latest{src.suffix}")
-    _atomic_text(textfile, prometheus(report))
+    write_text(textfile, prometheus(report))
     return [json_path, md_path, *images, textfile]
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def _labels(name: str, value: str) -> str:
