@@ -98,7 +98,8 @@ def test_verify_checks_tag_model_and_gates_before_building(baked):
     assert "verify-model" in verify["Get the model of this commit"]["run"]
     assert verify["Gates"]["run"] == "make gates BASELINE=HEAD"
     assert verify["Gates"]["if"] == "always() && steps.tag.outcome == 'success'"
-    assert verify["Build the bento"]["run"].startswith("# `make bento`") and "make bento\n" in verify["Build the bento"]["run"]
+    assert verify["Build the bento"]["run"].startswith("# `make bento`")
+    assert 'make bento BENTO_VERSION="$VERSION"\n' in verify["Build the bento"]["run"]
     assert "b.tag.version == sys.argv[1]" in verify["Build the bento"]["run"], "the bento must carry the tag's version"
 
 
