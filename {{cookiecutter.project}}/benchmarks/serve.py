@@ -1,24 +1,34 @@
 """Serving benchmark: the decision service against a minimal FastAPI app on the same model.
 
-Run by hand from the repository root after ``make repro`` (needs ``wrk`` on PATH, e.g.
-``apt-get install wrk``)::
+Run from the repository root after ``make repro`` (``make bench`` runs it with the pipeline
+benchmark; needs ``wrk`` and ``hey``: ``apt-get install wrk hey``)::
 
-    uv run python benchmarks/serve.py [--duration 20] [--concurrency 1 8 32 64]
+    uv run python benchmarks/serve.py [--duration 10] [--concurrency 1 8 32 64] [--quick]
 
-Both servers run here, one after the other, in the same run: ``bentoml serve`` on the real
-service (validation, score, reasons on declines, audit log, metrics) and a FastAPI + uvicorn
-app doing the same validation (the same request model, generated from the contract) and the
-same scoring, without the audit log. Each is driven by wrk with POST /decide bodies cycling
-through held-out rows; the script prints throughput, p50/p99 latency, non-2xx answers and
-the service/FastAPI throughput ratio. wrk is a closed loop (a slow answer delays the next
-request), so its p99 understates queueing under an open arrival rate; compare like with like.
+Everything compared is measured in the same run, on the same machine:
+
+- the floor: the model's own time per record in this process, one record at a time and in
+  batches (what no server can beat);
+- the decision service (``bentoml serve``: validation, score, reasons on declines, audit log,
+  metrics) and a minimal FastAPI + uvicorn app with the same request model and the same
+  decisions (one process, no batching, no audit log);
+- closed loop (wrk; each client sends its next request when the last is answered), POST
+  /decide bodies cycling through held-out rows, at each concurrency: requests/s, p50, p99,
+  p99.9, non-2xx. A closed loop hides queueing: a slow server is sent less work;
+- fixed rate (hey at a set rate per client): the latency a client sees when requests keep
+  arriving at 3x the rate the FastAPI app peaked at, corrected for coordinated omission the
+  way HdrHistogram does (a reply later than the send interval also delayed the sends behind
+  it; those missed sends are counted with the latency they would have seen);
+- the batch endpoint's records per second.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
+import platform
 import re
 import shutil
 import signal
@@ -28,13 +38,29 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+import numpy as np
 import pandas as pd
 
+# The floor is measured in this process: one OpenMP thread, as in the service (set before
+# scikit-learn is imported; OpenMP's default costs ~50x on small batches here).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = next(p.name for p in (ROOT / "src").iterdir() if (p / "serving").is_dir())
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "BENTOML_DO_NOT_TRACK": "true", "PYTHONWARNINGS": "ignore"}
+SERVERS = ("bentoml", "fastapi")
+
+# wrk prints its own summary; this adds p99.9 and the error counts as one JSON line.
+WRK_DONE = """
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('BENCH {"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,"p999_us":%d,'
+    .. '"non2xx":%d,"socket_errors":%d}\\n', summary.requests, summary.duration, latency:percentile(50),
+    latency:percentile(99), latency:percentile(99.9), e.status, e.connect + e.read + e.write + e.timeout))
+end
+"""
 
 
 def free_port() -> int:
@@ -44,18 +70,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def baseline(port: int) -> None:
-    """The FastAPI baseline: same request model, same decisions, default uvicorn (one worker)."""
+def _package(module: str) -> Any:
     import importlib
 
+    if str(ROOT / "src") not in sys.path:
+        sys.path.insert(0, str(ROOT / "src"))
+    return importlib.import_module(f"{PACKAGE}.{module}")
+
+
+def baseline(port: int) -> None:
+    """The FastAPI baseline: same request model, same decisions, default uvicorn (one worker)."""
     import uvicorn
     from fastapi import FastAPI
 
-    schema = importlib.import_module(f"{PACKAGE}.serving.schema")
-    decider = importlib.import_module(f"{PACKAGE}.serving.decider")
-    contract = importlib.import_module(f"{PACKAGE}.core.contract").load_contract(ROOT / "contract.yaml")
-    Record = schema.record_model(contract)
-    service = decider.Decider(ROOT)
+    contract = _package("core.contract").load_contract(ROOT / "contract.yaml")
+    Record = _package("serving.schema").record_model(contract)
+    service = _package("serving.decider").Decider(ROOT)
     app = FastAPI()
 
     def decide(record):  # noqa: ANN001, ANN202 - annotated below
@@ -84,6 +114,8 @@ def start(kind: str, port: int, audit_dir: Path) -> subprocess.Popen:
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{kind} exited with {proc.returncode} before it was ready: run `{' '.join(cmd)}` to see why")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
                 return proc
@@ -100,81 +132,202 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=60)
 
 
-def lua_script(path: Path, bodies: list[str]) -> Path:
-    """A wrk script posting the bodies round-robin."""
+def lua_script(path: Path, bodies: list[str], endpoint: str = "/decide") -> Path:
+    """A wrk script posting the bodies round-robin and reporting p99.9."""
     quoted = ",\n".join("[==[" + b + "]==]" for b in bodies)
     path.write_text(
         "local bodies = {\n" + quoted + "\n}\nlocal i = 0\n"
         'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-        "request = function()\n  i = i % #bodies + 1\n  return wrk.format(nil, '/decide', nil, bodies[i])\nend\n",
+        f"request = function()\n  i = i % #bodies + 1\n  return wrk.format(nil, '{endpoint}', nil, bodies[i])\nend\n" + WRK_DONE,
         encoding="utf-8",
     )
     return path
 
 
-def ms(value: str) -> float:
-    """Latency text from wrk (``850.00us``, ``12.3ms``, ``1.2s``) in milliseconds."""
-    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value).groups()
-    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+def parse_wrk(out: str) -> dict[str, float]:
+    """The BENCH line of a wrk run as requests/s, latencies in ms and error counts."""
+    found = re.search(r"^BENCH (\{.*\})$", out, re.MULTILINE)
+    if found is None:
+        raise ValueError(f"wrk printed no BENCH line; its output was:\n{out}")
+    raw = json.loads(found.group(1))
+    return {
+        "rps": raw["requests"] / (raw["duration_us"] / 1e6),
+        "p50_ms": raw["p50_us"] / 1000,
+        "p99_ms": raw["p99_us"] / 1000,
+        "p999_ms": raw["p999_us"] / 1000,
+        "non2xx": raw["non2xx"],
+        "socket_errors": raw["socket_errors"],
+    }
 
 
-def drive(port: int, script: Path, concurrency: int, duration: int) -> dict[str, float]:
-    """One wrk run: requests/s, p50, p99 (ms) and non-2xx answers."""
+def closed_loop(port: int, script: Path, concurrency: int, duration: float) -> dict[str, float]:
+    """One wrk run at ``concurrency`` connections."""
     threads = min(2, concurrency)
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{duration}s", "--latency", "-s", str(script), f"http://127.0.0.1:{port}"],
+        ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{duration}s", "-s", str(script), f"http://127.0.0.1:{port}"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = re.search(r"Socket errors: (.*)", out)
+    return parse_wrk(out)
+
+
+def corrected_latencies(latencies_ms: np.ndarray, interval_ms: float) -> np.ndarray:
+    """Latencies plus the ones a fixed-rate client missed while it waited (coordinated omission).
+
+    HdrHistogram's ``recordValueWithExpectedInterval``: a reply that took ``v`` > ``interval``
+    held back the sends due during it, which would have waited ``v - interval``,
+    ``v - 2*interval``, ... down to ``interval``.
+    """
+    extra = [np.arange(v - interval_ms, interval_ms - 1e-9, -interval_ms) for v in latencies_ms if v > 2 * interval_ms]
+    return np.concatenate([latencies_ms, *extra]) if extra else latencies_ms
+
+
+def fixed_rate(port: int, body: Path, rate: float, concurrency: int, duration: float) -> dict[str, float]:
+    """Hey at ``rate`` requests/s in all, spread over ``concurrency`` clients."""
+    per_client = rate / concurrency
+    out = subprocess.run(
+        ["hey", "-z", f"{duration}s", "-c", str(concurrency), "-q", f"{per_client:.3f}", "-m", "POST"]
+        + ["-T", "application/json", "-D", str(body), "-o", "csv", f"http://127.0.0.1:{port}/decide"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rows = list(csv.DictReader(out.splitlines()))
+    if not rows:
+        raise ValueError(f"hey returned no requests; its output was:\n{out[:2000]}")
+    latencies = np.array([float(r["response-time"]) * 1000 for r in rows])
+    corrected = corrected_latencies(latencies, 1000 / per_client)
+    p50, p99, p999 = np.percentile(corrected, [50, 99, 99.9])
     return {
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-        "p50": ms(re.search(r"\s50%\s+(\S+)", out).group(1)),
-        "p99": ms(re.search(r"\s99%\s+(\S+)", out).group(1)),
-        "non2xx": int(non2xx.group(1)) if non2xx else 0,
-        "socket_errors": errors.group(1) if errors else "",
+        "offered_rps": rate,
+        "rps": len(rows) / duration,
+        "p50_ms": float(p50),
+        "p99_ms": float(p99),
+        "p999_ms": float(p999),
+        "non2xx": sum(r["status-code"] != "200" for r in rows),
     }
 
 
+def floor(records: list[dict[str, Any]]) -> dict[str, float]:
+    """In-process time per record of the service's own decider: one at a time, then batched."""
+    decider = _package("serving.decider").Decider(ROOT)
+    for r in records[:5]:
+        decider.decide([r])
+    out = {}
+    for size in (1, 32, len(records)):
+        start = time.perf_counter()
+        for i in range(0, len(records), size):
+            decider.decide(records[i : i + size])
+        out[f"ms_per_record_batch_{size}"] = (time.perf_counter() - start) * 1000 / len(records)
+    return out
+
+
+def run(duration: float = 10, concurrency: list[int] | None = None, rows: int = 500) -> dict[str, Any]:
+    """The whole serving benchmark; returns the figures (see the module docstring)."""
+    concurrency = concurrency or [1, 8, 32, 64]
+    missing = [tool for tool in ("wrk", "hey") if shutil.which(tool) is None]
+    if missing:
+        raise SystemExit(f"benchmarks/serve.py needs {' and '.join(missing)} on PATH (Debian/Ubuntu: apt-get install wrk hey)")
+    contract = _package("core.contract").load_contract(ROOT / "contract.yaml")
+    test = pd.read_parquet(ROOT / "data/prepared/test.parquet")[contract.features].head(rows)
+    records = json.loads(test.to_json(orient="records"))
+    bodies = [json.dumps(r) for r in records]
+    result: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "settings": {"duration_s": duration, "concurrency": concurrency, "rows": len(records)},
+        "floor": floor(records[:200]),
+        "closed_loop": {},
+        "fixed_rate": {},
+    }
+    # The fixed-rate body: a declined applicant where the use case gives reasons (the costlier path).
+    scores = _package("serving.decider").Decider(ROOT).decide(records)
+    worst = next((i for i, d in enumerate(scores) if d.get("reasons")), 0)
+    with tempfile.TemporaryDirectory() as tmp:
+        script = lua_script(Path(tmp) / "post.lua", bodies)
+        batch_script = lua_script(Path(tmp) / "batch.lua", [json.dumps({"records": records[:100]})], "/decide_batch")
+        body = Path(tmp) / "body.json"
+        body.write_text(bodies[worst], encoding="utf-8")
+        # FastAPI first: the fixed-rate run of the service is set from its peak.
+        for kind in ("fastapi", "bentoml"):
+            port = free_port()
+            proc = start(kind, port, Path(tmp) / kind)
+            try:
+                closed_loop(port, script, 8, min(3, duration))  # warm-up, not measured
+                result["closed_loop"][kind] = {str(c): closed_loop(port, script, c, duration) for c in concurrency}
+                if kind == "bentoml":
+                    # 3x the rate the FastAPI app peaked at (the load the service must carry to be
+                    # "3x FastAPI"), from 32 clients (or the most asked for).
+                    clients = 32 if 32 in concurrency else max(concurrency)
+                    rate = 3 * max(v["rps"] for v in result["closed_loop"]["fastapi"].values())
+                    result["fixed_rate"] = {
+                        "settings": {"clients": clients, "rate_rps": rate, "basis": "3x FastAPI's closed-loop peak"},
+                        "bentoml": fixed_rate(port, body, rate, clients, duration),
+                    }
+                    batch = closed_loop(port, batch_script, 4, duration)
+                    result["batch_endpoint"] = {"records_per_request": 100, "records_per_s": batch["rps"] * 100, **batch}
+            finally:
+                stop(proc)
+    result["ratio"] = {
+        c: result["closed_loop"]["bentoml"][c]["rps"] / result["closed_loop"]["fastapi"][c]["rps"] for c in map(str, concurrency)
+    }
+    return result
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The serving figures as Markdown tables."""
+    lines = [
+        "| clients | server | req/s | p50 ms | p99 ms | p99.9 ms | non-2xx | vs FastAPI |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in map(str, result["settings"]["concurrency"]):
+        for kind in SERVERS:
+            r = result["closed_loop"][kind][c]
+            ratio = f"{result['ratio'][c]:.1f}x" if kind == "bentoml" else "1.0x"
+            lines.append(
+                f"| {c} | {kind} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['p999_ms']:.1f} "
+                f"| {r['non2xx'] + r['socket_errors']} | {ratio} |"
+            )
+    fr = result["fixed_rate"]
+    s, b = fr["settings"], fr["bentoml"]
+    lines += [
+        "",
+        f"Fixed rate, {s['clients']} clients, {s['rate_rps']:.0f} req/s offered ({s['basis']}), corrected for "
+        f"coordinated omission: served {b['rps']:.0f} req/s, p50 {b['p50_ms']:.1f} ms, p99 {b['p99_ms']:.1f} ms, "
+        f"p99.9 {b['p999_ms']:.1f} ms, non-2xx {b['non2xx']}.",
+        "",
+        f"Batch endpoint: {result['batch_endpoint']['records_per_s']:.0f} records/s "
+        f"({result['batch_endpoint']['records_per_request']} records per request, 4 clients).",
+        "",
+        "In-process floor (the service's decider, no HTTP): "
+        + ", ".join(
+            f"{ms:.3f} ms/record ({key.removeprefix('ms_per_record_').replace('_', ' ')})" for key, ms in result["floor"].items()
+        )
+        + ".",
+    ]
+    return "\n".join(lines)
+
+
 def main() -> int:
-    """Benchmark both servers at each concurrency and print the comparison."""
+    """Run the serving benchmark and print its tables (``--json`` also writes the figures)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=20, help="seconds per measurement (default 20)")
+    parser.add_argument("--duration", type=float, default=10, help="seconds per measurement (default 10)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
     parser.add_argument("--rows", type=int, default=500, help="held-out rows cycled through as request bodies")
+    parser.add_argument("--quick", action="store_true", help="1 s per cell at 1 and 8 clients: checks it runs, measures nothing")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--baseline", type=int, help=argparse.SUPPRESS)  # internal: run the FastAPI app on this port
     args = parser.parse_args()
     if args.baseline:
         baseline(args.baseline)
         return 0
-    if shutil.which("wrk") is None:
-        raise SystemExit("benchmarks/serve.py needs wrk on PATH (Debian/Ubuntu: apt-get install wrk)")
-    sys.path.insert(0, str(ROOT / "src"))
-    contract = __import__(f"{PACKAGE}.core.contract", fromlist=["load_contract"]).load_contract(ROOT / "contract.yaml")
-    rows = pd.read_parquet(ROOT / "data/prepared/test.parquet")[contract.features].head(args.rows)
-    bodies = [json.dumps(r) for r in json.loads(rows.to_json(orient="records"))]
-    results: dict[str, dict[int, dict[str, float]]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        script = lua_script(Path(tmp) / "post.lua", bodies)
-        for kind in ("bentoml", "fastapi"):
-            port = free_port()
-            proc = start(kind, port, Path(tmp) / kind)
-            try:
-                drive(port, script, 8, 3)  # warm-up, not measured
-                results[kind] = {c: drive(port, script, c, args.duration) for c in args.concurrency}
-            finally:
-                stop(proc)
-    print(f"POST /decide, {len(bodies)} held-out rows round-robin, {args.duration}s per cell, wrk closed loop,", end=" ")
-    print(f"{os.cpu_count()} CPUs")
-    print(f"{'clients':>7}  {'server':<8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}  ratio")
-    for c in args.concurrency:
-        for kind in ("bentoml", "fastapi"):
-            r = results[kind][c]
-            ratio = r["rps"] / results["fastapi"][c]["rps"] if kind == "bentoml" else 1.0
-            cells = f"{r['rps']:>8.0f} {r['p50']:>8.1f} {r['p99']:>8.1f} {r['non2xx']:>8}"
-            print(f"{c:>7}  {kind:<8} {cells}  {ratio:.2f}x {r['socket_errors']}")
+    if args.quick:
+        args.duration, args.concurrency, args.rows = 1, [1, 8], 50
+    result = run(args.duration, args.concurrency, args.rows)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(markdown(result))
     return 0
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from . import model
 from .contract import Contract
@@ -87,11 +87,22 @@ def candidates(pipeline: Pipeline, contract: Contract, feature: str) -> list[Any
     return sorted(set(values))
 
 
+_CONTROLLER: list[ThreadpoolController] = []
+
+
+def _threadpools() -> ThreadpoolController:
+    # Inspecting the loaded libraries reads /proc/self/maps (~2 ms); once per process is enough,
+    # not once per call on the service's hot path.
+    if not _CONTROLLER:
+        _CONTROLLER.append(ThreadpoolController())
+    return _CONTROLLER[0]
+
+
 def raw_score(pipeline: Pipeline, contract: Contract, frame: pd.DataFrame) -> np.ndarray:
     """Log-odds of the positive class (what the trees add up to)."""
     # Single-threaded: these are many small batches, where OpenMP start-up costs more than it
     # saves (and on a busy host, 10x more); the service scores a record at a time anyway.
-    with threadpool_limits(limits=1, user_api="openmp"):
+    with _threadpools().limit(limits=1, user_api="openmp"):
         return pipeline.decision_function(model.model_frame(frame, contract))
 
 
@@ -144,13 +155,22 @@ def reason_codes(pipeline: Pipeline, contract: Contract, records: pd.DataFrame, 
 
 def codes_from_contributions(contrib: pd.DataFrame, exp: Explainer, top_n: int = TOP_N) -> list[list[dict[str, Any]]]:
     """Up to ``top_n`` adverse reasons per row of a contributions table, most adverse first."""
+    values = contrib.to_numpy(dtype=float)
+    features = list(contrib.columns)
+    # Most adverse first; the stable sort keeps the contract's feature order among equal values.
+    order = np.argsort(-values, axis=1, kind="stable")[:, :top_n]
     out = []
-    for _, row in contrib.iterrows():
-        ranked = row[row > MIN_ADVERSE].sort_values(ascending=False, kind="stable").head(top_n)
+    for row, ranked in zip(values, order, strict=True):
         out.append(
             [
-                {"code": exp.catalogue[f]["code"], "feature": f, "text": exp.catalogue[f]["text"], "contribution": float(v)}
-                for f, v in ranked.items()
+                {
+                    "code": exp.catalogue[features[j]]["code"],
+                    "feature": features[j],
+                    "text": exp.catalogue[features[j]]["text"],
+                    "contribution": float(row[j]),
+                }
+                for j in ranked
+                if row[j] > MIN_ADVERSE
             ]
         )
     return out

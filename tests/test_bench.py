@@ -1,0 +1,77 @@
+"""`make bench` in its quick mode, on the reproduced repository: it runs and reports every figure.
+
+The quick mode measures nothing worth quoting (1 s load cells, tiny pipeline sizes); it is run
+here so the benchmark cannot rot. No timing is asserted: what is asserted is that each figure
+the report promises is there, came from the run, and is consistent with the others.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from helpers import run
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def bench(pipeline_repo):
+    if shutil.which("wrk") is None or shutil.which("hey") is None:
+        pytest.fail("wrk and hey must be installed (.ci/run installs them: apt-get install wrk hey)")
+    project = pipeline_repo("credit_scoring")
+    out = project / "reports" / "bench"
+    shutil.rmtree(out, ignore_errors=True)
+    done = run(["make", "bench", "BENCH_ARGS=--quick"], cwd=project)
+    return project, json.loads((out / "bench.json").read_text()), (out / "bench.md").read_text(), done.stdout
+
+
+def test_serving_figures_cover_both_servers_at_each_concurrency(bench):
+    _, result, _, _ = bench
+    s = result["serving"]
+    assert s["settings"]["concurrency"] == [1, 8]
+    for kind in ("bentoml", "fastapi"):
+        for c in ("1", "8"):
+            cell = s["closed_loop"][kind][c]
+            assert cell["rps"] > 0 and 0 < cell["p50_ms"] <= cell["p99_ms"] <= cell["p999_ms"]
+            assert cell["non2xx"] == 0 and cell["socket_errors"] == 0, (kind, c, cell)
+    for c in ("1", "8"):
+        assert s["ratio"][c] == pytest.approx(s["closed_loop"]["bentoml"][c]["rps"] / s["closed_loop"]["fastapi"][c]["rps"])
+    peak = max(cell["rps"] for cell in s["closed_loop"]["fastapi"].values())
+    fixed = s["fixed_rate"]
+    assert fixed["settings"]["rate_rps"] == pytest.approx(3 * peak)
+    assert fixed["bentoml"]["rps"] > 0 and fixed["bentoml"]["non2xx"] == 0
+    assert s["batch_endpoint"]["records_per_s"] == pytest.approx(100 * s["batch_endpoint"]["rps"])
+    assert set(s["floor"]) == {"ms_per_record_batch_1", "ms_per_record_batch_32", "ms_per_record_batch_50"}
+    assert all(v > 0 for v in s["floor"].values())
+
+
+def test_pipeline_figures_cover_every_stage_at_each_size(bench):
+    project, result, _, _ = bench
+    p = result["pipeline"]
+    stages = list(yaml.safe_load((project / "dvc.yaml").read_text())["stages"])
+    assert len(p["sizes"]) >= 2
+    for stage in stages:
+        for n in p["sizes"]:
+            cell = p["stages"][stage][str(n)]
+            assert cell["seconds"] > 0 and cell["peak_mib"] > 0, (stage, n)
+    assert p["noop_repro_seconds"] > 0
+    assert set(p["growth"]) >= set(stages)
+
+
+def test_report_tables_plots_and_versions(bench):
+    project, result, report, stdout = bench
+    assert "## Pipeline" in report and "## Serving" in report
+    assert "| 8 | bentoml |" in report and "| 8 | fastapi |" in report
+    assert "Command: `make bench BENCH_ARGS='--quick'`" in report
+    assert result["versions"]["bentoml"] and result["versions"]["wrk"].startswith("wrk")
+    for name in ("latency.png", "pipeline.png"):
+        assert (project / "reports" / "bench" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Wrote" in stdout
+    # The report is not tracked: it is this machine's figures, regenerated on demand.
+    status = subprocess.run(["git", "status", "--porcelain", "reports/bench"], cwd=project, capture_output=True, text=True)
+    assert status.stdout == ""

@@ -1,0 +1,96 @@
+"""Adaptive micro-batching: concurrent requests share one model call.
+
+Scoring one record through the scikit-learn pipeline costs about as much as scoring fifty
+(measured in-process on 2 cores: ~14 ms for one record, ~0.2 ms per record in a batch of 300):
+the cost is pandas and validation overhead, not trees. So every request, single or batch, is
+queued, and one worker thread takes *everything waiting* as one batch: under load, batches grow
+with the queue; when idle, a lone request is scored at once with no added wait (unlike a timer
+based batcher, there is no ``max_latency_ms`` to tune and no 503 on a cold burst).
+
+The one worker thread is also the audit log's single writer, so the hash chain is appended in
+exactly the order decisions are made, and a response is sent only after its records are written.
+
+BentoML's own adaptive batching needs a separate batchable service reached over a socket; on a
+2-core machine the extra process and hop cost more than they save, so batching stays in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class MicroBatcher(Generic[T, R]):
+    """Feeds lists of items to ``process`` in batches of up to ``max_items``, one batch at a time.
+
+    ``process`` takes a list of items and returns one result per item, in order. An exception
+    in ``process`` fails every request of that batch (each caller sees it), never the others.
+    """
+
+    def __init__(self, process: Callable[[list[T]], list[R]], max_items: int = 1024) -> None:
+        self.process = process
+        self.max_items = max_items
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decide")
+        self._queue: asyncio.Queue[tuple[list[T], asyncio.Future[list[R]]]] | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._lock = threading.Lock()
+        self.batch_sizes: list[int] = []  # the last batch sizes, for the metrics and tests
+        self.closed = False
+
+    def _start(self) -> asyncio.Queue[tuple[list[T], asyncio.Future[list[R]]]]:
+        with self._lock:
+            if self._queue is None:
+                self._queue = asyncio.Queue()
+                self._worker = asyncio.get_running_loop().create_task(self._run(self._queue))
+            return self._queue
+
+    async def submit(self, items: list[T]) -> list[R]:
+        """Queue ``items`` and wait for their results."""
+        if self.closed:
+            raise RuntimeError("the service is shutting down")
+        queue = self._queue or self._start()
+        future: asyncio.Future[list[R]] = asyncio.get_running_loop().create_future()
+        await queue.put((items, future))
+        return await future
+
+    def _take(self, queue: asyncio.Queue, first: tuple[list[T], asyncio.Future[list[R]]]) -> list:
+        """The first waiting request and everything behind it, up to ``max_items`` items."""
+        batch = [first]
+        size = len(first[0])
+        while not queue.empty():
+            items, _ = queue._queue[0]  # peek: a request is never split across batches
+            if size + len(items) > self.max_items:
+                break
+            batch.append(queue.get_nowait())
+            size += len(items)
+        return batch
+
+    async def _run(self, queue: asyncio.Queue) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = self._take(queue, await queue.get())
+            flat = [item for items, _ in batch for item in items]
+            self.batch_sizes = (self.batch_sizes + [len(flat)])[-1000:]
+            try:
+                results = await loop.run_in_executor(self._executor, self.process, flat)
+            except Exception as exc:  # noqa: BLE001 - handed to every waiting request
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            start = 0
+            for items, future in batch:
+                if not future.done():  # the client may have gone; its records are still logged
+                    future.set_result(results[start : start + len(items)])
+                start += len(items)
+
+    def close(self) -> None:
+        """Refuse new work and wait for the batch in progress to finish."""
+        self.closed = True
+        self._executor.shutdown(wait=True)
