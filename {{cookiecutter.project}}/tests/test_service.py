@@ -290,6 +290,43 @@ def test_a_torn_last_line_is_moved_aside_on_restart_and_the_chain_continues(tmp_
     assert [p.name.startswith("decisions.jsonl.truncated-") for p in tmp_path.iterdir()].count(True) == 1
 
 
+WRITER = """
+import importlib, sys
+from pathlib import Path
+audit = importlib.import_module(sys.argv[3] + ".serving.audit")
+log = audit.AuditLog(Path(sys.argv[1]), b"k" * 32)
+for i in range(200):
+    log.append([dict(decision_id=f"{sys.argv[2]}-{i}-{j}", score=0.5) for j in range(i % 3 + 1)])
+log.close()
+"""
+
+
+def test_writer_processes_share_one_unbroken_chain(tmp_path):
+    # The service runs one process per CPU; all of them append to one file and one chain.
+    log = tmp_path / "decisions.jsonl"
+    package = audit.__name__.split(".")[0]
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(log), f"w{n}", package]) for n in range(3)]
+    assert [w.wait(timeout=120) for w in writers] == [0, 0, 0]
+    records = [json.loads(x) for x in log.read_text(encoding="utf-8").splitlines()]
+    per_writer = sum(i % 3 + 1 for i in range(200))
+    assert len(records) == 3 * per_writer
+    assert [r["seq"] for r in records] == list(range(3 * per_writer))
+    assert {r["decision_id"].split("-")[0] for r in records} == {"w0", "w1", "w2"}
+    assert audit.verify(log) == (3 * per_writer, None)
+
+
+def test_a_writer_moves_aside_a_line_torn_by_another_and_continues_the_chain(tmp_path):
+    log = tmp_path / "decisions.jsonl"
+    survivor = audit.AuditLog(log, b"k" * 32)
+    survivor.append([{"decision_id": "a", "score": 0.1}])
+    with log.open("a", encoding="utf-8") as fh:  # another worker crashed in the middle of a write
+        fh.write('{"decision_id": "torn')
+    survivor.append([{"decision_id": "b", "score": 0.2}])
+    survivor.close()
+    assert audit.verify(log) == (2, None)
+    assert [p.name.startswith("decisions.jsonl.truncated-") for p in tmp_path.iterdir()].count(True) == 1
+
+
 def test_sigterm_during_a_burst_loses_no_answered_decision(run, held_out, tmp_path):
     srv = Server(run.dir, tmp_path / "decisions.jsonl")
     bodies = features(held_out.head(50))

@@ -9,14 +9,17 @@ deleting or reordering a record breaks the chain at that record; the verifier na
     python -m <package>.serving.audit verify [logs/audit/decisions.jsonl]
 
 Writes are serialised and flushed before the HTTP response leaves, so a decision answered
-with 200 is in the file even if the service is stopped right after. A crash in the middle of
-a write can leave a truncated last line: on start the log moves that fragment aside to
-``<log>.truncated-<time>`` and continues the chain from the last complete record.
+with 200 is in the file even if the service is stopped right after. The service's worker
+processes share one file and one chain: each append holds an exclusive lock on the file
+(``flock``) and continues the chain from the file's last record. A crash in the middle of a
+write can leave a truncated last line: the next writer (or the next start) moves that fragment
+aside to ``<log>.truncated-<time>`` and continues the chain from the last complete record.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import hmac
 import json
@@ -24,7 +27,8 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,31 +64,57 @@ def audit_key() -> bytes:
 
 
 class AuditLog:
-    """One process's writer of the chained log."""
+    """A writer of the chained log; several processes may write one file together."""
+
+    TAIL = 1 << 20  # bytes read from the end to find the last record (records are < 1 KiB)
 
     def __init__(self, path: Path, key: bytes) -> None:
         self.path = path
         self.key = key
         self.lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.seq, self.prev = self._recover()
         self.file = path.open("a", encoding="utf-8")
+        self.seq, self.prev, self._size = 0, GENESIS, -1
+        with self._exclusive():
+            self._sync()
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """This thread alone, and this process alone among the file's writers."""
+        with self.lock:
+            fcntl.flock(self.file.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self.file.fileno(), fcntl.LOCK_UN)
+
+    def _sync(self) -> None:
+        """Continue the chain from the file, unless nobody else wrote since our last append."""
+        if os.fstat(self.file.fileno()).st_size != self._size:
+            self.seq, self.prev = self._recover()
+            self._size = os.fstat(self.file.fileno()).st_size
 
     def _recover(self) -> tuple[int, str]:
         """Next sequence number and last hash; a torn last line is moved aside, never kept."""
-        if not self.path.exists() or self.path.stat().st_size == 0:
+        size = self.path.stat().st_size
+        if size == 0:
             return 0, GENESIS
-        data = self.path.read_bytes()
-        end = data.rfind(b"\n") + 1
-        if end < len(data):
-            aside = self.path.with_name(f"{self.path.name}.truncated-{time.strftime('%Y%m%dT%H%M%S')}")
-            aside.write_bytes(data[end:])
-            with self.path.open("r+b") as fh:
-                fh.truncate(end)
-            data = data[:end]
-        if not data:
-            return 0, GENESIS
-        last = json.loads(data[: end - 1].rsplit(b"\n", 1)[-1])
+        with self.path.open("r+b") as fh:
+            start = max(0, size - self.TAIL)
+            fh.seek(start)
+            data = fh.read()
+            end = data.rfind(b"\n") + 1
+            if end < len(data):
+                aside = self.path.with_name(f"{self.path.name}.truncated-{time.strftime('%Y%m%dT%H%M%S')}")
+                aside.write_bytes(data[end:])
+                fh.truncate(start + end)
+                data = data[:end]
+            if not data:
+                return 0, GENESIS
+            if start > 0 and b"\n" not in data[: end - 1]:  # a last record longer than the tail read
+                fh.seek(0)
+                data = fh.read(start + end)
+        last = json.loads(data[: len(data) - 1].rsplit(b"\n", 1)[-1])
         return int(last["seq"]) + 1, str(last["hash"])
 
     def input_hash(self, features: dict[str, Any]) -> str:
@@ -93,7 +123,8 @@ class AuditLog:
 
     def append(self, entries: Iterable[dict[str, Any]]) -> None:
         """Chain and write entries, then flush: on return they are in the file."""
-        with self.lock:
+        with self._exclusive():
+            self._sync()
             lines = []
             for entry in entries:
                 record = {**entry, "seq": self.seq, "prev_hash": self.prev}
@@ -102,6 +133,7 @@ class AuditLog:
                 self.seq, self.prev = self.seq + 1, record["hash"]
             self.file.write("\n".join(lines) + "\n")
             self.file.flush()
+            self._size = os.fstat(self.file.fileno()).st_size
 
     def close(self) -> None:
         """Flush and fsync: the records survive the machine, not only the process."""

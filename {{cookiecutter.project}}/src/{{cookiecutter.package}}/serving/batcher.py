@@ -7,8 +7,9 @@ queued, and one worker thread takes *everything waiting* as one batch: under loa
 with the queue; when idle, a lone request is scored at once with no added wait (unlike a timer
 based batcher, there is no ``max_latency_ms`` to tune and no 503 on a cold burst).
 
-The one worker thread is also the audit log's single writer, so the hash chain is appended in
-exactly the order decisions are made, and a response is sent only after its records are written.
+The one worker thread is also this process's only writer of the audit log, so a response is
+sent only after its records are written (other worker processes take their turn on the file
+through its lock; see audit.py).
 
 BentoML's own adaptive batching needs a separate batchable service reached over a socket; on a
 2-core machine the extra process and hop cost more than they save, so batching stays in-process.

@@ -103,7 +103,10 @@ def _json(body: dict[str, Any]) -> Response:
 
 @bentoml.service(
     name="decision_service",
-    workers=1,  # one writer of the audit chain; concurrent requests are batched, not threaded
+    # One process per CPU the service may use (BentoML reads the container's CPU quota), or
+    # SERVICE_WORKERS. The processes share the audit file and its chain (see audit.py); within
+    # one, concurrent requests are batched (see batcher.py), not spread over threads.
+    workers=int(os.environ["SERVICE_WORKERS"]) if os.environ.get("SERVICE_WORKERS") else "cpu_count",
     threads=1,
     logging={"access": {"enabled": False}},  # no per-request log line on the hot path; the audit log is the record
     traffic={"timeout": 10},
