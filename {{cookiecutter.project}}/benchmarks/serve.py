@@ -163,12 +163,12 @@ def parse_wrk(out: str) -> dict[str, float]:
 def closed_loop(port: int, script: Path, concurrency: int, duration: float) -> dict[str, float]:
     """One wrk run at ``concurrency`` connections."""
     threads = min(2, concurrency)
-    out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{duration}s", "-s", str(script), f"http://127.0.0.1:{port}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    seconds = max(1, round(duration))  # wrk takes whole seconds
+    cmd = ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{seconds}s", "-s", str(script), f"http://127.0.0.1:{port}"]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"wrk failed (exit {done.returncode}): {(done.stderr or done.stdout).strip()[:500]}")
+    out = done.stdout
     return parse_wrk(out)
 
 
@@ -187,7 +187,7 @@ def fixed_rate(port: int, body: Path, rate: float, concurrency: int, duration: f
     """Hey at ``rate`` requests/s in all, spread over ``concurrency`` clients."""
     per_client = rate / concurrency
     out = subprocess.run(
-        ["hey", "-z", f"{duration}s", "-c", str(concurrency), "-q", f"{per_client:.3f}", "-m", "POST"]
+        ["hey", "-z", f"{max(1, round(duration))}s", "-c", str(concurrency), "-q", f"{per_client:.3f}", "-m", "POST"]
         + ["-T", "application/json", "-D", str(body), "-o", "csv", f"http://127.0.0.1:{port}/decide"],
         capture_output=True,
         text=True,
@@ -201,7 +201,7 @@ def fixed_rate(port: int, body: Path, rate: float, concurrency: int, duration: f
     p50, p99, p999 = np.percentile(corrected, [50, 99, 99.9])
     return {
         "offered_rps": rate,
-        "rps": len(rows) / duration,
+        "rps": len(rows) / max(1, round(duration)),
         "p50_ms": float(p50),
         "p99_ms": float(p99),
         "p999_ms": float(p999),

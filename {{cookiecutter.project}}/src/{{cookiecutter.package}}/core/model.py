@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OrdinalEncoder
+from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder
 
 from . import config
 from .contract import Contract
@@ -102,3 +103,54 @@ def load(path: Path = config.MODEL) -> Pipeline:
 def scores(pipeline: Pipeline, df: pd.DataFrame, contract: Contract) -> np.ndarray:
     """Probability of the positive target class (default / fraud)."""
     return pipeline.predict_proba(model_frame(df, contract))[:, 1]
+
+
+class RecordScorer:
+    """Scores records (dicts of validated feature values) without building a DataFrame.
+
+    The service scores small batches, where pandas and the ColumnTransformer cost more than the
+    trees (measured: ~6 ms of ~9 ms per call). This encodes records with the *fitted* pipeline's
+    own encoding, read from it (its column order and the categories its OrdinalEncoder learnt),
+    and hands the matrix to the fitted classifier: the numbers are the ones ``scores`` computes
+    for the same records, to the bit; the service's parity test checks it on held-out rows.
+    """
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        features, self.classifier = pipeline.steps[0][1], pipeline.steps[-1][1]
+        self.columns: list[tuple[str, dict[Any, float] | None]] = []
+        for name, transformer, columns in features.transformers_:
+            if name == "remainder" and (transformer == "drop" or not len(columns)):
+                continue
+            if _identity(transformer):
+                self.columns += [(c, None) for c in columns]
+            elif isinstance(transformer, OrdinalEncoder):
+                for c, cats in zip(columns, transformer.categories_, strict=True):
+                    self.columns.append((c, {v: float(i) for i, v in enumerate(cats) if not _missing(v)}))
+            else:
+                raise TypeError(f"RecordScorer does not know the feature step {name!r} ({type(transformer).__name__})")
+        self.index = {c: j for j, (c, _) in enumerate(self.columns)}
+
+    def matrix(self, records: list[dict[str, Any]]) -> np.ndarray:
+        """The classifier's input: numeric values as floats, categories as their codes, NaN if missing."""
+        x = np.empty((len(records), len(self.columns)), dtype=np.float64)
+        for j, (name, codes) in enumerate(self.columns):
+            if codes is None:
+                x[:, j] = [np.nan if (v := r.get(name)) is None else v for r in records]
+            else:
+                x[:, j] = [codes.get(r.get(name), np.nan) for r in records]
+        return x
+
+    def scores(self, records: list[dict[str, Any]]) -> np.ndarray:
+        """Probability of the positive target class, as :func:`scores` gives it."""
+        return self.classifier.predict_proba(self.matrix(records))[:, 1]
+
+
+def _identity(transformer: Any) -> bool:
+    # A fitted ColumnTransformer keeps "passthrough" as an identity FunctionTransformer.
+    if isinstance(transformer, str):
+        return transformer == "passthrough"
+    return isinstance(transformer, FunctionTransformer) and transformer.func is None and not transformer.kw_args
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))

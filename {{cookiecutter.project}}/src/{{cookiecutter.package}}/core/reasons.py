@@ -153,6 +153,29 @@ def reason_codes(pipeline: Pipeline, contract: Contract, records: pd.DataFrame, 
     return codes_from_contributions(contributions(pipeline, contract, records), explainer(pipeline, contract), top_n)
 
 
+def record_contributions(scorer: model.RecordScorer, exp: Explainer, records: list[dict[str, Any]]) -> pd.DataFrame:
+    """:func:`contributions` for records as dicts, through the service's array scorer (same numbers)."""
+    x = scorer.matrix(records)
+    best = scorer.matrix([exp.best])[0]
+    n, p = len(records), len(exp.features)
+    # One block of n rows per feature: the best-value profile with that feature taken from the record.
+    grid = np.tile(best, (p * n, 1))
+    for k, feature in enumerate(exp.features):
+        j = scorer.index[feature]
+        grid[k * n : (k + 1) * n, j] = x[:, j]
+    with _threadpools().limit(limits=1, user_api="openmp"):
+        raw = scorer.classifier.decision_function(grid)
+    return pd.DataFrame((raw.reshape(p, n) - exp.base_score).T, columns=list(exp.features))
+
+
+def record_reason_codes(
+    pipeline: Pipeline, contract: Contract, scorer: model.RecordScorer, records: list[dict[str, Any]], top_n: int = TOP_N
+) -> list[list[dict[str, Any]]]:
+    """:func:`reason_codes` for records as dicts (the service's path; equal results)."""
+    exp = explainer(pipeline, contract)
+    return codes_from_contributions(record_contributions(scorer, exp, records), exp, top_n)
+
+
 def codes_from_contributions(contrib: pd.DataFrame, exp: Explainer, top_n: int = TOP_N) -> list[list[dict[str, Any]]]:
     """Up to ``top_n`` adverse reasons per row of a contributions table, most adverse first."""
     values = contrib.to_numpy(dtype=float)

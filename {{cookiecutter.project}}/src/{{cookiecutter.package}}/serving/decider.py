@@ -57,6 +57,7 @@ class Decider:
             from .. import __version__ as version
         self.identity = Identity(version, self.meta.run_id, self.meta.git_sha, self.contract.name, self.contract.version)
         self.features = self.contract.model_input_order()
+        self.scorer = model.RecordScorer(self.pipeline)  # no DataFrame per request: see model.RecordScorer
         self.explains = self.facts.reason_codes
         if self.explains:
             reasons.explainer(self.pipeline, self.contract)  # computed once, not on the first decline
@@ -67,14 +68,13 @@ class Decider:
 
     def decide(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """One decision per record: id, score, decision, threshold, model identity and reasons."""
-        frame = self.frame(records)
-        scores = model.scores(self.pipeline, frame, self.contract)
+        scores = self.scorer.scores(records)
         adverse = scores >= self.threshold
         explained: dict[int, list[dict[str, Any]]] = {}
         if self.explains and adverse.any():
             # Reason codes only for adverse decisions: an approval needs none, and costs nothing.
             rows = np.flatnonzero(adverse)
-            codes = reasons.reason_codes(self.pipeline, self.contract, frame.iloc[rows])
+            codes = reasons.record_reason_codes(self.pipeline, self.contract, self.scorer, [records[i] for i in rows])
             explained = dict(zip(rows.tolist(), codes, strict=True))
         identity = self.identity.as_dict()
         out = []
