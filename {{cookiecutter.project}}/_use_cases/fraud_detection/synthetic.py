@@ -147,13 +147,19 @@ def generate_with_probability(
 
     seconds = np.sort(rng.integers(0, days * 86_400, n_rows))
     times = pd.Timestamp(start_date) + pd.to_timedelta(seconds, unit="s")
-    pan = [f"4{900_000_000_000_000 + int(card_serial[c]) * 7919:015d}" for c in card_ids]
+    # Strings are formatted once per card, then indexed per row (8x fewer Python formats).
+    card_pan = np.array([f"4{900_000_000_000_000 + int(s) * 7919:015d}" for s in card_serial], dtype=object)
+    card_name = np.array([f"{f} {ln}" for f, ln in zip(card_first, card_last, strict=True)], dtype=object)
+    card_email = np.array(
+        [f"{f.lower()}.{ln.lower()}{s}@mail.example" for f, ln, s in zip(card_first, card_last, card_serial, strict=True)],
+        dtype=object,
+    )
     values = {
         "transaction_id": [f"TXN-{seed:04d}-{i:08d}" for i in range(n_rows)],
         "transaction_time": times,
-        "card_number": pan,
-        "cardholder_name": [f"{card_first[c]} {card_last[c]}" for c in card_ids],
-        "customer_email": [f"{card_first[c].lower()}.{card_last[c].lower()}{card_serial[c]}@mail.example" for c in card_ids],
+        "card_number": card_pan[card_ids],
+        "cardholder_name": card_name[card_ids],
+        "customer_email": card_email[card_ids],
         "customer_age_band": card_age_band[card_ids],
         "customer_sex": card_sex[card_ids],
         "amount": amount,
