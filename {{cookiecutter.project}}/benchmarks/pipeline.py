@@ -40,9 +40,12 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK_SIZES = [2000, 5000]
-STAGE_LINE = re.compile(r"stage (?P<stage>\w+) (?P<status>finished|FAILED) in (?P<seconds>[\d.]+) s, peak memory (?P<mib>[\d.]+) MiB")
+STAGE_LINE = re.compile(
+    r"stage (?P<stage>\w+) (?P<status>finished|FAILED) in (?P<seconds>[\d.]+) s, peak memory (?P<mib>[\d.]+) MiB"
+)
 # Never copied even when not git-ignored: the user's own outputs and state.
-SKIP = ("data/raw/", "data/prepared/", "models/", "mlruns/", "mlartifacts/", "reports/", "logs/", ".venv/", ".dvc/cache/", ".dvc/tmp/")
+SKIP = ("data/raw/", "data/prepared/", "models/", "mlruns/", "mlartifacts/", "reports/", "logs/", ".venv/")
+SKIP += (".dvc/cache/", ".dvc/tmp/")
 SKIP_FILES = {"mlflow.db", "dvc.lock"}
 
 # Runs a command and reports the largest resident set among its finished descendants (KiB on
@@ -187,8 +190,11 @@ def run(sizes: list[int], root: Path = ROOT, keep: bool = False, echo: bool = Tr
             result["fairness_gates_pass"][str(n)] = fairness_passed(work)
             result["repro_ok"][str(n)] = status == 0
             if echo:
-                print(f"  {n:>9} rows: {seconds:7.1f} s, peak {peak:7.0f} MiB, fairness gates "
-                      f"{'pass' if result['fairness_gates_pass'][str(n)] else 'FAIL'}", file=sys.stderr)
+                print(
+                    f"  {n:>9} rows: {seconds:7.1f} s, peak {peak:7.0f} MiB, fairness gates "
+                    f"{'pass' if result['fairness_gates_pass'][str(n)] else 'FAIL'}",
+                    file=sys.stderr,
+                )
             if n == sizes[-1]:
                 start = time.perf_counter()
                 subprocess.run([_dvc(), "repro"], cwd=work, env=_env(work), capture_output=True, check=False)
@@ -211,8 +217,11 @@ def _cell(value: float | None, fmt: str) -> str:
 def markdown(result: dict) -> str:
     """A Markdown table per size: stage, seconds, peak MiB, growth over the previous size."""
     sizes = result["sizes"]
-    lines = [f"### Pipeline: `dvc repro` from scratch ({result['use_case']}, {result['machine']['cpus']} CPUs, "
-             f"Python {result['machine']['python']})", ""]
+    lines = [
+        f"### Pipeline: `dvc repro` from scratch ({result['use_case']}, {result['machine']['cpus']} CPUs, "
+        f"Python {result['machine']['python']})",
+        "",
+    ]
     for i, n in enumerate(sizes):
         previous = str(sizes[i - 1]) if i else None
         lines += [f"**{n:,} rows**" + ("" if result["fairness_gates_pass"].get(str(n)) else " (fairness gates FAILED)"), ""]
@@ -224,12 +233,18 @@ def markdown(result: dict) -> str:
                 continue
             before = by_size.get(previous) if previous else None
             ratio = here["seconds"] / before["seconds"] if before and before["seconds"] > 0 else None
-            lines.append(f"| {stage} | {here['seconds']:.1f} | {here['peak_mib']:.0f} | {_cell(ratio, '.1f')}x |"
-                         if ratio is not None else f"| {stage} | {here['seconds']:.1f} | {here['peak_mib']:.0f} | – |")
+            lines.append(
+                f"| {stage} | {here['seconds']:.1f} | {here['peak_mib']:.0f} | {_cell(ratio, '.1f')}x |"
+                if ratio is not None
+                else f"| {stage} | {here['seconds']:.1f} | {here['peak_mib']:.0f} | – |"
+            )
         lines.append("")
-    lines.append(f"No-op `dvc repro` at {sizes[-1]:,} rows: {_cell(result['noop_repro_seconds'], '.1f')} s. "
-                 f"Growth is seconds over the previous size's (sizes x{sizes[-1] / sizes[-2]:.0f}: that ratio is linear)."
-                 if len(sizes) > 1 else f"No-op `dvc repro`: {_cell(result['noop_repro_seconds'], '.1f')} s.")
+    lines.append(
+        f"No-op `dvc repro` at {sizes[-1]:,} rows: {_cell(result['noop_repro_seconds'], '.1f')} s. "
+        f"Growth is seconds over the previous size's (sizes x{sizes[-1] / sizes[-2]:.0f}: that ratio is linear)."
+        if len(sizes) > 1
+        else f"No-op `dvc repro`: {_cell(result['noop_repro_seconds'], '.1f')} s."
+    )
     return "\n".join(lines) + "\n"
 
 

@@ -53,13 +53,17 @@ def test_parser_marks_a_failed_stage(bench, caplog):
     assert parsed["fairness"]["ok"] is False
 
 
+def per_size(sizes: list[int], seconds: list[float]) -> dict:
+    return {str(n): {"seconds": v, "peak_mib": 100.0} for n, v in zip(sizes, seconds, strict=True)}
+
+
 def fake_result(bench, seconds: dict[str, list[float]]) -> dict:
     sizes = [10_000, 100_000]
     result = {
         "use_case": "credit_scoring",
         "machine": {"cpus": 2, "python": "3.11"},
         "sizes": sizes,
-        "stages": {s: {str(n): {"seconds": v, "peak_mib": 100.0} for n, v in zip(sizes, vals, strict=True)} for s, vals in seconds.items()},
+        "stages": {s: per_size(sizes, vals) for s, vals in seconds.items()},
         "total": {str(n): {"seconds": sum(v[i] for v in seconds.values()), "peak_mib": 150.0} for i, n in enumerate(sizes)},
         "noop_repro_seconds": 0.9,
         "fairness_gates_pass": {"10000": True, "100000": False},

@@ -27,6 +27,8 @@ from .plots import figure
 log = logging.getLogger(LOGGER)
 # Contributions plus the base score must give back the raw score to this tolerance (log-odds).
 ADDITIVITY_TOLERANCE = 1e-6
+# Held-out rows per reason-code pass (bounds the stage's memory; every row is still checked).
+REASON_CHUNK = 20_000
 
 
 def permutation_importance(
@@ -72,17 +74,24 @@ def reason_code_summary(pipeline, test: pd.DataFrame, contract: Contract, thresh
     except reasons.NotAdditiveError as exc:
         return {"available": False, "why": str(exc), "catalogue": contract.reason_catalogue()}
     exp = reasons.explainer(pipeline, contract)
-    contrib = reasons.contributions(pipeline, contract, test)
-    raw = reasons.raw_score(pipeline, contract, test)
-    error = float(np.max(np.abs(exp.base_score + contrib.to_numpy().sum(axis=1) - raw))) if len(test) else 0.0
-    declined = 1.0 / (1.0 + np.exp(-raw)) >= threshold
-    principal = principal_reasons(contrib[declined], exp).value_counts()
+    # Every held-out row is checked, in chunks: contributions score one profile per row and
+    # feature, so one pass over 200k rows would hold millions of rows in memory at once.
+    error, n_declined, principal = 0.0, 0, pd.Series(dtype="int64")
+    chunks = range(0, len(test), REASON_CHUNK)
+    for start in progress(chunks, len(chunks), "explain: reason-code checks (chunks)"):
+        part = test.iloc[start : start + REASON_CHUNK]
+        contrib = reasons.contributions(pipeline, contract, part)
+        raw = reasons.raw_score(pipeline, contract, part)
+        error = max(error, float(np.max(np.abs(exp.base_score + contrib.to_numpy().sum(axis=1) - raw))))
+        declined = 1.0 / (1.0 + np.exp(-raw)) >= threshold
+        n_declined += int(declined.sum())
+        principal = principal.add(principal_reasons(contrib[declined], exp).value_counts(), fill_value=0)
     return {
         "available": True,
         "base_score": round(exp.base_score, 6),
         "best_values": {k: (v if isinstance(v, str) else round(float(v), 6)) for k, v in exp.best.items()},
         "max_additivity_error": error,
-        "declined": int(declined.sum()),
+        "declined": n_declined,
         "principal_reason_counts": {
             code: int(principal.get(code, 0)) for code in (c["code"] for c in contract.reason_catalogue())
         },
