@@ -125,7 +125,7 @@ class ExplainParams(_Section):
     """``explain``: permutation repeats, and the held-out rows they shuffle at most."""
 
     n_repeats: PositiveInt
-    max_rows: PositiveInt | None = 50_000
+    max_rows: PositiveInt | None = 20_000
 
 
 FairnessMetric = Literal[
