@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -76,7 +77,7 @@ def test_each_stage_ends_with_its_time_and_long_loops_show_progress(pipeline_rep
     log = pipeline_repo.repro_logs["credit_scoring"]
     for stage in ("generate", "prepare", "validate", "train", "evaluate", "fairness", "explain", "model_card"):
         section = stage_section(log, stage)
-        assert f"stage {stage} finished in " in section, section[-2000:]
+        assert re.search(rf"stage {stage} finished in \d+\.\d s, peak memory \d+ MiB", section), section[-2000:]
     fairness = stage_section(log, "fairness")
     assert "bootstrap resamples: 1/200 (0%)" in fairness and "bootstrap resamples: 200/200 done in" in fairness
     assert "\r" not in log  # no carriage-return spinners in CI logs

@@ -122,10 +122,12 @@ def test_bootstrap_tables_equal_fairlearn_metricframe():
     y, score, threshold, protected = scored_groups(n=3000)
     groups = protected["attribute"].to_numpy()
     flagged = (score >= threshold).astype(int)
-    slow = fairness.by_group(y, flagged, groups)
+    slow = fairness.by_group_fairlearn(y, flagged, groups)
     codes = pd.Categorical(groups, categories=slow.index).codes
     fast = fairness._fast_table(y, flagged, codes, slow.index)
     pd.testing.assert_frame_equal(slow[sorted(slow.columns)], fast[sorted(fast.columns)], check_dtype=False)
+    # The stage's point estimates: same groups, same order, same numbers as fairlearn.
+    pd.testing.assert_frame_equal(slow, fairness.by_group(y, flagged, groups), check_dtype=False, check_names=False)
 
 
 def test_bootstrap_is_seeded():
@@ -261,3 +263,16 @@ def test_stage_exits_nonzero_on_biased_data(tmp_path, monkeypatch, caplog):
     assert f"fairness:{attribute}:" in message
     assert f"'{groups[0]}'" in message
     assert any(f"{g['threshold']:g}" in message for g in failed)
+
+
+def test_headline_by_group_is_the_metric_within_each_group():
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    y, score, _, protected = scored_groups(n=3000)
+    groups = protected["attribute"].to_numpy()
+    fn = roc_auc_score if use_case.load().headline_metric == "roc_auc" else average_precision_score
+    got = fairness.headline_by_group(y, score, groups)
+    for g in np.unique(groups):
+        assert got[g] == pytest.approx(fn(y[groups == g], score[groups == g]))
+    one_class = fairness.headline_by_group(np.zeros(4, int), np.arange(4.0), np.array(["a", "a", "b", "b"]))
+    assert one_class.isna().all()

@@ -163,3 +163,21 @@ def test_sweeping_each_constrained_feature_never_violates_its_direction(fitted, 
         assert worst >= -1e-12, f"{col.name} is declared {col.monotone} but the score moves against it by {-worst:.3g}"
         moved = max(moved, float(np.abs(steps).max()))
     assert not constrained or moved > 0, "no sweep moved the score: the check would pass on a constant model"
+
+
+@additive_only
+def test_explains_vectorised_principal_reason_is_the_first_reason_code(fitted, held_out):
+    """explain counts principal reasons with one argmax; it must name what reason_codes puts first."""
+    from {{ cookiecutter.package }}.evaluation import explain
+
+    exp = reasons.explainer(fitted, CONTRACT)
+    contrib = reasons.contributions(fitted, CONTRACT, held_out)
+    # Edge rows: nothing adverse, and a tie between two features (the first column wins).
+    edge = contrib.iloc[:2].copy()
+    edge.iloc[0] = 0.0
+    edge.iloc[1] = 0.0
+    edge.iloc[1, [1, 3]] = 0.5
+    table = pd.concat([contrib, edge], ignore_index=True)
+    expected = [c[0]["code"] for c in reasons.codes_from_contributions(table, exp) if c]
+    assert explain.principal_reasons(table, exp).tolist() == expected
+    assert expected[-1] == exp.catalogue[table.columns[1]]["code"]

@@ -35,9 +35,11 @@ class DataParams(_Section):
 
 
 class GenerateParams(_Section):
-    """``generate``: the synthetic data set's size."""
+    """``generate``: the synthetic data set's size, and an optional injected bias (for demos)."""
 
     n_rows: Annotated[int, Field(ge=100)]
+    # 0: protected groups' true disparity sits within the default fairness gates at any size.
+    bias: Annotated[float, Field(ge=0.0, le=5.0)] = 0.0
 
 
 class PrepareParams(_Section):
@@ -120,9 +122,10 @@ class EvaluateParams(_Section):
 
 
 class ExplainParams(_Section):
-    """``explain``: permutation repeats."""
+    """``explain``: permutation repeats, and the held-out rows they shuffle at most."""
 
     n_repeats: PositiveInt
+    max_rows: PositiveInt | None = 20_000
 
 
 FairnessMetric = Literal[

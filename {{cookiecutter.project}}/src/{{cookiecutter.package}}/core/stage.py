@@ -2,7 +2,9 @@
 
 The policy: a :class:`~.errors.UserError` (params, contract, data, keys, stage order) is
 printed as one line and the stage exits 1; any other exception is a bug and keeps its
-traceback. Each stage ends with one line saying whether it finished and how long it took.
+traceback. Each stage ends with one line saying whether it finished, how long it took and its
+peak memory: ``stage <name> finished in N s, peak memory M MiB`` (benchmarks/pipeline.py
+parses it).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import resource
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -45,8 +48,26 @@ def run_stage(main: Callable[[], int | None], name: str | None = None) -> int:
         log.error("%s", exc)
         status = 1
     elapsed = time.perf_counter() - start
-    log.info("stage %s %s in %.1f s", name, "finished" if status == 0 else "FAILED", elapsed)
+    log.info(
+        "stage %s %s in %.1f s, peak memory %.0f MiB",
+        name,
+        "finished" if status == 0 else "FAILED",
+        elapsed,
+        peak_memory_mib(),
+    )
     return status
+
+
+def peak_memory_mib() -> float:
+    """Peak resident memory of this process, or of its largest finished child if larger, in MiB.
+
+    ``ru_maxrss`` is the high-water mark the kernel keeps (KiB on Linux), so it costs nothing
+    to read and misses no short spike; a stage that spawns a tool is charged for the tool too.
+    """
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    scale = 1 if sys.platform == "darwin" else 1024  # macOS reports bytes, Linux KiB
+    return max(own, children) * scale / 2**20
 
 
 def entry_point(main: Callable[[], int | None]) -> None:

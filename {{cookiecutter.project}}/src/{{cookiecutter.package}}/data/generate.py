@@ -17,9 +17,12 @@ from . import synthetic
 log = logging.getLogger(LOGGER)
 
 
-def generate(contract: Contract, n_rows: int, seed: int) -> pd.DataFrame:
-    """``n_rows`` synthetic records with the use case's signal, PII and protected columns."""
-    return synthetic.generate(contract, n_rows=n_rows, seed=seed)
+def generate(contract: Contract, n_rows: int, seed: int, bias: float = 0.0) -> pd.DataFrame:
+    """``n_rows`` synthetic records with the use case's signal, PII and protected columns.
+
+    ``bias`` > 0 links a protected attribute to risk more strongly (demos of a failing fairness gate).
+    """
+    return synthetic.generate(contract, n_rows=n_rows, seed=seed, bias=bias)
 
 
 def write_synthetic(df: pd.DataFrame, path=config.SYNTHETIC_DATA) -> None:
@@ -36,7 +39,7 @@ def main() -> int:
     """Write ``data/raw/synthetic.parquet``."""
     params = load_params()
     contract = load_contract(params.data.contract)
-    df = generate(contract, params.generate.n_rows, params.seed)
+    df = generate(contract, params.generate.n_rows, params.seed, params.generate.bias)
     write_synthetic(df)
     rate = (df[contract.target] == contract.positive_label).mean()
     log.info("wrote %s: %d rows, positive rate %.4f", config.SYNTHETIC_DATA, len(df), rate)

@@ -3,9 +3,10 @@
 Protected attributes are never model inputs: ``prepare`` stores them apart and this stage
 joins them back on the id column only to measure. Per attribute and group it reports the
 outcome rate (credit: approval rate; fraud: flag rate), TPR, FPR and group size, then the
-demographic parity ratio and difference and the equalized-odds difference. Point estimates come
-from fairlearn's ``MetricFrame``; confidence intervals from a seeded bootstrap that resamples
-data subjects within each group (a vectorised twin of the same table, tested equal to it).
+demographic parity ratio and difference and the equalized-odds difference. Point estimates are
+per-group counts (tested equal to fairlearn's ``MetricFrame``); confidence intervals from a
+seeded bootstrap that resamples data subjects within each group (a vectorised twin of the same
+table, tested equal to it).
 
 Gates (``params.yaml: fairness.gates``) fail the stage, and so ``dvc repro``, with a message
 naming the attribute, the groups, the metric and the threshold. The report is written first,
@@ -28,7 +29,7 @@ from ..core.params import FairnessParams, load_params
 from ..core.reports import FairnessReport, ModelMeta
 from ..core.stage import LOGGER, entry_point
 from ..training import tracking
-from .group_stats import _fast_table, assess_attribute, by_group  # noqa: F401 - by_group/_fast_table are public here
+from .group_stats import _fast_table, assess_attribute, by_group, by_group_fairlearn, headline_by_group  # noqa: F401
 
 log = logging.getLogger(LOGGER)
 MISSING_GROUP = "(missing)"

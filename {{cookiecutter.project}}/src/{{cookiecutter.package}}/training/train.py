@@ -12,7 +12,6 @@ import pandas as pd
 from ..core import config, model, use_case
 from ..core.contract import Contract, load_contract
 from ..core.errors import StageOrderError
-from ..core.metrics import expected_cost
 from ..core.params import Params, load_params
 from ..core.reports import ModelMeta, ValidationReport
 from ..core.stage import LOGGER, entry_point
@@ -40,7 +39,15 @@ def tune_threshold(y: np.ndarray, score: np.ndarray, cost_fn: float, cost_fp: fl
     candidates = np.unique(np.round(score, 6))
     if len(candidates) > 2000:
         candidates = np.unique(np.quantile(score, np.linspace(0, 1, 2001)))
-    costs = [expected_cost(y, score >= t, cost_fn, cost_fp) for t in candidates]
+    # The same counts expected_cost would take for each candidate, from two sorted arrays:
+    # missed positives score below t, false alarms at or above it. O(n log n) once instead of
+    # a pass over every row per candidate (2,000 passes at a million rows).
+    y = np.asarray(y).astype(bool)
+    score = np.asarray(score)
+    positives, negatives = np.sort(score[y]), np.sort(score[~y])
+    fn = np.searchsorted(positives, candidates, side="left")
+    fp = len(negatives) - np.searchsorted(negatives, candidates, side="left")
+    costs = (fn * cost_fn + fp * cost_fp) / max(len(y), 1)
     return float(candidates[int(np.argmin(costs))])
 
 
