@@ -1,7 +1,9 @@
 """Request models generated from the contract: features only, with their types and bounds.
 
 A field the contract declares as PII, protected, id, target or timestamp, or does not
-declare at all, is refused by name: the service never accepts data it must not see.
+declare at all, is refused by name: the service never accepts data it must not see. The one
+field that is not a feature, ``explain`` (a JSON boolean, default false), exists only for a use
+case without reason codes (fraud): it asks for the record's top feature contributions.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
+from ..core import use_case
 from ..core.contract import Column, Contract
 
 MAX_BATCH = 1000  # records per /decide_batch request
+EXPLAIN = "explain"  # the request field asking for top feature contributions (fraud only)
 
 _WHY = {
     "pii": "is personal data (role pii): the service never takes it",
@@ -54,7 +58,13 @@ def record_model(contract: Contract) -> type[BaseModel]:
                         raise ValueError(f"field {name!r} is not accepted: it {_WHY[role]}")
             return data
 
-    fields = {c.name: _field(c) for c in contract.columns if c.role == "feature"}
+    fields: dict[str, Any] = {c.name: _field(c) for c in contract.columns if c.role == "feature"}
+    if not use_case.load().reason_codes:
+        # Strict: only a JSON true or false; "yes", 1 or "true" are refused by name.
+        fields[EXPLAIN] = (
+            Annotated[bool, Field(strict=True)],
+            Field(default=False, description="Return the record's top feature contributions (top_features)"),
+        )
     return create_model("Record", __base__=Base, **fields)
 
 

@@ -100,8 +100,9 @@ class DecisionService:
         self.audit = AuditLog(log_path(), audit_key())
 
     def _decide(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        explain = [bool(r.pop(schema.EXPLAIN, False)) for r in records]  # a request option, not an input feature
         start = time.perf_counter()
-        decisions = self.decider.decide(records)
+        decisions = self.decider.decide(records, explain=explain)
         per_record_ms = (time.perf_counter() - start) * 1000 / len(records)
         now = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z"
         self.audit.append(
@@ -113,6 +114,7 @@ class DecisionService:
                 "score": d["score"],
                 "decision": d["decision"],
                 "reasons": [x["code"] for x in d.get("reasons", [])],
+                **({"top_features": [x["feature"] for x in d["top_features"]]} if "top_features" in d else {}),
                 "latency_ms": round(per_record_ms, 3),
             }
             for d, r in zip(decisions, records, strict=True)
