@@ -186,6 +186,21 @@ def test_contributions_add_up_to_the_raw_score_on_held_out_rows(explainer, held_
 
 
 @by_features
+def test_past_the_exact_limit_the_permutation_explainer_still_adds_up(explainer, held_out, run, monkeypatch):
+    pipeline, exact = explainer
+    monkeypatch.setattr(attributions, "EXACT_MAX_FEATURES", 3)  # as for a contract with many features
+    sampled = attributions.FeatureExplainer.from_artifact(pipeline, CONTRACT, run.path("models/explain_background.json"))
+    assert sampled.method == "permutation" and exact.method == "exact"
+    rows = held_out.head(20)
+    base, values = sampled.contributions(rows)
+    raw = pipeline.decision_function(model.model_frame(rows, CONTRACT))
+    assert np.max(np.abs(base + values.sum(axis=1).to_numpy() - raw)) <= 1e-9
+    _, want = exact.contributions(rows)
+    # Estimates of the same Shapley values: the leading feature agrees on most rows.
+    assert (values.abs().idxmax(axis=1) == want.abs().idxmax(axis=1)).mean() >= 0.8
+
+
+@by_features
 def test_shap_tree_explainer_still_misses_native_categorical_splits(explainer, held_out):
     """Why attributions.py uses the Exact explainer: if this fails, TreeExplainer became exact here; switch to it."""
     import shap

@@ -11,7 +11,11 @@ then missed the raw score by up to ~13 log-odds. The ``Exact`` explainer evaluat
 itself on every coalition of the features, so local accuracy holds to floating point:
 ``base_value + sum(contributions) == decision_function(x)``.
 
-The one approximation: these are interventional Shapley values against a fixed background,
+With more than ``EXACT_MAX_FEATURES`` features (your own contract may have them) the 2^p
+coalitions are too many, and shap's ``Permutation`` explainer estimates the same values from
+seeded, sampled feature orders; local accuracy still holds exactly.
+
+The one approximation for the default model: these are interventional Shapley values against a fixed background,
 ``BACKGROUND_ROWS`` training rows drawn with the pipeline's seed at train time and stored
 beside the model (features only; the contract keeps PII and protected attributes out). A
 feature "absent" from a coalition takes the background's values, and ``base_value`` is the
@@ -38,6 +42,11 @@ TOP_N = 4
 # 2^p coalitions x this many rows are scored per record: 20 keeps one record near 100 ms on a
 # small CPU while covering the main modes of the training data.
 BACKGROUND_ROWS = 20
+# Exact scores every one of the 2^p coalitions; past this many features that explodes, and the
+# Permutation explainer (sampled feature orders, antithetic, seeded) takes over. Its values are
+# estimates, but each sampled order telescopes, so local accuracy still holds exactly.
+EXACT_MAX_FEATURES = 10
+PERMUTATION_EVALS_PER_FEATURE = 20
 
 
 def background(train: pd.DataFrame, contract: Contract, seed: int, rows: int = BACKGROUND_ROWS) -> list[dict[str, Any]]:
@@ -49,7 +58,9 @@ def background(train: pd.DataFrame, contract: Contract, seed: int, rows: int = B
 class FeatureExplainer:
     """Exact Shapley contributions (log-odds) of each feature to each record's raw score."""
 
-    def __init__(self, pipeline: Pipeline, contract: Contract, background_rows: list[dict[str, Any]]) -> None:
+    def __init__(
+        self, pipeline: Pipeline, contract: Contract, background_rows: list[dict[str, Any]], seed: int = 0
+    ) -> None:
         import shap  # heavy (numba): imported only where a use case explains by features
 
         self.contract = contract
@@ -60,7 +71,14 @@ class FeatureExplainer:
         self.names = [str(n) for n in self._prepare.get_feature_names_out()]
         data = self.matrix(pd.DataFrame.from_records(background_rows, columns=self.features))
         masker = shap.maskers.Independent(data, max_samples=len(data))
-        self._explainer = shap.explainers.Exact(classifier.decision_function, masker)
+        if len(self.features) <= EXACT_MAX_FEATURES:
+            self.method = "exact"
+            self._explainer = shap.explainers.Exact(classifier.decision_function, masker)
+            self._options: dict[str, Any] = {}
+        else:
+            self.method = "permutation"
+            self._explainer = shap.explainers.Permutation(classifier.decision_function, masker, seed=seed)
+            self._options = {"max_evals": PERMUTATION_EVALS_PER_FEATURE * (2 * len(self.features) + 1)}
         # shap's maskers keep per-call buffers, so concurrent calls would interfere.
         self._lock = threading.Lock()
         self.contributions(pd.DataFrame.from_records(background_rows[:1], columns=self.features))  # compile numba now
@@ -79,7 +97,7 @@ class FeatureExplainer:
     def contributions(self, frame: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
         """Base value per record and each feature's contribution (log-odds), columns in model input order."""
         with self._lock:
-            explained = self._explainer(self.matrix(frame), silent=True)
+            explained = self._explainer(self.matrix(frame), silent=True, **self._options)
         values = pd.DataFrame(explained.values, columns=self.names, index=frame.index)[self.features]
         return np.asarray(explained.base_values, dtype=np.float64), values
 
