@@ -177,7 +177,7 @@ def explainer(run):
 @by_features
 def test_contributions_add_up_to_the_raw_score_on_held_out_rows(explainer, held_out):
     pipeline, exp = explainer
-    rows = held_out.head(300)
+    rows = held_out.head(200)
     base, values = exp.contributions(rows)
     raw = pipeline.decision_function(model.model_frame(rows, CONTRACT))
     assert list(values.columns) == CONTRACT.model_input_order()
@@ -206,7 +206,7 @@ def test_shap_tree_explainer_still_misses_native_categorical_splits(explainer, h
     import shap
 
     pipeline, exp = explainer
-    X = exp.matrix(held_out.head(300))
+    X = exp.matrix(held_out.head(200))
     tree = shap.TreeExplainer(pipeline[-1])
     error = np.abs(tree.expected_value + tree.shap_values(X).sum(axis=1) - pipeline[-1].decision_function(X))
     assert np.max(error) > 1e-3

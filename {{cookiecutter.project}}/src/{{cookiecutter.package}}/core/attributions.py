@@ -58,9 +58,7 @@ def background(train: pd.DataFrame, contract: Contract, seed: int, rows: int = B
 class FeatureExplainer:
     """Exact Shapley contributions (log-odds) of each feature to each record's raw score."""
 
-    def __init__(
-        self, pipeline: Pipeline, contract: Contract, background_rows: list[dict[str, Any]], seed: int = 0
-    ) -> None:
+    def __init__(self, pipeline: Pipeline, contract: Contract, background_rows: list[dict[str, Any]], seed: int = 0) -> None:
         import shap  # heavy (numba): imported only where a use case explains by features
 
         self.contract = contract
