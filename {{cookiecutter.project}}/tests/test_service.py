@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from {{ cookiecutter.package }}.core import attributions, model, reasons, use_case
 from {{ cookiecutter.package }}.core.contract import load_contract
 from {{ cookiecutter.package }}.serving import audit
-from {{ cookiecutter.package }}.serving.schema import MAX_BATCH
+from {{ cookiecutter.package }}.serving.schema import MAX_BATCH, MAX_EXPLAIN
 
 from .pipeline_run import ROOT, pipeline_run
 from .strategies import records
@@ -249,6 +249,8 @@ def test_a_bad_explain_value_is_a_4xx_naming_the_field(client, held_out):
         assert "explain" in text and "boolean" in text, text
     text = refusal(client.post("/decide_batch", json={"records": [good, {**good, "explain": "no"}]}))
     assert "explain" in text
+    text = refusal(client.post("/decide_batch", json={"records": [{**good, "explain": True}] * (MAX_EXPLAIN + 1)}))
+    assert "explain" in text and str(MAX_EXPLAIN) in text, text
 
 
 @pytest.mark.skipif(not FACTS.reason_codes, reason="this use case accepts explain (it explains by feature contributions)")

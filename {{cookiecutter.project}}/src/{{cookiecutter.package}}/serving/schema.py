@@ -17,6 +17,9 @@ from ..core.contract import Column, Contract
 
 MAX_BATCH = 1000  # records per /decide_batch request
 EXPLAIN = "explain"  # the request field asking for top feature contributions (fraud only)
+# Each explained record costs tens of milliseconds (README, "Cost of explanations"): a batch asking
+# for more would outlast the request timeout, so it is refused up front with a clear message.
+MAX_EXPLAIN = 32
 
 _WHY = {
     "pii": "is personal data (role pii): the service never takes it",
@@ -69,9 +72,21 @@ def record_model(contract: Contract) -> type[BaseModel]:
 
 
 def batch_model(record: type[BaseModel]) -> type[BaseModel]:
-    """The model of a batch request: ``{"records": [...]}``, 1 to ``MAX_BATCH`` records."""
+    """The model of a batch request: ``{"records": [...]}``, 1 to ``MAX_BATCH`` records (at most ``MAX_EXPLAIN`` explained)."""
+    explainable = EXPLAIN in record.model_fields
+
+    class Base(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        @model_validator(mode="after")
+        def _few_explanations(self) -> Any:
+            asked = sum(bool(getattr(r, EXPLAIN)) for r in self.records) if explainable else 0
+            if asked > MAX_EXPLAIN:
+                raise ValueError(f"records: at most {MAX_EXPLAIN} records of a batch may set {EXPLAIN} to true (got {asked})")
+            return self
+
     return create_model(
         "Batch",
-        __config__=ConfigDict(extra="forbid"),
+        __base__=Base,
         records=(Annotated[list[record], Field(min_length=1, max_length=MAX_BATCH)], ...),
     )
