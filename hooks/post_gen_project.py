@@ -85,6 +85,8 @@ at it, describe its columns in contract.yaml, export PII_HMAC_KEY, then make rep
 
 def main() -> int:
     keep_use_case(CONTEXT["use_case"])
+    if CONTEXT["use_case"] != "fraud_detection":
+        remove("benchmarks/explain.py")  # credit explains declines with exact reason codes, at no extra cost
     # Each target keeps its own deployment files; Prometheus, Grafana and the local stack are for all.
     if CONTEXT["deploy_target"] != "kubernetes":
         remove("deploy/k8s")

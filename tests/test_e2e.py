@@ -285,6 +285,10 @@ def test_the_built_bento_serves_decisions(pipeline_repo, use_case, tmp_path):
         f"print(pd.read_parquet({str(test)!r})[cols].head(1).to_json(orient='records'))\n"
     )
     record = json.loads(py(project, script).strip().splitlines()[-1])[0]
+    by_features = use_case == "fraud_detection"  # fraud explains on request, from a background shipped with the model
+    if by_features:
+        assert "models/explain_background.json" in shipped
+        record = {**record, "explain": True}
     empty = tmp_path / "elsewhere"
     empty.mkdir()
     port = free_port()
@@ -323,3 +327,6 @@ def test_the_built_bento_serves_decisions(pipeline_repo, use_case, tmp_path):
     assert answer["threshold"] == meta["threshold"] and 0.0 <= answer["score"] <= 1.0
     logged = [json.loads(line) for line in audit_log.read_text().splitlines()]
     assert [r["decision_id"] for r in logged] == [answer["decision_id"]]
+    if by_features:
+        assert 1 <= len(answer["top_features"]) <= 4
+        assert logged[0]["top_features"] == [t["feature"] for t in answer["top_features"]]

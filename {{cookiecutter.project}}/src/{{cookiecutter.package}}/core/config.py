@@ -31,6 +31,8 @@ PREPARE_SUMMARY = PREPARED_DIR / "summary.json"
 MODEL_DIR = Path("models")
 MODEL = MODEL_DIR / "model.skops"
 MODEL_META = MODEL_DIR / "model_meta.json"
+# Training rows the fraud model's per-decision contributions are measured against (core/attributions.py).
+EXPLAIN_BACKGROUND = MODEL_DIR / "explain_background.json"
 
 REPORTS = Path("reports")
 VALIDATION = REPORTS / "validation.json"

@@ -1,4 +1,7 @@
-"""Decisions for records: the pipeline's model, threshold and reason codes, nothing else.
+"""Decisions for records: the pipeline's model, threshold and explanations, nothing else.
+
+Credit decisions carry exact reason codes (``core/reasons.py``) for declines; fraud decisions
+carry their top feature contributions (``core/attributions.py``) when the caller asks for them.
 
 Loads exactly what the pipeline produced (``models/model.skops`` through the skops allowlist,
 ``models/model_meta.json``, ``contract.yaml``); no MLflow, no network.
@@ -15,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..core import config, model, reasons, use_case
+from ..core import attributions, config, model, reasons, use_case
 from ..core.contract import Contract, load_contract
 from ..core.reports import ModelMeta
 
@@ -61,13 +64,24 @@ class Decider:
         self.explains = self.facts.reason_codes
         if self.explains:
             reasons.explainer(self.pipeline, self.contract)  # computed once, not on the first decline
+        # A use case without reason codes explains by feature contributions, on request; the
+        # explainer (shap, numba) is loaded here, never at import of the service module.
+        self.feature_explainer = (
+            None
+            if self.explains
+            else attributions.FeatureExplainer.from_artifact(self.pipeline, self.contract, root / config.EXPLAIN_BACKGROUND)
+        )
 
     def frame(self, records: list[dict[str, Any]]) -> pd.DataFrame:
         """Records as the model's input frame (missing optional features become NaN)."""
         return pd.DataFrame.from_records(records, columns=self.features)
 
-    def decide(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """One decision per record: id, score, decision, threshold, model identity and reasons."""
+    def decide(self, records: list[dict[str, Any]], explain: list[bool] | None = None) -> list[dict[str, Any]]:
+        """One decision per record: id, score, decision, threshold, model identity and reasons.
+
+        ``explain`` (one bool per record) asks for ``top_features`` on those records; it applies
+        only to a use case without reason codes (the request model refuses it otherwise).
+        """
         scores = self.scorer.scores(records)
         adverse = scores >= self.threshold
         explained: dict[int, list[dict[str, Any]]] = {}
@@ -76,6 +90,13 @@ class Decider:
             rows = np.flatnonzero(adverse)
             codes = reasons.record_reason_codes(self.pipeline, self.contract, self.scorer, [records[i] for i in rows])
             explained = dict(zip(rows.tolist(), codes, strict=True))
+        top: dict[int, list[dict[str, Any]]] = {}
+        if self.feature_explainer is not None and explain and any(explain):
+            if len(explain) != len(records):
+                raise ValueError(f"explain has {len(explain)} flags for {len(records)} records")
+            rows = np.flatnonzero(explain)
+            frame = self.frame([records[i] for i in rows])
+            top = dict(zip(rows.tolist(), self.feature_explainer.top_features(frame), strict=True))
         identity = self.identity.as_dict()
         out = []
         for i, score in enumerate(scores.tolist()):
@@ -90,5 +111,7 @@ class Decider:
                 decision["reasons"] = [
                     {"code": r["code"], "text": r["text"], "feature": r["feature"]} for r in explained.get(i, [])
                 ]
+            if i in top:
+                decision["top_features"] = top[i]
             out.append(decision)
         return out

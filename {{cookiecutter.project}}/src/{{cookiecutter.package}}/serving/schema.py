@@ -1,7 +1,9 @@
 """Request models generated from the contract: features only, with their types and bounds.
 
 A field the contract declares as PII, protected, id, target or timestamp, or does not
-declare at all, is refused by name: the service never accepts data it must not see.
+declare at all, is refused by name: the service never accepts data it must not see. The one
+field that is not a feature, ``explain`` (a JSON boolean, default false), exists only for a use
+case without reason codes (fraud): it asks for the record's top feature contributions.
 """
 
 from __future__ import annotations
@@ -10,9 +12,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
+from ..core import use_case
 from ..core.contract import Column, Contract
 
 MAX_BATCH = 1000  # records per /decide_batch request
+EXPLAIN = "explain"  # the request field asking for top feature contributions (fraud only)
+# Each explained record costs tens of milliseconds (README, "Cost of explanations"): a batch asking
+# for more would outlast the request timeout, so it is refused up front with a clear message.
+MAX_EXPLAIN = 32
 
 _WHY = {
     "pii": "is personal data (role pii): the service never takes it",
@@ -54,14 +61,32 @@ def record_model(contract: Contract) -> type[BaseModel]:
                         raise ValueError(f"field {name!r} is not accepted: it {_WHY[role]}")
             return data
 
-    fields = {c.name: _field(c) for c in contract.columns if c.role == "feature"}
+    fields: dict[str, Any] = {c.name: _field(c) for c in contract.columns if c.role == "feature"}
+    if not use_case.load().reason_codes:
+        # Strict: only a JSON true or false; "yes", 1 or "true" are refused by name.
+        fields[EXPLAIN] = (
+            Annotated[bool, Field(strict=True)],
+            Field(default=False, description="Return the record's top feature contributions (top_features)"),
+        )
     return create_model("Record", __base__=Base, **fields)
 
 
 def batch_model(record: type[BaseModel]) -> type[BaseModel]:
-    """The model of a batch request: ``{"records": [...]}``, 1 to ``MAX_BATCH`` records."""
+    """The model of a batch request: ``{"records": [...]}``, 1 to ``MAX_BATCH`` records (at most ``MAX_EXPLAIN`` explained)."""
+    explainable = EXPLAIN in record.model_fields
+
+    class Base(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        @model_validator(mode="after")
+        def _few_explanations(self) -> Any:
+            asked = sum(bool(getattr(r, EXPLAIN)) for r in self.records) if explainable else 0
+            if asked > MAX_EXPLAIN:
+                raise ValueError(f"records: at most {MAX_EXPLAIN} records of a batch may set {EXPLAIN} to true (got {asked})")
+            return self
+
     return create_model(
         "Batch",
-        __config__=ConfigDict(extra="forbid"),
+        __base__=Base,
         records=(Annotated[list[record], Field(min_length=1, max_length=MAX_BATCH)], ...),
     )

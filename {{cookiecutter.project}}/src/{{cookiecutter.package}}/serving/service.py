@@ -120,14 +120,18 @@ class DecisionService:
         # A batch request is never split, and its records plus a queue's worth of single ones
         # are scored together: at most MAX_BATCH + 1024 records per model call.
         self.batcher = MicroBatcher(self._decide, max_items=schema.MAX_BATCH + 1024)
+        # Requests that ask for feature explanations (tens of ms per record) queue on their own
+        # thread, so they never hold up the batches of plain decisions.
+        self.explaining = MicroBatcher(self._decide, max_items=schema.MAX_BATCH)
         # The model, pandas and BentoML leave ~10^6 long-lived objects; without this every full
         # collection walks them all and stalls the event loop (it showed as the p99 tail).
         gc.freeze()
 
     def _decide(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        explain = [bool(r.pop(schema.EXPLAIN, False)) for r in records]  # a request option, not an input feature
         start = time.perf_counter()
         BATCH.observe(len(records))
-        decisions = self.decider.decide(records)
+        decisions = self.decider.decide(records, explain=explain)
         # Every record of a batch waited for the whole model call: that is its latency here.
         batch_ms = (time.perf_counter() - start) * 1000
         now = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z"
@@ -140,6 +144,7 @@ class DecisionService:
                 "score": d["score"],
                 "decision": d["decision"],
                 "reasons": [x["code"] for x in d.get("reasons", [])],
+                **({"top_features": [x["feature"] for x in d["top_features"]]} if "top_features" in d else {}),
                 "latency_ms": round(batch_ms, 3),
             }
             for d, r in zip(decisions, records, strict=True)
@@ -154,18 +159,22 @@ class DecisionService:
     @bentoml.api(input_spec=Record)
     async def decide(self, **record: Any) -> dict[str, Any]:
         """One decision."""
-        return _json((await self.batcher.submit([record]))[0])
+        batcher = self.explaining if record.get(schema.EXPLAIN) else self.batcher
+        return _json((await batcher.submit([record]))[0])
 
     @bentoml.api(input_spec=Batch)
     async def decide_batch(self, records: list[Any]) -> dict[str, Any]:
         """Up to ``MAX_BATCH`` decisions, in request order."""
-        return _json({"decisions": await self.batcher.submit([r.model_dump() for r in records])})
+        dumped = [r.model_dump() for r in records]
+        batcher = self.explaining if any(d.get(schema.EXPLAIN) for d in dumped) else self.batcher
+        return _json({"decisions": await batcher.submit(dumped)})
 
     @bentoml.on_shutdown
     def _close_audit(self) -> None:
         # In-flight requests have been answered by now (the server drains them first); wait for
         # a batch still being written, then fsync the log.
         self.batcher.close()
+        self.explaining.close()
         self.audit.close()
 
 

@@ -9,12 +9,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..core import config, model, use_case
+from ..core import attributions, config, model, use_case
 from ..core.contract import Contract, load_contract
 from ..core.errors import StageOrderError
 from ..core.params import Params, load_params
 from ..core.reports import ModelMeta, ValidationReport
-from ..core.stage import LOGGER, entry_point
+from ..core.stage import LOGGER, entry_point, write_json
 from . import tracking
 
 log = logging.getLogger(LOGGER)
@@ -126,7 +126,7 @@ def log_run(params: Params, contract: Contract, train: pd.DataFrame, pipeline, t
 
 
 def main() -> int:
-    """Fit, save ``models/model.skops`` and ``models/model_meta.json``, and track the run."""
+    """Fit, save ``models/model.skops``, ``models/model_meta.json`` (and the explanation background), track the run."""
     params = load_params()
     contract = load_contract(params.data.contract)
     require_validation()
@@ -135,6 +135,9 @@ def main() -> int:
     pipeline = model.build_pipeline(contract, params)
     pipeline.fit(model.model_frame(train, contract), model.target_vector(train, contract))
     model.save(pipeline)
+    if not use_case.load().reason_codes:
+        # Feature contributions are measured against a fixed sample of training rows (features only).
+        write_json(config.EXPLAIN_BACKGROUND, attributions.background(train, contract, params.seed))
     run_id, data_hashes = log_run(params, contract, train, pipeline, threshold)
     ModelMeta(
         run_id=run_id,
