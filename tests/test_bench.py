@@ -45,6 +45,8 @@ def test_serving_figures_cover_both_servers_at_each_concurrency(bench):
     fixed = s["fixed_rate"]
     assert fixed["settings"]["rate_rps"] == pytest.approx(3 * peak)
     assert fixed["bentoml"]["rps"] > 0 and fixed["bentoml"]["non2xx"] == 0
+    assert [c["offered_rps"] for c in s["load_curve"]] == pytest.approx([peak])  # quick mode: one point, at 1/3 of 3x
+    assert s["load_curve"][0]["non2xx"] == 0
     assert s["batch_endpoint"]["records_per_s"] == pytest.approx(100 * s["batch_endpoint"]["rps"])
     assert set(s["floor"]) == {"ms_per_record_batch_1", "ms_per_record_batch_32", "ms_per_record_batch_50"}
     assert all(v > 0 for v in s["floor"].values())

@@ -209,6 +209,20 @@ def fixed_rate(port: int, body: Path, rate: float, concurrency: int, duration: f
     }
 
 
+SLO_P99_MS = 50.0
+
+
+def load_rates(rate: float, quick: bool) -> list[float]:
+    """Offered rates for the load curve: fractions of ``rate`` (one in quick mode)."""
+    return [rate / 3] if quick else [rate * f for f in (1 / 3, 2 / 3, 4 / 3)]
+
+
+def capacity_at_slo(curve: list[dict[str, float]]) -> float | None:
+    """The highest offered rate whose p99 stayed within the objective with no non-2xx, if any."""
+    ok = [c["offered_rps"] for c in curve if c["p99_ms"] <= SLO_P99_MS and c["non2xx"] == 0]
+    return max(ok) if ok else None
+
+
 def floor(records: list[dict[str, Any]]) -> dict[str, float]:
     """In-process time per record of the service's own decider: one at a time, then batched."""
     decider = _package("serving.decider").Decider(ROOT)
@@ -264,6 +278,11 @@ def run(duration: float = 10, concurrency: list[int] | None = None, rows: int = 
                         "settings": {"clients": clients, "rate_rps": rate, "basis": "3x FastAPI's closed-loop peak"},
                         "bentoml": fixed_rate(port, body, rate, clients, duration),
                     }
+                    # Latency against offered load, for capacity planning: the highest rate that
+                    # keeps p99 within the objective is what one instance carries.
+                    result["load_curve"] = [
+                        fixed_rate(port, body, r, clients, duration) for r in load_rates(rate, quick=duration <= 1)
+                    ]
                     batch = closed_loop(port, batch_script, 4, duration)
                     result["batch_endpoint"] = {"records_per_request": 100, "records_per_s": batch["rps"] * 100, **batch}
             finally:
@@ -295,6 +314,18 @@ def markdown(result: dict[str, Any]) -> str:
         f"Fixed rate, {s['clients']} clients, {s['rate_rps']:.0f} req/s offered ({s['basis']}), corrected for "
         f"coordinated omission: served {b['rps']:.0f} req/s, p50 {b['p50_ms']:.1f} ms, p99 {b['p99_ms']:.1f} ms, "
         f"p99.9 {b['p999_ms']:.1f} ms, non-2xx {b['non2xx']}.",
+        "",
+        f"Latency against offered load ({s['clients']} clients, fixed rate, corrected): "
+        + "; ".join(
+            f"{c['offered_rps']:.0f} req/s -> p50 {c['p50_ms']:.1f} ms, p99 {c['p99_ms']:.1f} ms, p99.9 {c['p999_ms']:.1f} ms"
+            for c in result["load_curve"]
+        )
+        + ". "
+        + (
+            f"Highest tested rate with p99 <= {SLO_P99_MS:.0f} ms: {cap:.0f} req/s."
+            if (cap := capacity_at_slo(result["load_curve"])) is not None
+            else f"No tested rate kept p99 <= {SLO_P99_MS:.0f} ms."
+        ),
         "",
         f"Batch endpoint: {result['batch_endpoint']['records_per_s']:.0f} records/s "
         f"({result['batch_endpoint']['records_per_request']} records per request, 4 clients).",

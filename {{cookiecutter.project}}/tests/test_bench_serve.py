@@ -44,3 +44,14 @@ def test_a_slow_reply_counts_the_sends_it_held_back():
 def test_replies_within_the_interval_are_left_alone():
     latencies = np.array([1.0, 9.0, 10.0, 19.9])
     assert serve.corrected_latencies(latencies, 10.0).tolist() == latencies.tolist()
+
+
+def test_capacity_is_the_highest_rate_within_the_objective_and_without_errors():
+    curve = [
+        {"offered_rps": 100.0, "p99_ms": 12.0, "non2xx": 0},
+        {"offered_rps": 200.0, "p99_ms": 49.0, "non2xx": 0},
+        {"offered_rps": 300.0, "p99_ms": 30.0, "non2xx": 2},  # fast, but refused some
+        {"offered_rps": 400.0, "p99_ms": 80.0, "non2xx": 0},
+    ]
+    assert serve.capacity_at_slo(curve) == 200.0
+    assert serve.capacity_at_slo(curve[3:]) is None
