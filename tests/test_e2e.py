@@ -307,16 +307,21 @@ def test_the_built_bento_serves_decisions(pipeline_repo, use_case, tmp_path):
         answer = None
         while time.monotonic() < deadline and proc.poll() is None:
             try:
-                request = urllib.request.Request(
-                    f"http://127.0.0.1:{port}/decide",
-                    data=json.dumps(record).encode(),
-                    headers={"Content-Type": "application/json"},
-                )
-                with urllib.request.urlopen(request, timeout=10) as response:
-                    answer = json.loads(response.read())
-                break
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
+                    if response.status == 200:
+                        break
             except OSError:
                 time.sleep(0.5)
+        # One request, with room for a first explanation (shap's numba code compiles on first
+        # use): a retry after a client-side timeout would log a second decision.
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/decide",
+            data=json.dumps(record).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        if proc.poll() is None:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                answer = json.loads(response.read())
         assert answer is not None, f"the built bento did not answer:\n{proc.stdout.read() if proc.poll() is not None else ''}"
     finally:
         if proc.poll() is None:

@@ -344,9 +344,12 @@ def test_act_release_stops_when_a_gate_fails_on_the_tagged_commit(release_repo, 
     repo = release_repo
     params = repo / "params.yaml"
     original = params.read_text()
-    assert "      min: 0.8\n" in original
-    params.write_text(original.replace("      min: 0.8\n", "      min: 0.999\n", 1))
-    git(repo, "commit", "-q", "-am", "Demographic parity ratio must be 0.999")
+    assert "      min: 0.8\n" in original and "  rule: significant\n" in original
+    # Judged on the point estimate: a ratio's interval reaches 1.0 whenever the groups are
+    # close, so under the default rule no bound, however strict, would fail it.
+    strict = original.replace("      min: 0.8\n", "      min: 0.999\n", 1).replace("  rule: significant\n", "  rule: point\n", 1)
+    params.write_text(strict)
+    git(repo, "commit", "-q", "-am", "Demographic parity ratio must be 0.999, judged on the estimate")
     git(repo, "update-ref", "refs/remotes/origin/main", "main")
     try:
         result = act_release(repo, tmp_path, "v0.1.0")
