@@ -140,6 +140,16 @@ class RecordScorer:
                 x[:, j] = [codes.get(r.get(name), np.nan) for r in records]
         return x
 
+    def frame_matrix(self, frame: pd.DataFrame) -> np.ndarray:
+        """:meth:`matrix` for a frame already cast by :func:`model_frame`, column by column."""
+        x = np.empty((len(frame), len(self.columns)), dtype=np.float64)
+        for j, (name, codes) in enumerate(self.columns):
+            if codes is None:
+                x[:, j] = frame[name].to_numpy(dtype=np.float64, na_value=np.nan)
+            else:
+                x[:, j] = frame[name].map(codes).to_numpy(dtype=np.float64, na_value=np.nan)
+        return x
+
     def scores(self, records: list[dict[str, Any]]) -> np.ndarray:
         """Probability of the positive target class, as :func:`scores` gives it."""
         return self.classifier.predict_proba(self.matrix(records))[:, 1]

@@ -135,17 +135,11 @@ def contributions(pipeline: Pipeline, contract: Contract, records: pd.DataFrame)
     missing = [f for f in features if f not in records.columns]
     if missing:
         raise KeyError(f"records are missing feature column(s) {missing} declared in {contract.path}")
-    n = len(records)
-    if n == 0:
+    if len(records) == 0:
         return pd.DataFrame(columns=features, dtype=float)
-    # One block of n rows per feature: the best-value profile with that feature taken from the record.
-    columns = {}
-    for g in features:
-        own = records[g].to_numpy(dtype=object)
-        fill = np.full(n, exp.best[g], dtype=object)
-        columns[g] = np.concatenate([own if g == f else fill for f in features])
-    scores = raw_score(pipeline, contract, pd.DataFrame(columns)).reshape(len(features), n)
-    return pd.DataFrame((scores - exp.base_score).T, columns=features, index=records.index)
+    scorer = _scorer(pipeline)
+    x = scorer.frame_matrix(model.model_frame(records, contract))
+    return pd.DataFrame(_contributions(scorer, exp, x), columns=features, index=records.index)
 
 
 def reason_codes(pipeline: Pipeline, contract: Contract, records: pd.DataFrame, top_n: int = TOP_N) -> list[list[dict[str, Any]]]:
@@ -155,9 +149,13 @@ def reason_codes(pipeline: Pipeline, contract: Contract, records: pd.DataFrame, 
 
 def record_contributions(scorer: model.RecordScorer, exp: Explainer, records: list[dict[str, Any]]) -> pd.DataFrame:
     """:func:`contributions` for records as dicts, through the service's array scorer (same numbers)."""
-    x = scorer.matrix(records)
+    return pd.DataFrame(_contributions(scorer, exp, scorer.matrix(records)), columns=list(exp.features))
+
+
+def _contributions(scorer: model.RecordScorer, exp: Explainer, x: np.ndarray) -> np.ndarray:
+    """Contributions of the encoded records ``x`` (n x features, the scorer's column order)."""
     best = scorer.matrix([exp.best])[0]
-    n, p = len(records), len(exp.features)
+    n, p = len(x), len(exp.features)
     # One block of n rows per feature: the best-value profile with that feature taken from the record.
     grid = np.tile(best, (p * n, 1))
     for k, feature in enumerate(exp.features):
@@ -165,7 +163,16 @@ def record_contributions(scorer: model.RecordScorer, exp: Explainer, records: li
         grid[k * n : (k + 1) * n, j] = x[:, j]
     with _threadpools().limit(limits=1, user_api="openmp"):
         raw = scorer.classifier.decision_function(grid)
-    return pd.DataFrame((raw.reshape(p, n) - exp.base_score).T, columns=list(exp.features))
+    return (raw.reshape(p, n) - exp.base_score).T
+
+
+_SCORERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _scorer(pipeline: Pipeline) -> model.RecordScorer:
+    if pipeline not in _SCORERS:
+        _SCORERS[pipeline] = model.RecordScorer(pipeline)
+    return _SCORERS[pipeline]
 
 
 def record_reason_codes(

@@ -41,7 +41,6 @@ class MicroBatcher(Generic[T, R]):
         self._queue: asyncio.Queue[tuple[list[T], asyncio.Future[list[R]]]] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._lock = threading.Lock()
-        self.batch_sizes: list[int] = []  # the last batch sizes, for the metrics and tests
         self.closed = False
 
     def _start(self) -> asyncio.Queue[tuple[list[T], asyncio.Future[list[R]]]]:
@@ -77,7 +76,6 @@ class MicroBatcher(Generic[T, R]):
         while True:
             batch = self._take(queue, await queue.get())
             flat = [item for items, _ in batch for item in items]
-            self.batch_sizes = (self.batch_sizes + [len(flat)])[-1000:]
             try:
                 results = await loop.run_in_executor(self._executor, self.process, flat)
             except Exception as exc:  # noqa: BLE001 - handed to every waiting request
