@@ -59,6 +59,30 @@ def test_pseudonyms_are_stable_for_a_key_and_differ_across_keys():
     assert prepare.pseudonym(b"k" * 32, "email", None) is None
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    values=st.lists(
+        st.one_of(st.none(), st.just(float("nan")), st.sampled_from(["a@x", " a@x", "b", "b "]), st.text(max_size=8)),
+        max_size=30,
+    ),
+    dtype=st.sampled_from([object, "string"]),
+)
+def test_a_columns_pseudonyms_are_each_values_own(values, dtype):
+    # The column path hashes each distinct value once from a pre-keyed HMAC; it must give
+    # exactly what pseudonym() gives value by value, missing values staying missing.
+    column = pd.Series(values, dtype=dtype)
+    expected = [prepare.pseudonym(b"k" * 32, "email", v) for v in column.to_numpy(dtype=object)]
+    assert list(prepare._pseudonyms(b"k" * 32, "email", column)) == expected
+    assert sum(v is None for v in expected) == int(column.isna().sum())
+
+
+def test_mixed_type_pseudonyms_keep_one_and_one_point_zero_apart():
+    column = pd.Series([1, 1.0, "1", None], dtype=object)
+    got = list(prepare._pseudonyms(b"k" * 32, "national_id", column))
+    assert got == [prepare.pseudonym(b"k" * 32, "national_id", v) for v in column]
+    assert got[0] == got[2] != got[1] and got[3] is None
+
+
 def test_erasure_ledger_removes_the_subject_everywhere(tmp_path, contract, raw):
     subject = contract.subject
     victim = raw[subject].iloc[5]

@@ -95,6 +95,17 @@ def test_any_valid_record_decomposes_exactly_and_its_reasons_are_adverse(fitted,
 
 
 @additive_only
+def test_contributions_of_a_batch_equal_each_records_own(fitted, held_out):
+    # A batch's distinct values are scored once and shared by the rows that hold them; a row's
+    # contributions must still be exactly the ones it gets alone (repeats, categories, missing).
+    rows = pd.concat([held_out.head(60), held_out.head(20)], ignore_index=True)
+    together = reasons.contributions(fitted, CONTRACT, rows).to_numpy()
+    alone = np.vstack([reasons.contributions(fitted, CONTRACT, rows.iloc[[i]]).to_numpy() for i in range(len(rows))])
+    assert rows[CONTRACT.model_input_order()].isna().any().any()
+    np.testing.assert_array_equal(together, alone)
+
+
+@additive_only
 def test_contributions_are_measured_from_the_best_attainable_value(fitted, held_out):
     exp = reasons.explainer(fitted, CONTRACT)
     assert (reasons.contributions(fitted, CONTRACT, pd.DataFrame([exp.best])).to_numpy() == 0).all()

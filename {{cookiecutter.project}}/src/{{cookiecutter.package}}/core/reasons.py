@@ -155,15 +155,27 @@ def record_contributions(scorer: model.RecordScorer, exp: Explainer, records: li
 def _contributions(scorer: model.RecordScorer, exp: Explainer, x: np.ndarray) -> np.ndarray:
     """Contributions of the encoded records ``x`` (n x features, the scorer's column order)."""
     best = scorer.matrix([exp.best])[0]
-    n, p = len(x), len(exp.features)
-    # One block of n rows per feature: the best-value profile with that feature taken from the record.
-    grid = np.tile(best, (p * n, 1))
-    for k, feature in enumerate(exp.features):
+    # Per feature, the best-value profile with that feature taken from the record: its score
+    # depends on that one value, so each distinct value is scored once and shared by the rows
+    # holding it (the same number to the bit: trees score every row on its own). On held-out
+    # data that is ~5x fewer rows than one profile per record and feature; a category has a
+    # handful of values, an amount at most one per row.
+    blocks, inverses = [], []
+    for feature in exp.features:
         j = scorer.index[feature]
-        grid[k * n : (k + 1) * n, j] = x[:, j]
+        values, inverse = np.unique(x[:, j], return_inverse=True)  # NaN (missing) is one value
+        block = np.tile(best, (len(values), 1))
+        block[:, j] = values
+        blocks.append(block)
+        inverses.append(inverse.reshape(-1))
     with _threadpools().limit(limits=1, user_api="openmp"):
-        raw = scorer.classifier.decision_function(grid)
-    return (raw.reshape(p, n) - exp.base_score).T
+        raw = scorer.classifier.decision_function(np.vstack(blocks))
+    out = np.empty((len(x), len(blocks)))
+    start = 0
+    for k, (block, inverse) in enumerate(zip(blocks, inverses, strict=True)):
+        out[:, k] = raw[start : start + len(block)][inverse] - exp.base_score
+        start += len(block)
+    return out
 
 
 _SCORERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
