@@ -16,6 +16,7 @@ from . import config
 from .contract import Contract
 from .errors import StageOrderError, UserError
 from .params import Params
+from .trees import compile_trees
 
 # skops refuses to load anything it does not know to be safe; these are the only extra
 # types this model is made of. Anything else in a model file is refused (fail closed).
@@ -105,6 +106,11 @@ def scores(pipeline: Pipeline, df: pd.DataFrame, contract: Contract) -> np.ndarr
     return pipeline.predict_proba(model_frame(df, contract))[:, 1]
 
 
+# Up to this many rows the numpy tree walk beats scikit-learn's fixed cost per call (measured on 2
+# cores: 0.3 vs 4.7 ms for 3 rows, 2.6 vs 3.5 ms for 64, 5.0 vs 3.9 ms for 128); both give the same bits.
+COMPILED_MAX_ROWS = 64
+
+
 class RecordScorer:
     """Scores records (dicts of validated feature values) without building a DataFrame.
 
@@ -129,6 +135,8 @@ class RecordScorer:
             else:
                 raise TypeError(f"RecordScorer does not know the feature step {name!r} ({type(transformer).__name__})")
         self.index = {c: j for j, (c, _) in enumerate(self.columns)}
+        # The trees scored with numpy for small batches (see trees.py); None: scikit-learn throughout.
+        self.trees = compile_trees(self.classifier)
 
     def matrix(self, records: list[dict[str, Any]]) -> np.ndarray:
         """The classifier's input: numeric values as floats, categories as their codes, NaN if missing."""
@@ -152,7 +160,16 @@ class RecordScorer:
 
     def scores(self, records: list[dict[str, Any]]) -> np.ndarray:
         """Probability of the positive target class, as :func:`scores` gives it."""
-        return self.classifier.predict_proba(self.matrix(records))[:, 1]
+        x = self.matrix(records)
+        if self.trees is not None and len(x) <= COMPILED_MAX_ROWS:
+            return self.trees.predict_proba(x)
+        return self.classifier.predict_proba(x)[:, 1]
+
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        """The classifier's log-odds for its input matrix ``x`` (what ``decision_function`` gives)."""
+        if self.trees is not None and len(x) <= COMPILED_MAX_ROWS:
+            return self.trees.decision_function(x)
+        return self.classifier.decision_function(x)
 
 
 def _identity(transformer: Any) -> bool:

@@ -169,7 +169,7 @@ def _contributions(scorer: model.RecordScorer, exp: Explainer, x: np.ndarray) ->
         blocks.append(block)
         inverses.append(inverse.reshape(-1))
     with _threadpools().limit(limits=1, user_api="openmp"):
-        raw = scorer.classifier.decision_function(np.vstack(blocks))
+        raw = scorer.raw(np.vstack(blocks))
     out = np.empty((len(x), len(blocks)))
     start = 0
     for k, (block, inverse) in enumerate(zip(blocks, inverses, strict=True)):

@@ -31,6 +31,9 @@ from . import schema  # noqa: E402
 from .audit import AuditLog, audit_key, log_path  # noqa: E402
 from .batcher import MicroBatcher  # noqa: E402
 from .decider import Decider  # noqa: E402
+from .server import apply as apply_server_fixes  # noqa: E402
+
+apply_server_fixes()  # a leak-free request timeout and fair accepts across workers: see server.py
 
 ROOT = Path(os.environ.get("SERVICE_ROOT", "."))
 CONTRACT = load_contract(ROOT / "contract.yaml")
