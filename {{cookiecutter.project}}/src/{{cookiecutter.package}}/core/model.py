@@ -160,16 +160,18 @@ class RecordScorer:
 
     def scores(self, records: list[dict[str, Any]]) -> np.ndarray:
         """Probability of the positive target class, as :func:`scores` gives it."""
-        x = self.matrix(records)
-        if self.trees is not None and len(x) <= COMPILED_MAX_ROWS:
-            return self.trees.predict_proba(x)
-        return self.classifier.predict_proba(x)[:, 1]
+        return self.proba(self.matrix(records))
+
+    def proba(self, x: np.ndarray) -> np.ndarray:
+        """:meth:`scores` for records already encoded by :meth:`matrix`."""
+        return self.trees.predict_proba(x) if self._walk(x) else self.classifier.predict_proba(x)[:, 1]
 
     def raw(self, x: np.ndarray) -> np.ndarray:
         """The classifier's log-odds for its input matrix ``x`` (what ``decision_function`` gives)."""
-        if self.trees is not None and len(x) <= COMPILED_MAX_ROWS:
-            return self.trees.decision_function(x)
-        return self.classifier.decision_function(x)
+        return self.trees.decision_function(x) if self._walk(x) else self.classifier.decision_function(x)
+
+    def _walk(self, x: np.ndarray) -> bool:
+        return self.trees is not None and len(x) <= COMPILED_MAX_ROWS
 
 
 def _identity(transformer: Any) -> bool:

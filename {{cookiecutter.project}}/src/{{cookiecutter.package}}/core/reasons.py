@@ -147,9 +147,9 @@ def reason_codes(pipeline: Pipeline, contract: Contract, records: pd.DataFrame, 
     return codes_from_contributions(contributions(pipeline, contract, records), explainer(pipeline, contract), top_n)
 
 
-def record_contributions(scorer: model.RecordScorer, exp: Explainer, records: list[dict[str, Any]]) -> pd.DataFrame:
-    """:func:`contributions` for records as dicts, through the service's array scorer (same numbers)."""
-    return pd.DataFrame(_contributions(scorer, exp, scorer.matrix(records)), columns=list(exp.features))
+def record_contributions(scorer: model.RecordScorer, exp: Explainer, x: np.ndarray) -> pd.DataFrame:
+    """:func:`contributions` for records encoded by ``scorer.matrix`` (the service's path; same numbers)."""
+    return pd.DataFrame(_contributions(scorer, exp, x), columns=list(exp.features))
 
 
 def _contributions(scorer: model.RecordScorer, exp: Explainer, x: np.ndarray) -> np.ndarray:
@@ -188,11 +188,11 @@ def _scorer(pipeline: Pipeline) -> model.RecordScorer:
 
 
 def record_reason_codes(
-    pipeline: Pipeline, contract: Contract, scorer: model.RecordScorer, records: list[dict[str, Any]], top_n: int = TOP_N
+    pipeline: Pipeline, contract: Contract, scorer: model.RecordScorer, x: np.ndarray, top_n: int = TOP_N
 ) -> list[list[dict[str, Any]]]:
-    """:func:`reason_codes` for records as dicts (the service's path; equal results)."""
+    """:func:`reason_codes` for records encoded by ``scorer.matrix`` (the service's path; equal results)."""
     exp = explainer(pipeline, contract)
-    return codes_from_contributions(record_contributions(scorer, exp, records), exp, top_n)
+    return codes_from_contributions(record_contributions(scorer, exp, x), exp, top_n)
 
 
 def codes_from_contributions(contrib: pd.DataFrame, exp: Explainer, top_n: int = TOP_N) -> list[list[dict[str, Any]]]:

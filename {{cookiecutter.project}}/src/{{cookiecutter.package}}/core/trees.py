@@ -76,14 +76,14 @@ class CompiledTrees:
         num = np.flatnonzero(~self.is_categorical)
         encoder = pre.named_transformers_["encoder"]
         self.order = np.concatenate([cat, num])
-        self.codes = [np.asarray(c, dtype=np.float64) for c in encoder.categories_]
+        # Its categories without the missing-value one, which it leaves last (OrdinalEncoder sorts them).
+        self.codes = [c[~np.isnan(c)] for c in (np.asarray(c, dtype=np.float64) for c in encoder.categories_)]
 
     def _internal(self, x: np.ndarray) -> np.ndarray:
         """``x`` as the trees see it: the classifier's column order, categories as its codes (NaN if unknown)."""
         out = np.ascontiguousarray(x[:, self.order], dtype=np.float64)
-        for k, cats in enumerate(self.codes):
+        for k, known in enumerate(self.codes):
             column = out[:, k]
-            known = cats[~np.isnan(cats)]
             pos = np.searchsorted(known, column)
             hit = (pos < len(known)) & (known[np.minimum(pos, len(known) - 1)] == column)
             out[:, k] = np.where(hit, pos, np.nan)
@@ -125,7 +125,7 @@ class CompiledTrees:
 
 
 def probe_rows(trees: CompiledTrees, n: int = 256, seed: int = 0) -> np.ndarray:
-    """Input rows that reach every kind of branch: at and just above each threshold, every category, unknown ones, NaN."""
+    """Input rows drawn from every kind of branch: thresholds and the value just above each, every category, unknown ones, NaN."""
     rng = np.random.default_rng(seed)
     x = np.empty((n, trees.n_features))
     split = ~trees.is_leaf & ~trees.node_categorical
@@ -133,8 +133,7 @@ def probe_rows(trees: CompiledTrees, n: int = 256, seed: int = 0) -> np.ndarray:
         ts = trees.threshold[split & (trees.feature == k)]
         values = np.concatenate([ts, np.nextafter(ts, np.inf)]) if len(ts) else np.zeros(1)
         x[:, column] = rng.choice(values, n)
-    for k, cats in enumerate(trees.codes):  # categorical columns: their known values and two unknown ones
-        known = cats[~np.isnan(cats)]
+    for k, known in enumerate(trees.codes):  # categorical columns: their known values and two unknown ones
         x[:, trees.order[k]] = rng.choice(np.concatenate([known, [known.max() + 1, -1.0]]), n)
     x[rng.random(x.shape) < 0.1] = np.nan
     return x

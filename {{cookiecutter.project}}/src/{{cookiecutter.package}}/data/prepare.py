@@ -94,8 +94,18 @@ def pseudonym(key: bytes, column: str, value: object) -> str | None:
     """Stable for one key, unlinkable without it; the column name separates domains."""
     if value is None or (not isinstance(value, str) and pd.isna(value)):
         return None
-    message = f"{column}\x1f{str(value).strip()}".encode()
-    return hmac.new(key, message, hashlib.sha256).hexdigest()
+    return _digest(_keyed(key, column), value)
+
+
+def _keyed(key: bytes, column: str) -> hmac.HMAC:
+    # The HMAC keyed and fed the column's name: a value's message is "<column>\x1f<value>".
+    return hmac.new(key, f"{column}\x1f".encode(), hashlib.sha256)
+
+
+def _digest(keyed: hmac.HMAC, value: object) -> str:
+    h = keyed.copy()
+    h.update(str(value).strip().encode())
+    return h.hexdigest()
 
 
 def pseudonymise(df: pd.DataFrame, contract: Contract, key: bytes) -> pd.DataFrame:
@@ -108,19 +118,16 @@ def pseudonymise(df: pd.DataFrame, contract: Contract, key: bytes) -> pd.DataFra
 
 
 def _pseudonyms(key: bytes, column: str, values: pd.Series) -> np.ndarray:
-    # Each distinct value is hashed once (a name repeats across applicants), and from a copy of
-    # an HMAC already keyed and fed the column's prefix: key set-up is most of one HMAC's cost.
-    # Two ~2.5x savings at a million rows; the digests are the ones pseudonym() computes.
+    # Each distinct value is hashed once (a name repeats across applicants), from one keyed HMAC
+    # per column (copying it saves the key set-up, ~15% of a digest). The digests are the ones
+    # pseudonym() computes.
     raw = values.to_numpy(dtype=object)
     if pd.api.types.infer_dtype(raw, skipna=True) != "string":  # mixed types: 1 and 1.0 must not merge
         return np.array([pseudonym(key, column, v) for v in raw], dtype=object)
     codes, uniques = pd.factorize(raw, use_na_sentinel=True)
-    keyed = hmac.new(key, f"{column}\x1f".encode(), hashlib.sha256)
+    keyed = _keyed(key, column)
     digests = np.empty(len(uniques) + 1, dtype=object)  # the last slot: missing -> None
-    for i, value in enumerate(uniques):
-        h = keyed.copy()
-        h.update(str(value).strip().encode())
-        digests[i] = h.hexdigest()
+    digests[:-1] = [_digest(keyed, value) for value in uniques]
     return digests[codes]  # code -1 (missing) picks the last slot
 
 

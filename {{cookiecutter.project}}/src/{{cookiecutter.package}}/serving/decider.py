@@ -82,13 +82,14 @@ class Decider:
         ``explain`` (one bool per record) asks for ``top_features`` on those records; it applies
         only to a use case without reason codes (the request model refuses it otherwise).
         """
-        scores = self.scorer.scores(records)
+        x = self.scorer.matrix(records)  # encoded once, for the scores and the reasons
+        scores = self.scorer.proba(x)
         adverse = scores >= self.threshold
         explained: dict[int, list[dict[str, Any]]] = {}
         if self.explains and adverse.any():
             # Reason codes only for adverse decisions: an approval needs none, and costs nothing.
             rows = np.flatnonzero(adverse)
-            codes = reasons.record_reason_codes(self.pipeline, self.contract, self.scorer, [records[i] for i in rows])
+            codes = reasons.record_reason_codes(self.pipeline, self.contract, self.scorer, x[rows])
             explained = dict(zip(rows.tolist(), codes, strict=True))
         top: dict[int, list[dict[str, Any]]] = {}
         if self.feature_explainer is not None and explain and any(explain):
