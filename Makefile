@@ -18,7 +18,13 @@ export UV_PYTHON_DOWNLOADS := never
 # The generated projects' Makefiles find uv (installed into the venv) on PATH.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv demo test test-fast clean
+.PHONY: help venv system-deps demo test test-fast clean
+
+# Debian packages the suite drives: Prometheus and promtool (alert rules, live scrape), wrk and hey
+# (the generated `make bench`), podman with runc, buildah, skopeo, docker-registry and mmdebstrap
+# (the release image: built, run, pushed to a loopback registry, rolled out with `podman kube play`).
+SYSTEM_TOOLS := prometheus promtool wrk hey podman runc buildah skopeo docker-registry mmdebstrap
+SYSTEM_PACKAGES := prometheus wrk hey podman runc buildah skopeo docker-registry mmdebstrap uidmap
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -43,10 +49,18 @@ demo: venv ## Bake the defaults into build/, set the repo up, run its pipeline, 
 	@echo "  validation:     $(DEMO)/reports/validation.json"
 	@echo "  MLflow UI:      cd $(DEMO) && uv run mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
-test: venv ## Run the template's whole test suite (bakes, hooks, end-to-end pipelines, workflows)
+system-deps: ## Install (if missing) the Debian packages the suite drives; needs root or sudo and apt-get
+	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	if [ -z "$$missing" ]; then echo "system tools present: $(SYSTEM_TOOLS)"; exit 0; fi; \
+	echo "missing:$$missing; installing $(SYSTEM_PACKAGES) with apt-get"; \
+	if ! command -v apt-get >/dev/null; then echo "error: no apt-get; install$$missing yourself (see README: Requirements)" >&2; exit 1; fi; \
+	sudo=""; if [ "$$(id -u)" != 0 ]; then sudo=sudo; fi; \
+	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null
+
+test: venv system-deps ## Run the template's whole test suite (bakes, hooks, end-to-end pipelines, workflows)
 	$(BIN)/pytest
 
-test-fast: venv ## Everything except the slow end-to-end runs
+test-fast: venv system-deps ## Everything except the slow end-to-end runs
 	$(BIN)/pytest -m "not e2e"
 
 clean: ## Remove build/ and .venv
