@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -272,12 +273,32 @@ def test_outputs_json_markdown_plots_and_prometheus_names(in_run, tmp_path):
 
 def test_reference_is_versioned_with_the_model_and_refused_for_another(in_run, tmp_path):
     ref = reference.load(reference.REFERENCE)
-    assert set(ref["features"]) == set(CONTRACT.model_input_order())
-    assert ref["model"]["run_id"] == json.loads(config.MODEL_META.read_text())["run_id"]
+    assert set(ref.features) == set(CONTRACT.model_input_order())
+    assert ref.model.run_id == json.loads(config.MODEL_META.read_text())["run_id"]
     with pytest.raises(reference.ReferenceError, match="was written for model run"):
         reference.load(reference.REFERENCE, run_id="some-other-run")
     with pytest.raises(reference.ReferenceError, match="not found: run `make repro`"):
         reference.load(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [
+        (lambda r: r["score"].update(kind="categorical"), "score.kind"),
+        (lambda r: r["score"]["shares"].pop(), "score"),  # one share per bin, and one more
+        (lambda r: next(iter(r["features"].values())).update(kind="ordinal"), "features.{first}"),
+        (lambda r: r["model"].pop("run_id"), "model.run_id"),
+        (lambda r: r.update(schema_version=2), "schema_version"),
+    ],
+)
+def test_a_malformed_reference_is_refused_naming_the_file_and_the_field(in_run, tmp_path, change, where):
+    raw = json.loads(reference.REFERENCE.read_text())
+    where = where.format(first=next(iter(raw["features"])))
+    path = tmp_path / "reference.json"
+    change(raw)
+    path.write_text(json.dumps(raw))
+    with pytest.raises(reference.ReferenceError, match=rf"^{re.escape(str(path))}: '{re.escape(where)}'"):
+        reference.load(path)
 
 
 def test_monitor_before_the_pipeline_ran_says_what_to_run(params, tmp_path, monkeypatch):

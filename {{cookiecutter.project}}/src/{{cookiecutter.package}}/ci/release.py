@@ -47,7 +47,7 @@ class ReleaseError(UserError):
 
 def file_md5(path: Path) -> str:
     """The hash DVC records for a file (the pipeline's own function; imported late, it pulls in MLflow)."""
-    from {{ cookiecutter.package }}.training.tracking import file_md5 as md5
+    from {{ cookiecutter.package }}.tracking import file_md5 as md5
 
     return md5(path)
 

@@ -25,11 +25,11 @@ from ..core import config, metrics, model, use_case
 from ..core.contract import Contract, load_contract
 from ..core.errors import DataError
 from ..core.params import Params, load_params
-from ..core.reports import ModelMeta
+from ..core.reports import MetricsReport, ModelMeta, ReferenceReport
 from ..core.stage import LOGGER, entry_point
 from ..data.validate import run_validation
 from ..evaluation import fairness
-from ..evaluation.group_stats import _fast_table, summarise
+from ..evaluation.group_stats import group_table, summarise
 from . import drift, outputs, reference
 
 OUT_DIR = config.REPORTS / "monitoring"
@@ -124,7 +124,7 @@ def read_audit_scores(path: Path, run_id: str, since: datetime | None) -> dict[s
 
 
 def performance(
-    df: pd.DataFrame, score: np.ndarray, contract: Contract, params: Params, threshold: float, ref: dict, tol: float
+    df: pd.DataFrame, score: np.ndarray, contract: Contract, params: Params, threshold: float, ref: ReferenceReport, tol: float
 ) -> dict[str, Any]:
     """Headline metrics, calibration by reference score bin and fairness by group, on labelled rows."""
     facts = use_case.load()
@@ -134,7 +134,8 @@ def performance(
     result = metrics.compute(facts.name, y, score, threshold, params)
     headline = facts.headline_metric
     out: dict[str, Any] = {"available": True, "rows": int(len(y)), "metrics": result, "headline": headline}
-    baseline = _committed_metrics().get(headline)
+    committed = _committed_metrics()
+    baseline = None if committed is None else committed.headline(headline)
     out["baseline"] = baseline
     out["verdict"] = "OK"
     if baseline is not None:
@@ -143,7 +144,7 @@ def performance(
         low, high = _bootstrap_interval(facts.name, y, score, threshold, params, headline)
         out["interval_95"] = [low, high]
         out["verdict"] = "ALERT" if high < baseline - tol else "OK"
-    edges = ref["score"]["edges"]
+    edges = ref.score.edges
     idx = np.searchsorted(np.asarray(edges), score, side="left")
     out["calibration"] = [
         {
@@ -175,11 +176,9 @@ def _bootstrap_interval(use_case, y, score, threshold, params, headline, n_boot=
     return float(low), float(high)
 
 
-def _committed_metrics() -> dict[str, Any]:
-    try:
-        return json.loads(config.METRICS.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
+def _committed_metrics() -> MetricsReport | None:
+    """The training run's metrics; None before the pipeline has run (a malformed file is an error naming it)."""
+    return MetricsReport.read(config.METRICS) if config.METRICS.exists() else None
 
 
 def _fairness(df, y, flagged, contract: Contract, params: Params) -> dict[str, Any]:
@@ -193,7 +192,7 @@ def _fairness(df, y, flagged, contract: Contract, params: Params) -> dict[str, A
         # The vectorised twin of fairness.by_group (tested equal to it there): MetricFrame's
         # per-group Python calls took half the monitor's time on a million rows.
         codes, levels = pd.factorize(groups, sort=True)
-        table = _fast_table(y.astype(float), flagged.astype(float), codes, pd.Index(levels))
+        table = group_table(y.astype(float), flagged.astype(float), codes, pd.Index(levels))
         rate = [g for g in table.index if table.loc[g, "n"] >= min_size]
         tpr = [g for g in rate if table.loc[g, "positives"] >= min_outcomes]
         fpr = [g for g in rate if table.loc[g, "n"] - table.loc[g, "positives"] >= min_outcomes]
@@ -223,7 +222,7 @@ def run(batch_path: Path, audit_log: Path | None, since: datetime | None, params
         raise reference.ReferenceError(f"{config.MODEL} / {config.MODEL_META} not found: run `make repro` (or `dvc pull`) first")
     meta = ModelMeta.read(config.MODEL_META)
     ref = reference.load(reference.REFERENCE, run_id=meta.run_id)
-    threshold = float(ref["threshold"])
+    threshold = ref.threshold
     df = read_batch(batch_path)
     quality = data_quality(df, contract, params)
     missing = [f for f in contract.features if f not in df.columns]
@@ -231,15 +230,15 @@ def run(batch_path: Path, audit_log: Path | None, since: datetime | None, params
     score = None
     if not missing:
         score = model.scores(model.load(config.MODEL), df, contract)
-        figures["score"] = {"kind": "psi", **drift.compare(ref["score"], score, settings.epsilon)}
+        figures["score"] = {"kind": "psi", **drift.compare(ref.score.model_dump(), score, settings.epsilon)}
         frame = model.model_frame(df, contract)
-        for name, entry in ref["features"].items():
-            figures[name] = {"kind": "csi", **drift.compare(entry, frame[name], settings.epsilon)}
+        for name, entry in ref.features.items():
+            figures[name] = {"kind": "csi", **drift.compare(entry.model_dump(), frame[name], settings.epsilon)}
     served = None
     if audit_log is not None and audit_log.exists():
         served = read_audit_scores(audit_log, meta.run_id, since)
         if served["scores"].size:
-            figures["served_score"] = {"kind": "psi", **drift.compare(ref["score"], served["scores"], settings.epsilon)}
+            figures["served_score"] = {"kind": "psi", **drift.compare(ref.score.model_dump(), served["scores"], settings.epsilon)}
     # Drift is judged only on data that meets the contract: a broken feed is a data-quality
     # failure to fix at the source, not a change in the population. Served scores are judged
     # regardless: the service refuses requests that break the contract.
@@ -254,7 +253,7 @@ def run(batch_path: Path, audit_log: Path | None, since: datetime | None, params
         "data_quality": quality,
         "figures": figures,
         "decision_rate": {
-            "reference": ref["decision_rate"],
+            "reference": ref.decision_rate,
             "batch": None if score is None else float(np.mean(score >= threshold)),
         },
     }
