@@ -197,7 +197,7 @@ def test_fairness_gate_follows_the_pipeline(tmp_path):
     (tmp_path / "reports/fairness.json").write_text(json.dumps(fairness_report(passed=True)))
     results = verdicts(tmp_path, {AUC: 0.80})
     assert results[AGE_GATE].passed is True
-    (tmp_path / "reports/fairness.json").write_text(json.dumps(fairness_report(passed=True, gates=[])))
+    (tmp_path / "reports/fairness.json").write_text(json.dumps(fairness_report(passed=False, gates=[])))
     assert "holds no gate verdicts" in verdicts(tmp_path, {AUC: 0.80})["fairness"].reason
 
 

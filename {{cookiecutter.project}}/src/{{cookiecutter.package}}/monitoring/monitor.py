@@ -25,7 +25,7 @@ from ..core import config, metrics, model, use_case
 from ..core.contract import Contract, load_contract
 from ..core.errors import DataError
 from ..core.params import Params, load_params
-from ..core.reports import MetricsReport, ModelMeta, ReferenceReport
+from ..core.reports import MetricsReport, ModelMeta, ReferenceReport, Status, Verdict
 from ..core.stage import LOGGER, entry_point
 from ..data.validate import run_validation
 from ..evaluation import fairness
@@ -137,13 +137,16 @@ def performance(
     committed = _committed_metrics()
     baseline = None if committed is None else committed.headline(headline)
     out["baseline"] = baseline
-    out["verdict"] = "OK"
+    out["verdict"] = Verdict(status="skip", reason=f"no {headline} at training to compare with").model_dump()
     if baseline is not None:
         # A fall past the tolerance is an alert only when sampling noise cannot explain it: a
         # few hundred positives move PR-AUC by several points from one batch to the next.
         low, high = _bootstrap_interval(facts.name, y, score, threshold, params, headline)
         out["interval_95"] = [low, high]
-        out["verdict"] = "ALERT" if high < baseline - tol else "OK"
+        fell = high < baseline - tol
+        how = "below" if fell else "within"
+        reason = f"95% interval {low:.4f}-{high:.4f} {how} {baseline:.4f} at training - tolerance {tol:g}"
+        out["verdict"] = Verdict(status="fail" if fell else "pass", reason=reason).model_dump()
     edges = ref.score.edges
     idx = np.searchsorted(np.asarray(edges), score, side="left")
     out["calibration"] = [
@@ -244,7 +247,8 @@ def run(batch_path: Path, audit_log: Path | None, since: datetime | None, params
     # regardless: the service refuses requests that break the contract.
     for name, fig in figures.items():
         judged = quality["success"] or name == "served_score"
-        fig["verdict"] = drift.verdict(fig["value"], settings.warn, settings.alert) if judged else "NOT_JUDGED"
+        found = drift.verdict(fig["value"], settings.warn, settings.alert)
+        fig["verdict"] = (found if judged else Verdict(status="skip", reason="the batch broke the data contract")).model_dump()
     report: dict[str, Any] = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "batch": {"path": str(batch_path), "rows": int(len(df)), "labelled": has_labels(df, contract)},
@@ -274,25 +278,27 @@ def run(batch_path: Path, audit_log: Path | None, since: datetime | None, params
 
 
 def status(report: dict[str, Any]) -> tuple[str, list[str]]:
-    """The overall verdict and one line per figure that is not OK."""
-    reasons, verdicts = [], []
+    """The overall verdict's label (OK, WARN or ALERT: the most severe) and one line per figure that is not OK."""
+    reasons: list[str] = []
+    statuses: list[Status] = []
     if not report["data_quality"]["success"]:
         failed = report["data_quality"]["failed"]
         reasons.append(f"data quality: {failed} contract expectation(s) failed; drift not judged")
-        verdicts.append("ALERT")
+        statuses.append("fail")
     for name, fig in report["figures"].items():
-        if fig["verdict"] in ("WARN", "ALERT"):
-            reasons.append(f"{name}: {fig['kind'].upper()} {fig['value']:.3f} ({fig['verdict']})")
-            verdicts.append(fig["verdict"])
+        found = Verdict.model_validate(fig["verdict"])
+        if found.status in ("warn", "fail"):
+            reasons.append(f"{name}: {fig['kind'].upper()} {fig['value']:.3f} ({drift.LABELS[found.status]})")
+            statuses.append(found.status)
     perf = report.get("performance") or {}
-    if perf.get("verdict") == "ALERT":
+    if "verdict" in perf and Verdict.model_validate(perf["verdict"]).status == "fail":
         h = perf["headline"]
         low, high = perf["interval_95"]
         reasons.append(
             f"performance: {h} {perf['metrics'][h]:.4f} (95% interval {low:.4f}-{high:.4f}) vs {perf['baseline']:.4f} at training"
         )
-        verdicts.append("ALERT")
-    return drift.worst(verdicts), reasons
+        statuses.append("fail")
+    return drift.LABELS[drift.worst(statuses)], reasons
 
 
 def parse_since(text: str | None) -> datetime | None:
