@@ -192,7 +192,7 @@ def _fairness(df, y, flagged, contract: Contract, params: Params) -> dict[str, A
         if attr not in df.columns:
             continue
         groups = df[attr].astype(object).where(df[attr].notna(), fairness.MISSING_GROUP).astype(str).to_numpy()
-        # The vectorised twin of fairness.by_group (tested equal to it there): MetricFrame's
+        # The per-group table of group_stats.by_group (tested equal to fairlearn there): MetricFrame's
         # per-group Python calls took half the monitor's time on a million rows.
         codes, levels = pd.factorize(groups, sort=True)
         table = group_table(y.astype(float), flagged.astype(float), codes, pd.Index(levels))
