@@ -257,7 +257,7 @@ def test_act_monitor_opens_one_issue_then_updates_it(pipeline_repo, tmp_path):
     assert first.returncode == 0, first.describe()
     assert first.jobs == {"monitor": "success", "alert": "success", "retrain": "success"}, first.describe()
     report = json.loads((first.artifacts / "monitoring" / "latest.json").read_text())
-    alerts = {k for k, f in report["figures"].items() if f["verdict"] == "ALERT"}
+    alerts = {k for k, f in report["figures"].items() if f["verdict"]["status"] == "fail"}
     assert alerts == {"score", "annual_income", "debt_to_income"}, report["reasons"]
     summary = first.summary("monitor")
     assert "## Model monitoring: 🚨 ALERT" in summary and "| annual_income | CSI" in summary

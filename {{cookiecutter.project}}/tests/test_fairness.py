@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -17,8 +18,10 @@ from {{ cookiecutter.package }}.core import model, use_case
 from {{ cookiecutter.package }}.core.contract import ContractError, load_contract
 from {{ cookiecutter.package }}.core.errors import ParamsError
 from {{ cookiecutter.package }}.core.params import load_params
-from {{ cookiecutter.package }}.evaluation import fairness
+from {{ cookiecutter.package }}.core.reports import FairnessReport, GateId, GroupStats, MetricsReport, ReportError
+from {{ cookiecutter.package }}.evaluation import fairness, group_stats
 
+from .oracles import by_group_fairlearn
 from .pipeline_run import ROOT, pipeline_run
 
 CONTRACT = load_contract(ROOT / "contract.yaml")
@@ -107,27 +110,27 @@ def test_group_rates_match_a_direct_count():
     y, score, threshold, protected = scored_groups()
     report = fairness.assess(y, score, threshold, protected, SETTINGS, seed=1)
     flagged = score >= threshold
-    for g, entry in report["attributes"]["attribute"]["groups"].items():
+    for g, entry in report.attributes["attribute"].groups.items():
         m = protected["attribute"].to_numpy() == g
-        assert entry["n"] == m.sum()
+        assert entry.n == m.sum()
         expected_outcome = np.mean(~flagged[m]) if OUTCOME == "approval_rate" else np.mean(flagged[m])
-        assert entry[OUTCOME] == pytest.approx(expected_outcome, abs=1e-6)
-        assert entry["tpr"] == pytest.approx(np.mean(flagged[m & (y == 1)]), abs=1e-6)
-        assert entry["fpr"] == pytest.approx(np.mean(flagged[m & (y == 0)]), abs=1e-6)
-        lo, hi = entry["ci"][OUTCOME]
-        assert lo <= entry[OUTCOME] <= hi
+        assert getattr(entry, OUTCOME) == pytest.approx(expected_outcome, abs=1e-6)
+        assert entry.tpr == pytest.approx(np.mean(flagged[m & (y == 1)]), abs=1e-6)
+        assert entry.fpr == pytest.approx(np.mean(flagged[m & (y == 0)]), abs=1e-6)
+        lo, hi = entry.ci[OUTCOME]
+        assert lo <= getattr(entry, OUTCOME) <= hi
 
 
 def test_bootstrap_tables_equal_fairlearn_metricframe():
     y, score, threshold, protected = scored_groups(n=3000)
     groups = protected["attribute"].to_numpy()
     flagged = (score >= threshold).astype(int)
-    slow = fairness.by_group_fairlearn(y, flagged, groups)
+    slow = by_group_fairlearn(y, flagged, groups)
     codes = pd.Categorical(groups, categories=slow.index).codes
-    fast = fairness._fast_table(y, flagged, codes, slow.index)
+    fast = group_stats.group_table(y, flagged, codes, slow.index)
     pd.testing.assert_frame_equal(slow[sorted(slow.columns)], fast[sorted(fast.columns)], check_dtype=False)
     # The stage's point estimates: same groups, same order, same numbers as fairlearn.
-    pd.testing.assert_frame_equal(slow, fairness.by_group(y, flagged, groups), check_dtype=False, check_names=False)
+    pd.testing.assert_frame_equal(slow, group_stats.by_group(y, flagged, groups), check_dtype=False, check_names=False)
 
 
 def test_bootstrap_is_seeded():
@@ -141,26 +144,27 @@ def test_bootstrap_is_seeded():
 def test_unbiased_scores_pass_every_gate():
     y, score, threshold, protected = scored_groups(shift=0.0)
     report = fairness.assess(y, score, threshold, protected, SETTINGS, seed=1)
-    assert report["passed"], [g["detail"] for g in report["gates"]]
-    assert {g["gate"] for g in report["gates"]} == {f"fairness:attribute:{g['metric']}" for g in SETTINGS.model_dump()["gates"]}
+    assert report.passed, [g.reason for g in report.gates]
+    assert {g.id for g in report.gates} == {
+        GateId(gate="fairness", attribute="attribute", metric=g.metric) for g in SETTINGS.gates
+    }
 
 
 def test_injected_bias_fails_the_gate_naming_attribute_group_metric_and_threshold():
     y, score, threshold, protected = scored_groups(shift=0.35)
     report = fairness.assess(y, score, threshold, protected, SETTINGS, seed=1)
-    assert not report["passed"]
-    failed = [g for g in report["gates"] if not g["passed"]]
+    assert not report.passed
+    failed = [g for g in report.gates if not g.passed]
     assert failed
     for gate in failed:
-        assert gate["gate"].startswith("fairness:attribute:")
-        assert isinstance(gate["value"], float)
-        assert isinstance(gate["threshold"], float)
-        assert "attribute" in gate["detail"]
-        assert "'b'" in gate["detail"]
-        assert "'a'" in gate["detail"]
-        assert f"{gate['threshold']:g}" in gate["detail"]
-    first_gate = SETTINGS.model_dump()["gates"][0]
-    assert any(g["gate"] == f"fairness:attribute:{first_gate['metric']}" for g in failed)
+        assert (gate.id.gate, gate.id.attribute) == ("fairness", "attribute")
+        assert isinstance(gate.value, float)
+        assert isinstance(gate.threshold, float)
+        assert "attribute" in gate.reason
+        assert "'b'" in gate.reason
+        assert "'a'" in gate.reason
+        assert f"{gate.threshold:g}" in gate.reason
+    assert any(g.id.metric == SETTINGS.gates[0].metric for g in failed)
 
 
 def test_equalized_odds_gate_catches_unequal_error_rates_at_equal_outcome_rates():
@@ -173,11 +177,11 @@ def test_equalized_odds_gate_catches_unequal_error_rates_at_equal_outcome_rates(
     score = np.where(groups == "a", informative, noise)
     settings = PARAMS.replace(fairness={"gates": [{"metric": "equalized_odds_difference", "max": 0.1}]}).fairness
     report = fairness.assess(y, score, float(np.quantile(score, 0.7)), pd.DataFrame({"sex": groups}), settings, seed=2)
-    (gate,) = report["gates"]
-    assert not gate["passed"]
-    assert gate["status"] == "fail"
-    assert "equalized-odds difference" in gate["detail"]
-    assert "at most 0.1" in gate["detail"]
+    (gate,) = report.gates
+    assert not gate.passed
+    assert gate.status == "fail"
+    assert "equalized-odds difference" in gate.reason
+    assert "at most 0.1" in gate.reason
 
 
 def test_point_rule_is_stricter_than_significant():
@@ -186,28 +190,29 @@ def test_point_rule_is_stricter_than_significant():
     significant = fairness.assess(
         y, score, threshold, protected, PARAMS.replace(fairness={"rule": "significant"}).fairness, seed=1
     )
-    for p, s in zip(point["gates"], significant["gates"], strict=True):
-        assert p["passed"] <= s["passed"]  # whatever fails under 'significant' fails under 'point'
-        if s["status"] == "warn":
-            assert not p["passed"]
+    for p, s in zip(point.gates, significant.gates, strict=True):
+        assert p.passed <= s.passed  # whatever fails under 'significant' fails under 'point'
+        if s.status == "warn":
+            assert not p.passed
 
 
 def test_small_groups_are_reported_but_not_gated():
     y, score, threshold, protected = scored_groups()
     protected.loc[protected.index[:20], "attribute"] = "tiny"
     report = fairness.assess(y, score, threshold, protected, SETTINGS, seed=1)
-    tiny = report["attributes"]["attribute"]["groups"]["tiny"]
-    assert tiny["n"] == 20
-    assert tiny["gated"]["outcome_rate"] is False
-    assert any("'tiny'" in n["detail"] and "min_group_size" in n["detail"] for n in report["not_gated"])
-    assert all("'tiny'" not in g["detail"] for g in report["gates"])
+    tiny = report.attributes["attribute"].groups["tiny"]
+    assert tiny.n == 20
+    assert tiny.gated.outcome_rate is False
+    skipped = [n for n in report.not_gated if n.id.group == "tiny"]
+    assert [n.status for n in skipped] == ["skip"] and "min_group_size" in skipped[0].reason
+    assert all("'tiny'" not in g.reason for g in report.gates)
 
 
 def test_nothing_comparable_fails_closed():
     y, score, threshold, protected = scored_groups(n=150)
     report = fairness.assess(y, score, threshold, protected, SETTINGS, seed=1)
-    assert not report["passed"]
-    assert report["gates"][0]["gate"] == "fairness:all:comparable_groups"
+    assert not report.passed
+    assert report.gates[0].id == GateId(gate="fairness", metric="comparable_groups")
 
 
 def test_bad_gate_params_are_named():
@@ -220,15 +225,14 @@ def test_report_covers_every_protected_group_and_is_logged_to_mlflow():
     from mlflow.tracking import MlflowClient
 
     run = pipeline_run()
-    report = json.loads(run.path("reports/fairness.json").read_text(encoding="utf-8"))
+    report = FairnessReport.read(run.path("reports/fairness.json"))
     test_rows = len(pd.read_parquet(run.path("data/prepared/test.parquet")))
-    assert set(report["attributes"]) == set(CONTRACT.protected)
-    for _attribute, result in report["attributes"].items():
-        assert sum(g["n"] for g in result["groups"].values()) == test_rows
-    for gate in report["gates"]:
-        assert set(gate) >= {"gate", "passed", "value", "threshold", "detail"}
-        assert isinstance(gate["passed"], bool)
-        assert isinstance(gate["value"], float)
+    assert set(report.attributes) == set(CONTRACT.protected)
+    for _attribute, result in report.attributes.items():
+        assert sum(g.n for g in result.groups.values()) == test_rows
+    for gate in report.gates:
+        assert gate.status in ("pass", "warn", "fail")
+        assert isinstance(gate.value, float) and isinstance(gate.threshold, float)
     meta = json.loads(run.path("models/model_meta.json").read_text(encoding="utf-8"))
     logged = MlflowClient(tracking_uri=run.tracking_uri).get_run(meta["run_id"]).data.metrics
     for key, value in fairness.mlflow_metrics(report).items():
@@ -255,14 +259,14 @@ def test_stage_exits_nonzero_on_biased_data(tmp_path, monkeypatch, caplog):
     monkeypatch.chdir(work)
     with caplog.at_level(logging.INFO):
         assert fairness.main() == 1
-    report = json.loads((work / "reports/fairness.json").read_text(encoding="utf-8"))
-    failed = [g for g in report["gates"] if not g["passed"]]
+    report = FairnessReport.read(work / "reports/fairness.json")
+    failed = [g for g in report.gates if not g.passed]
     assert failed
-    assert all(g["gate"].startswith(f"fairness:{attribute}:") for g in failed)
+    assert all(g.id.attribute == attribute for g in failed)
     message = caplog.text
     assert f"fairness:{attribute}:" in message
     assert f"'{groups[0]}'" in message
-    assert any(f"{g['threshold']:g}" in message for g in failed)
+    assert any(f"{g.threshold:g}" in message for g in failed)
 
 
 def test_headline_by_group_is_the_metric_within_each_group():
@@ -271,8 +275,47 @@ def test_headline_by_group_is_the_metric_within_each_group():
     y, score, _, protected = scored_groups(n=3000)
     groups = protected["attribute"].to_numpy()
     fn = roc_auc_score if use_case.load().headline_metric == "roc_auc" else average_precision_score
-    got = fairness.headline_by_group(y, score, groups)
+    got = group_stats.headline_by_group(y, score, groups)
     for g in np.unique(groups):
         assert got[g] == pytest.approx(fn(y[groups == g], score[groups == g]))
-    one_class = fairness.headline_by_group(np.zeros(4, int), np.arange(4.0), np.array(["a", "a", "b", "b"]))
+    one_class = group_stats.headline_by_group(np.zeros(4, int), np.arange(4.0), np.array(["a", "a", "b", "b"]))
     assert one_class.isna().all()
+
+
+# --- the report's shape -------------------------------------------------------------------------
+def test_the_report_models_name_this_use_cases_outcome_and_headline():
+    facts = use_case.load()
+    assert facts.fairness_outcome in GroupStats.model_fields
+    assert facts.headline_metric in GroupStats.model_fields
+    assert facts.headline_metric in MetricsReport.model_fields
+
+
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [
+        (lambda r: r["attributes"]["attribute"]["groups"]["a"].update(n="many"), "attributes.attribute.groups.a.n"),
+        (lambda r: r["gates"][0]["id"].pop("gate"), "gates.0.id.gate"),
+        (lambda r: r["gates"][0].update(status="ok"), "gates.0.status"),
+        (lambda r: r["settings"].update(rule="lenient"), "settings.rule"),
+    ],
+)
+def test_a_malformed_report_is_refused_naming_the_file_and_the_field(tmp_path, change, where):
+    y, score, threshold, protected = scored_groups()
+    raw = fairness.assess(y, score, threshold, protected, SETTINGS, seed=1).model_dump(mode="json")
+    path = tmp_path / "fairness.json"
+    path.write_text(json.dumps(raw))
+    assert FairnessReport.read(path).model_dump(mode="json") == raw  # what is written reads back unchanged
+    change(raw)
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ReportError, match=rf"^{re.escape(str(path))}: '{re.escape(where)}'"):
+        FairnessReport.read(path)
+
+
+def test_a_report_whose_verdict_contradicts_its_gates_is_refused(tmp_path):
+    y, score, threshold, protected = scored_groups(shift=0.35)
+    raw = fairness.assess(y, score, threshold, protected, SETTINGS, seed=1).model_dump(mode="json")
+    raw["passed"] = True
+    path = tmp_path / "fairness.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ReportError, match=rf"^{re.escape(str(path))}: .*passed is True but the gates say otherwise"):
+        FairnessReport.read(path)

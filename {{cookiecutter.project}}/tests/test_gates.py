@@ -10,6 +10,7 @@ import yaml
 
 from {{ cookiecutter.package }}.ci import gates
 from {{ cookiecutter.package }}.core import use_case
+from {{ cookiecutter.package }}.core.reports import GateId, GatesReport, GateVerdict, MetricsReport
 
 AUC = use_case.load().headline_metric  # the headline metric the gate compares
 PARAMS = {"gates": {"metric": {"tolerance": 0.01}, "require_baseline": True}}
@@ -30,6 +31,12 @@ def validation(success: bool, *failures: dict) -> dict:
 PASSING_VALIDATION = validation(True)
 
 
+def metrics(headline: float) -> dict:
+    """A reports/metrics.json as the evaluate stage writes it, with the headline metric at ``headline``."""
+    values = {name: 0.5 for name in MetricsReport.model_fields} | {"rows": 1000}
+    return values | {AUC: headline}
+
+
 def write_run(root: Path, validation=PASSING_VALIDATION, metrics=None) -> None:
     (root / "reports").mkdir(parents=True, exist_ok=True)
     if validation is not None:
@@ -38,52 +45,52 @@ def write_run(root: Path, validation=PASSING_VALIDATION, metrics=None) -> None:
         (root / "reports/metrics.json").write_text(json.dumps(metrics))
 
 
-def verdicts(root: Path, baseline, params=PARAMS, stale=(), headline=AUC) -> dict[str, gates.GateResult]:
+def verdicts(root: Path, baseline, params=PARAMS, stale=(), headline=AUC) -> dict[str, GateVerdict]:
     ctx = gates.Context(
         params=params, root=root, baseline=baseline, baseline_source="main", stale_stages=stale, headline=headline
     )
-    return {r["gate"]: r for r in gates.run_gates(ctx)}
+    return {str(r.id): r for r in gates.run_gates(ctx)}
 
 
 def test_all_pass_within_tolerance(tmp_path):
-    write_run(tmp_path, metrics={AUC: 0.795})
+    write_run(tmp_path, metrics=metrics(0.795))
     results = verdicts(tmp_path, {AUC: 0.80})
     assert list(results) == ["pipeline", "data_validation", "headline_metric"]
-    assert results["pipeline"]["passed"] is True
-    assert results["data_validation"]["passed"] is True
+    assert results["pipeline"].passed is True
+    assert results["data_validation"].passed is True
     metric = results["headline_metric"]
-    assert metric["passed"] is True
-    assert metric["value"] == 0.795
-    assert metric["threshold"] == pytest.approx(0.79)
+    assert metric.passed is True
+    assert metric.value == 0.795
+    assert metric.threshold == pytest.approx(0.79)
 
 
 def test_metric_drop_past_tolerance_fails_naming_metric_value_and_threshold(tmp_path):
-    write_run(tmp_path, metrics={AUC: 0.70})
+    write_run(tmp_path, metrics=metrics(0.70))
     metric = verdicts(tmp_path, {AUC: 0.80})["headline_metric"]
-    assert metric["passed"] is False
-    assert metric["threshold"] == pytest.approx(0.79)
-    assert f"{AUC} = 0.7000 < 0.7900" in metric["detail"]
-    assert "baseline 0.8000 on main" in metric["detail"]
+    assert metric.passed is False
+    assert metric.threshold == pytest.approx(0.79)
+    assert f"{AUC} = 0.7000 < 0.7900" in metric.reason
+    assert "baseline 0.8000 on main" in metric.reason
 
 
 def test_lower_is_better_direction(tmp_path):
-    params = {"gates": {"metric": {"tolerance": 5, "direction": "lower"}}}
-    write_run(tmp_path, metrics={"cost": 104.0})
-    assert verdicts(tmp_path, {"cost": 100.0}, params, headline="cost")["headline_metric"]["passed"] is True
-    write_run(tmp_path, metrics={"cost": 106.0})
-    assert verdicts(tmp_path, {"cost": 100.0}, params, headline="cost")["headline_metric"]["passed"] is False
+    params = {"gates": {"metric": {"tolerance": 0.05, "direction": "lower"}}}
+    write_run(tmp_path, metrics=metrics(0.14))
+    assert verdicts(tmp_path, {AUC: 0.10}, params)["headline_metric"].passed is True
+    write_run(tmp_path, metrics=metrics(0.16))
+    assert verdicts(tmp_path, {AUC: 0.10}, params)["headline_metric"].passed is False
 
 
 def test_failed_validation_fails_both_gates_even_with_good_stale_metrics(tmp_path):
     validation_report = validation(
         False, {"column": "income", "expectation": "expect_column_values_to_be_between", "unexpected_count": 3}
     )
-    write_run(tmp_path, validation=validation_report, metrics={AUC: 0.99})
+    write_run(tmp_path, validation=validation_report, metrics=metrics(0.99))
     results = verdicts(tmp_path, {AUC: 0.80})
-    assert results["data_validation"]["passed"] is False
-    assert "column 'income': expect_column_values_to_be_between (3 unexpected)" in results["data_validation"]["detail"]
-    assert results["headline_metric"]["passed"] is False
-    assert "data validation did not pass" in results["headline_metric"]["detail"]
+    assert results["data_validation"].passed is False
+    assert "column 'income': expect_column_values_to_be_between (3 unexpected)" in results["data_validation"].reason
+    assert results["headline_metric"].passed is False
+    assert "data validation did not pass" in results["headline_metric"].reason
 
 
 @pytest.mark.parametrize("missing", ["validation", "metrics"])
@@ -91,14 +98,14 @@ def test_missing_inputs_fail(tmp_path, missing):
     write_run(
         tmp_path,
         validation=None if missing == "validation" else PASSING_VALIDATION,
-        metrics=None if missing == "metrics" else {AUC: 0.9},
+        metrics=None if missing == "metrics" else metrics(0.9),
     )
     results = verdicts(tmp_path, {AUC: 0.80})
-    assert results["headline_metric"]["passed"] is False
+    assert results["headline_metric"].passed is False
     if missing == "validation":
-        assert "validation.json is missing" in results["data_validation"]["detail"]
+        assert "validation.json is missing" in results["data_validation"].reason
     else:
-        assert "metrics.json is missing" in results["headline_metric"]["detail"]
+        assert "metrics.json is missing" in results["headline_metric"].reason
 
 
 DVC_YAML = {
@@ -112,113 +119,116 @@ DVC_YAML = {
 
 def fairness_report(passed: bool, gates: list | None = None) -> dict:
     """A reports/fairness.json as the fairness stage writes it."""
-    verdict = {"status": "pass", "bound": "max", "ci": None}
+
+    def gate(attribute: str, status: str, value: float, reason: str) -> dict:
+        metric = "demographic_parity_difference"
+        gate_id = {"gate": "fairness", "attribute": attribute, "metric": metric}
+        return {"id": gate_id, "status": status, "value": value, "threshold": 0.05, "bound": "max", "ci": None, "reason": reason}
+
+    settings = {"min_group_size": 30, "min_group_outcomes": 5, "bootstrap": 0, "confidence": 0.95, "rule": "point"}
     return {
         "use_case": "credit_scoring",
         "threshold": 0.25,
         "rows": 1000,
         "outcome": "approval_rate",
         "definitions": {},
-        "settings": {},
+        "settings": settings,
         "bootstrap_unit": "row",
         "attributes": {},
         "not_gated": [],
         "passed": passed,
-        "gates": [
-            {"gate": "fairness:sex:auc_gap", "passed": True, "value": 0.01, "threshold": 0.05, "detail": "sex: meets", **verdict},
-            {
-                "gate": "fairness:age:auc_gap",
-                "passed": passed,
-                "value": 0.09,
-                "threshold": 0.05,
-                "detail": "age: breaches",
-                **verdict,
-                "status": "pass" if passed else "fail",
-            },
-        ]
+        "gates": [gate("sex", "pass", 0.01, "sex: meets"), gate("age", "pass" if passed else "fail", 0.09, "age: breaches")]
         if gates is None
         else gates,
     }
 
 
+SEX_GATE = "fairness:sex:demographic_parity_difference"
+AGE_GATE = "fairness:age:demographic_parity_difference"
+
+
 def test_reports_of_an_unfinished_pipeline_are_not_judged(tmp_path):
     """After a failed `dvc repro` the git-tracked reports are an earlier run's: nothing passes on them."""
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML))
-    write_run(tmp_path, metrics={AUC: 0.99})
+    write_run(tmp_path, metrics=metrics(0.99))
     results = verdicts(tmp_path, {AUC: 0.80}, stale=("validate", "evaluate", "fairness"))
-    assert results["pipeline"]["passed"] is False
-    assert "stages not reproduced: validate, evaluate, fairness" in results["pipeline"]["detail"]
-    assert results["data_validation"]["passed"] is False
-    assert results["data_validation"]["detail"].startswith("not evaluated: the pipeline did not finish")
-    assert results["headline_metric"]["passed"] is False
-    assert "not evaluated" in results["headline_metric"]["detail"]
-    assert results["fairness"]["passed"] is False
+    assert results["pipeline"].passed is False
+    assert "stages not reproduced: validate, evaluate, fairness" in results["pipeline"].reason
+    assert results["data_validation"].passed is False
+    assert results["data_validation"].reason.startswith("not evaluated: the pipeline did not finish")
+    assert results["headline_metric"].passed is False
+    assert "not evaluated" in results["headline_metric"].reason
+    assert results["fairness"].passed is False
 
 
 def test_reports_of_stages_that_did_finish_are_judged(tmp_path):
     """The fairness stage failed (and stopped repro); validation and metrics are this run's."""
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML))
-    write_run(tmp_path, metrics={AUC: 0.81})
+    write_run(tmp_path, metrics=metrics(0.81))
     (tmp_path / "reports/fairness.json").write_text(json.dumps(fairness_report(passed=False)))
     results = verdicts(tmp_path, {AUC: 0.80}, stale=("fairness",))
-    assert results["pipeline"]["passed"] is False
-    assert results["data_validation"]["passed"] is True
-    assert results["headline_metric"]["passed"] is True
-    assert results["fairness:sex:auc_gap"]["passed"] is True
-    assert results["fairness:age:auc_gap"] == {
-        "gate": "fairness:age:auc_gap",
-        "passed": False,
-        "value": 0.09,
-        "threshold": 0.05,
-        "detail": "age: breaches",
-    }
+    assert results["pipeline"].passed is False
+    assert results["data_validation"].passed is True
+    assert results["headline_metric"].passed is True
+    assert results[SEX_GATE].passed is True
+    assert results[AGE_GATE] == GateVerdict(
+        id=GateId(gate="fairness", attribute="age", metric="demographic_parity_difference"),
+        status="fail",
+        value=0.09,
+        threshold=0.05,
+        reason="age: breaches",
+    )
 
 
 def test_a_validation_failure_is_shown_even_when_later_stages_did_not_run(tmp_path):
     write_run(tmp_path, validation=validation(False, {"column": "age", "expectation": "expect_x", "unexpected_count": 1}))
     result = verdicts(tmp_path, {AUC: 0.80}, stale=("validate", "train"))["data_validation"]
-    assert result["passed"] is False
-    assert "column 'age': expect_x (1 unexpected)" in result["detail"]
+    assert result.passed is False
+    assert "column 'age': expect_x (1 unexpected)" in result.reason
 
 
 def test_fairness_gate_follows_the_pipeline(tmp_path):
-    write_run(tmp_path, metrics={AUC: 0.81})
+    write_run(tmp_path, metrics=metrics(0.81))
     assert "fairness" not in verdicts(tmp_path, {AUC: 0.80}), "no fairness stage, no fairness gate"
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML))
     missing = verdicts(tmp_path, {AUC: 0.80})["fairness"]
-    assert missing["passed"] is False
-    assert "reports/fairness.json is missing" in missing["detail"]
+    assert missing.passed is False
+    assert "reports/fairness.json is missing" in missing.reason
     (tmp_path / "reports/fairness.json").write_text(json.dumps(fairness_report(passed=True)))
     results = verdicts(tmp_path, {AUC: 0.80})
-    assert results["fairness:age:auc_gap"]["passed"] is True
-    (tmp_path / "reports/fairness.json").write_text(json.dumps(fairness_report(passed=True, gates=[])))
-    assert "holds no gate verdicts" in verdicts(tmp_path, {AUC: 0.80})["fairness"]["detail"]
+    assert results[AGE_GATE].passed is True
+    (tmp_path / "reports/fairness.json").write_text(json.dumps(fairness_report(passed=False, gates=[])))
+    assert "holds no gate verdicts" in verdicts(tmp_path, {AUC: 0.80})["fairness"].reason
 
 
 def test_corrupt_report_fails_with_its_name(tmp_path):
-    write_run(tmp_path, metrics={AUC: 0.9})
+    write_run(tmp_path, metrics=metrics(0.9))
     (tmp_path / "reports/validation.json").write_text("{not json")
     result = verdicts(tmp_path, {AUC: 0.8})["data_validation"]
-    assert result["passed"] is False
-    assert "reports/validation.json: not valid JSON" in result["detail"]
+    assert result.passed is False
+    assert "reports/validation.json: not valid JSON" in result.reason
 
 
 def test_headline_metric_absent_or_nan_fails(tmp_path):
-    write_run(tmp_path, metrics={"other": 0.9})
+    absent = metrics(0.9)
+    del absent[AUC]
+    write_run(tmp_path, metrics=absent)
     result = verdicts(tmp_path, {AUC: 0.8})["headline_metric"]
-    assert result["passed"] is False
-    assert "has: other" in result["detail"]
-    (tmp_path / "reports/metrics.json").write_text("{AUC: NaN}")
-    assert verdicts(tmp_path, {AUC: 0.8})["headline_metric"]["passed"] is False
+    assert result.passed is False
+    assert f"reports/metrics.json: '{AUC}': Field required" in result.reason
+    write_run(tmp_path, metrics=metrics(float("nan")))  # json.dumps writes NaN, which json.loads reads back
+    result = verdicts(tmp_path, {AUC: 0.8})["headline_metric"]
+    assert result.passed is False
+    assert "has no finite value for it (nan)" in result.reason
 
 
 def test_missing_baseline_fails_unless_explicitly_allowed(tmp_path):
-    write_run(tmp_path, metrics={AUC: 0.9})
+    write_run(tmp_path, metrics=metrics(0.9))
     result = verdicts(tmp_path, None)["headline_metric"]
-    assert result["passed"] is False
-    assert "require_baseline" in result["detail"]
+    assert result.passed is False
+    assert "require_baseline" in result.reason
     lenient = {"gates": {**PARAMS["gates"], "require_baseline": False}}
-    assert verdicts(tmp_path, None, lenient)["headline_metric"]["passed"] is True
+    assert verdicts(tmp_path, None, lenient)["headline_metric"].passed is True
 
 
 def test_a_crashing_gate_is_a_failed_gate(tmp_path):
@@ -227,22 +237,16 @@ def test_a_crashing_gate_is_a_failed_gate(tmp_path):
 
     ctx = gates.Context(params=PARAMS, root=tmp_path, baseline=None, baseline_source="main")
     [result] = gates.run_gates(ctx, [exploding_gate])
-    assert result == {
-        "gate": "exploding",
-        "passed": False,
-        "value": None,
-        "threshold": None,
-        "detail": "gate crashed: KeyError: 'boom'",
-    }
+    assert result == GateVerdict(id=GateId(gate="exploding"), status="fail", reason="gate crashed: KeyError: 'boom'")
 
 
 def test_new_gates_plug_in_through_the_list(tmp_path, monkeypatch):
     def fairness_gate(ctx):
         return [gates.result("fairness", False, 0.7, 0.8, "group b: ratio 0.7 < 0.8")]
 
-    write_run(tmp_path, metrics={AUC: 0.9})
+    write_run(tmp_path, metrics=metrics(0.9))
     monkeypatch.setattr(gates, "GATES", [*gates.GATES, fairness_gate])
-    assert verdicts(tmp_path, {AUC: 0.9})["fairness"]["passed"] is False
+    assert verdicts(tmp_path, {AUC: 0.9})["fairness"].passed is False
 
 
 @pytest.mark.parametrize(
@@ -270,37 +274,38 @@ def repo(tmp_path):
     git(tmp_path, "config", "user.name", "ci")
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(PARAMS))
-    write_run(tmp_path, metrics={AUC: 0.80})
+    write_run(tmp_path, metrics=metrics(0.80))
     git(tmp_path, "add", "-A")
     git(tmp_path, "commit", "-qm", "baseline")
     return tmp_path
 
 
 def test_cli_exit_status_output_and_gates_json(repo, capsys):
-    write_run(repo, metrics={AUC: 0.75})
+    write_run(repo, metrics=metrics(0.75))
     assert gates.main(["--root", str(repo), "--baseline-rev", "main"]) == 1
     captured = capsys.readouterr()
     assert f"FAIL headline_metric: {AUC} = 0.7500 < 0.7900" in captured.out
     assert "gates: FAILED (headline_metric)" in captured.err
-    written = json.loads((repo / "reports/gates.json").read_text())
-    assert written["passed"] is False
-    assert written["baseline"] == "main"
-    assert written["stale_stages"] == []
-    assert [g["gate"] for g in written["gates"]] == ["pipeline", "data_validation", "headline_metric"]
+    written = GatesReport.read(repo / "reports/gates.json")
+    assert written.passed is False
+    assert written.baseline == "main"
+    assert written.stale_stages == []
+    assert [g.id.gate for g in written.gates] == ["pipeline", "data_validation", "headline_metric"]
+    assert [g.status for g in written.gates] == ["pass", "pass", "fail"]
 
-    write_run(repo, metrics={AUC: 0.81})
+    write_run(repo, metrics=metrics(0.81))
     assert gates.main(["--root", str(repo), "--baseline-rev", "main"]) == 0
-    assert json.loads((repo / "reports/gates.json").read_text())["passed"] is True
+    assert GatesReport.read(repo / "reports/gates.json").passed is True
 
 
 def test_cli_fails_when_a_stage_was_not_reproduced(repo, capsys):
     stage = {"stages": {"evaluate": {"cmd": "true", "metrics": [{"reports/metrics.json": {"cache": False}}]}}}
     (repo / "dvc.yaml").write_text(yaml.safe_dump(stage))
-    write_run(repo, metrics={AUC: 0.95})
+    write_run(repo, metrics=metrics(0.95))
     assert gates.main(["--root", str(repo), "--baseline-rev", "main"]) == 1
     out = capsys.readouterr().out
     assert "FAIL pipeline: the pipeline did not finish in this run (stages not reproduced: evaluate)" in out
-    assert json.loads((repo / "reports/gates.json").read_text())["stale_stages"] == ["evaluate"]
+    assert GatesReport.read(repo / "reports/gates.json").stale_stages == ["evaluate"]
 
 
 def test_cli_unknown_baseline_revision_is_an_error(repo, capsys):
@@ -312,5 +317,5 @@ def test_cli_revision_without_metrics_is_a_missing_baseline(repo):
     git(repo, "rm", "-q", "--cached", "reports/metrics.json")
     git(repo, "commit", "-qm", "drop metrics")
     assert gates.baseline_from_rev(repo, "HEAD") is None
-    assert gates.baseline_from_rev(repo, "HEAD~1") == {AUC: 0.80}
+    assert gates.baseline_from_rev(repo, "HEAD~1") == metrics(0.80)
     assert gates.main(["--root", str(repo), "--baseline-rev", "HEAD"]) == 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -87,9 +88,9 @@ def test_integer_levels_are_the_same_level_whatever_the_file_format():
     assert drift.compare(profile, pd.Series(["0", "1", "1", "0"]), EPS)["value"] == pytest.approx(0.0, abs=1e-12)
 
 
-@pytest.mark.parametrize(("value", "want"), [(0.0999, "OK"), (0.1, "WARN"), (0.2499, "WARN"), (0.25, "ALERT"), (3.0, "ALERT")])
+@pytest.mark.parametrize(("value", "want"), [(0.0999, "pass"), (0.1, "warn"), (0.2499, "warn"), (0.25, "fail"), (3.0, "fail")])
 def test_verdict_thresholds(value, want):
-    assert drift.verdict(value, 0.1, 0.25) == want
+    assert drift.verdict(value, 0.1, 0.25).status == want
 
 
 # --- real batches through the real monitor ---------------------------------------------------
@@ -142,11 +143,11 @@ def test_batch_drifted_in_two_features_alerts_on_exactly_those_and_on_the_score(
     report = monitor_batch(tmp_path, batch.make_batch(CONTRACT, ROWS, seed=11, drift=chosen), in_run)
     csi = {k: f for k, f in report["figures"].items() if f["kind"] == "csi"}
     assert set(csi) == set(CONTRACT.features)
-    assert {k for k, f in csi.items() if f["verdict"] == "ALERT"} == set(chosen), {
+    assert {k for k, f in csi.items() if f["verdict"]["status"] == "fail"} == set(chosen), {
         k: round(f["value"], 3) for k, f in csi.items()
     }
-    assert {k for k, f in csi.items() if f["verdict"] != "OK"} == set(chosen)
-    assert report["figures"]["score"]["verdict"] == "ALERT"
+    assert {k for k, f in csi.items() if f["verdict"]["status"] != "pass"} == set(chosen)
+    assert report["figures"]["score"]["verdict"]["status"] == "fail"
     assert report["data_quality"]["success"] is True
     assert report["status"] == "ALERT"
     assert report["decision_rate"]["batch"] > report["decision_rate"]["reference"]
@@ -155,11 +156,11 @@ def test_batch_drifted_in_two_features_alerts_on_exactly_those_and_on_the_score(
 def test_undrifted_batch_of_the_same_size_stays_ok(in_run, tmp_path):
     report = monitor_batch(tmp_path, batch.make_batch(CONTRACT, ROWS, seed=11, drift={}), in_run)
     values = {k: round(f["value"], 4) for k, f in report["figures"].items()}
-    assert all(f["verdict"] == "OK" for f in report["figures"].values()), values
+    assert all(f["verdict"]["status"] == "pass" for f in report["figures"].values()), values
     assert max(values.values()) < 0.05, values
     assert report["status"] == "OK", report["reasons"]
     perf = report["performance"]
-    assert perf["available"] and perf["verdict"] == "OK"
+    assert perf["available"] and perf["verdict"]["status"] == "pass"
     assert perf["fairness"]["by_attribute"], "protected attributes in the batch are measured by group"
 
 
@@ -173,7 +174,7 @@ def test_batch_breaking_the_contract_is_a_data_quality_failure_not_drift(in_run,
     quality = report["data_quality"]
     assert quality["success"] is False
     assert any(f["column"] == broken and f["expectation"] == "expect_column_values_to_be_between" for f in quality["failures"])
-    assert {f["verdict"] for f in report["figures"].values()} == {"NOT_JUDGED"}
+    assert {f["verdict"]["status"] for f in report["figures"].values()} == {"skip"}
     assert report["status"] == "ALERT"
     assert report["reasons"] == [f"data quality: {quality['failed']} contract expectation(s) failed; drift not judged"]
     prom = parse_prometheus(outputs.prometheus(report))
@@ -223,8 +224,8 @@ def test_served_scores_from_the_audit_log_of_this_model_only(in_run, tmp_path):
     log.write_text("\n".join(json.dumps(r) for r in lines) + "\n")
     report = monitor_batch(tmp_path, batch.make_batch(CONTRACT, ROWS, seed=11, drift={}), in_run, audit_log=log)
     assert report["audit_log"]["this_model"] == 3000 and report["audit_log"]["other_models"] == 500
-    assert report["figures"]["served_score"]["verdict"] == "ALERT"
-    assert report["figures"]["score"]["verdict"] == "OK"
+    assert report["figures"]["served_score"]["verdict"]["status"] == "fail"
+    assert report["figures"]["score"]["verdict"]["status"] == "pass"
     assert report["decision_rate"]["served"] == pytest.approx(float(np.mean(drifted >= report["model"]["threshold"])))
     # Naive timestamps are the service's UTC; --since keeps only what came after.
     old = audit_record(len(lines), 0.01, run_id, (now - timedelta(days=365)).replace(tzinfo=None))
@@ -272,12 +273,32 @@ def test_outputs_json_markdown_plots_and_prometheus_names(in_run, tmp_path):
 
 def test_reference_is_versioned_with_the_model_and_refused_for_another(in_run, tmp_path):
     ref = reference.load(reference.REFERENCE)
-    assert set(ref["features"]) == set(CONTRACT.model_input_order())
-    assert ref["model"]["run_id"] == json.loads(config.MODEL_META.read_text())["run_id"]
+    assert set(ref.features) == set(CONTRACT.model_input_order())
+    assert ref.model.run_id == json.loads(config.MODEL_META.read_text())["run_id"]
     with pytest.raises(reference.ReferenceError, match="was written for model run"):
         reference.load(reference.REFERENCE, run_id="some-other-run")
     with pytest.raises(reference.ReferenceError, match="not found: run `make repro`"):
         reference.load(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [
+        (lambda r: r["score"].update(kind="categorical"), "score.kind"),
+        (lambda r: r["score"]["shares"].pop(), "score"),  # one share per bin, and one more
+        (lambda r: next(iter(r["features"].values())).update(kind="ordinal"), "features.{first}"),
+        (lambda r: r["model"].pop("run_id"), "model.run_id"),
+        (lambda r: r.update(schema_version=2), "schema_version"),
+    ],
+)
+def test_a_malformed_reference_is_refused_naming_the_file_and_the_field(in_run, tmp_path, change, where):
+    raw = json.loads(reference.REFERENCE.read_text())
+    where = where.format(first=next(iter(raw["features"])))
+    path = tmp_path / "reference.json"
+    change(raw)
+    path.write_text(json.dumps(raw))
+    with pytest.raises(reference.ReferenceError, match=rf"^{re.escape(str(path))}: '{re.escape(where)}'"):
+        reference.load(path)
 
 
 def test_monitor_before_the_pipeline_ran_says_what_to_run(params, tmp_path, monkeypatch):

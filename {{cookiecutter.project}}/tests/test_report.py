@@ -1,6 +1,7 @@
 """The report: what a reviewer reads in the pull-request comment."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,9 +11,18 @@ import yaml
 
 from {{ cookiecutter.package }}.ci import report
 from {{ cookiecutter.package }}.core import use_case
-from {{ cookiecutter.package }}.core.reports import FairnessReport, ValidationReport
+from {{ cookiecutter.package }}.core.reports import (
+    FairnessReport,
+    GateId,
+    GatesReport,
+    GateVerdict,
+    MetricsReport,
+    ReportError,
+    ValidationReport,
+)
 
 HEADLINE = use_case.load().headline_metric
+OUTCOME = use_case.load().fairness_outcome
 PARAMS = {
     "model": {"learning_rate": 0.1},
     "gates": {"metric": {"tolerance": 0.01}, "require_baseline": True},
@@ -26,26 +36,35 @@ def validation(success: bool, *failures: dict) -> ValidationReport:
     )
 
 
-GATES_PASSED = {
-    "passed": True,
-    "baseline": "origin/main",
-    "gates": [
-        {"gate": "data_validation", "passed": True, "value": 0, "threshold": 0, "detail": "every expectation passed"},
-        {"gate": "headline_metric", "passed": True, "value": 0.81, "threshold": 0.79, "detail": "auc = 0.8100 >= 0.7900"},
-    ],
-}
+def metrics(headline: float) -> MetricsReport:
+    """A reports/metrics.json as the evaluate stage writes it, with the headline metric at ``headline``."""
+    values = {name: 0.5 for name in MetricsReport.model_fields} | {"rows": 1000}
+    return MetricsReport.model_validate(values | {HEADLINE: headline})
+
+
+def gate(name: str, status: str, value: float, threshold: float, reason: str) -> GateVerdict:
+    return GateVerdict(id=GateId(gate=name), status=status, value=value, threshold=threshold, reason=reason)
+
+
+VALIDATION_PASSED = gate("data_validation", "pass", 0, 0, "every expectation passed")
+GATES_PASSED = GatesReport(
+    passed=True,
+    baseline="origin/main",
+    stale_stages=[],
+    gates=[VALIDATION_PASSED, gate("headline_metric", "pass", 0.81, 0.79, "auc = 0.8100 >= 0.7900")],
+)
 
 
 def inputs(**overrides) -> report.Inputs:
     values = dict(
         params=PARAMS,
-        headline="auc",
+        headline=HEADLINE,
         title="Credit scoring",
         baseline_rev="origin/main",
         validation=validation(True),
-        metrics={"auc": 0.81, "brier": 0.2},
+        metrics=metrics(0.81),
         gates=GATES_PASSED,
-        metrics_diff={"brier": {"old": 0.21, "new": 0.2, "diff": -0.01}, "auc": {"old": 0.8, "new": 0.81, "diff": 0.01}},
+        metrics_diff={"brier": {"old": 0.21, "new": 0.2, "diff": -0.01}, HEADLINE: {"old": 0.8, "new": 0.81, "diff": 0.01}},
         params_diff={"model.learning_rate": {"old": 0.05, "new": 0.1}},
         plots=["plots/roc.png"],
         run_url="https://ci.example/run/1",
@@ -59,21 +78,21 @@ def test_passing_run_has_verdict_metrics_diff_and_params_diff():
     assert md.startswith("## Credit scoring: model report\n\n✅ **All 2 gates passed** against `origin/main`.")
     assert "| Metric | `origin/main` | this run | Change |" in md
     # the headline metric comes first and is marked
-    assert md.index("| **auc** (headline) | 0.8000 | 0.8100 | +0.0100 |") < md.index("| brier | 0.2100 | 0.2000 | -0.0100 |")
+    assert md.index(f"| **{HEADLINE}** (headline) | 0.8000 | 0.8100 | +0.0100 |") < md.index(
+        "| brier | 0.2100 | 0.2000 | -0.0100 |"
+    )
     assert "| `model.learning_rate` | 0.05 | 0.1 |" in md
     assert "✅ The data met the contract (42 expectations checked)." in md
     assert "tolerance 0.01 against `origin/main`" in md
 
 
 def test_failed_gate_is_the_first_thing_said():
-    failed = {
-        **GATES_PASSED,
-        "passed": False,
-        "gates": [
-            GATES_PASSED["gates"][0],
-            {"gate": "headline_metric", "passed": False, "value": 0.7, "threshold": 0.79, "detail": "auc = 0.7000 < 0.7900"},
-        ],
-    }
+    failed = GATES_PASSED.model_copy(
+        update={
+            "passed": False,
+            "gates": [VALIDATION_PASSED, gate("headline_metric", "fail", 0.7, 0.79, "auc = 0.7000 < 0.7900")],
+        }
+    )
     md = report.render(inputs(gates=failed))
     assert md.splitlines()[2] == "❌ **Gate failed: headline_metric**; this change must not be merged as is."
     assert "| ❌ fail | `headline_metric` | 0.7000 | 0.7900 | auc = 0.7000 < 0.7900 |" in md
@@ -109,27 +128,41 @@ def test_no_baseline_shows_current_metrics_and_the_reason():
         inputs(metrics_diff=None, params_diff=None, diff_errors=["`dvc metrics diff origin/main` failed: unknown Git revision"])
     )
     assert "No comparison with `origin/main` was available" in md
-    assert "| auc | 0.8100 |" in md
+    assert f"| {HEADLINE} | 0.8100 |" in md
     assert "- `dvc metrics diff origin/main` failed: unknown Git revision" in md
 
 
+def group(n: int, outcome: float) -> dict:
+    gated = {"outcome_rate": True, "tpr": True, "fpr": True}
+    rates = {"tpr": 0.5, "fpr": 0.1, "positive_rate": 0.2, "ci": {}, "gated": gated}
+    return {"n": n, "positives": n // 5, OUTCOME: outcome, **rates}
+
+
 FAIRNESS = {
-    "use_case": "credit_scoring",
+    "use_case": use_case.load().name,
     "threshold": 0.25,
     "rows": 250,
-    "outcome": "approval_rate",
+    "outcome": OUTCOME,
     "definitions": {},
-    "settings": {},
+    "settings": {"min_group_size": 30, "min_group_outcomes": 5, "bootstrap": 0, "confidence": 0.95, "rule": "point"},
     "bootstrap_unit": "row",
     "attributes": {
         "sex": {
-            "groups": {
-                "female": {"n": 120, "approval_rate": 0.74, "gated": {"tpr": True}},
-                "male": {"n": 130, "approval_rate": 0.76},
-            }
+            "groups": {"female": group(120, 0.74), "male": group(130, 0.76)},
+            "summary": {},
+            "not_gated": [],
+            "bootstrap_units": 250,
         }
     },
-    "gates": [],
+    "gates": [
+        {
+            "id": {"gate": "fairness", "attribute": "sex", "metric": "demographic_parity_ratio"},
+            "status": "pass",
+            "value": 0.97,
+            "threshold": 0.8,
+            "reason": "sex: meets the gate",
+        }
+    ],
     "not_gated": [],
     "passed": True,
 }
@@ -138,7 +171,7 @@ FAIRNESS = {
 def test_fairness_by_group_has_its_own_table_and_no_stale_numbers():
     md = report.render(inputs(fairness=FairnessReport.model_validate(FAIRNESS)))
     section = md.split("### Fairness by group")[1].split("###")[0]
-    assert "| Group | n | approval_rate |" in section
+    assert f"| Group | n | {OUTCOME} |" in section
     assert "| female | 120 | 0.7400 |" in section
     assert "gated" not in section
     stale = report.render(
@@ -204,16 +237,16 @@ def test_cli_compares_with_a_git_revision_through_dvc(tmp_path):
     )
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({**PARAMS, "model": {"learning_rate": 0.05}}))
     (tmp_path / "reports").mkdir()
-    (tmp_path / "reports/metrics.json").write_text(json.dumps({HEADLINE: 0.8}))
+    (tmp_path / "reports/metrics.json").write_text(metrics(0.8).model_dump_json())
     (tmp_path / "reports/fairness.json").write_text(json.dumps(FAIRNESS))
     run(tmp_path, sys.executable, "-m", "dvc", "commit", "-q", "--force")  # records dvc.lock, as a repro would
     run(tmp_path, "git", "add", "-A")
     run(tmp_path, "git", "commit", "-qm", "baseline")
 
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(PARAMS))
-    (tmp_path / "reports/metrics.json").write_text(json.dumps({HEADLINE: 0.82}))
+    (tmp_path / "reports/metrics.json").write_text(metrics(0.82).model_dump_json())
     (tmp_path / "reports/validation.json").write_text(validation(True).model_dump_json())
-    (tmp_path / "reports/gates.json").write_text(json.dumps(GATES_PASSED))
+    (tmp_path / "reports/gates.json").write_text(GATES_PASSED.model_dump_json())
     run(tmp_path, sys.executable, "-m", "dvc", "commit", "-q", "--force")
 
     assert report.main(["--root", str(tmp_path), "--baseline-rev", "main"]) == 0
@@ -227,3 +260,33 @@ def test_cli_compares_with_a_git_revision_through_dvc(tmp_path):
     md = (tmp_path / "reports/report.md").read_text()
     assert "`dvc metrics diff no-such-rev` failed" in md
     assert f"| {HEADLINE} | 0.8200 |" in md
+
+
+@pytest.mark.parametrize(
+    ("name", "model", "change", "where"),
+    [
+        ("gates.json", GatesReport, lambda r: r["gates"][1].update(status="ok"), "gates.1.status"),
+        ("gates.json", GatesReport, lambda r: r["gates"][0].update(id="data_validation"), "gates.0.id"),
+        ("metrics.json", MetricsReport, lambda r: r.pop(HEADLINE), HEADLINE),
+        ("metrics.json", MetricsReport, lambda r: r.update(rows="1000"), "rows"),
+    ],
+)
+def test_a_malformed_report_is_refused_naming_the_file_and_the_field(tmp_path, name, model, change, where):
+    good = GATES_PASSED if model is GatesReport else metrics(0.8)
+    raw = json.loads(good.model_dump_json())
+    path = tmp_path / name
+    path.write_text(json.dumps(raw))
+    assert model.read(path) == good
+    change(raw)
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ReportError, match=rf"^{re.escape(str(path))}: '{re.escape(where)}'"):
+        model.read(path)
+
+
+def test_a_gates_report_whose_verdict_contradicts_its_gates_is_refused(tmp_path):
+    raw = json.loads(GATES_PASSED.model_dump_json())
+    raw["gates"][1]["status"] = "fail"
+    path = tmp_path / "gates.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ReportError, match=rf"^{re.escape(str(path))}: .*passed is True but the gates say otherwise"):
+        GatesReport.read(path)

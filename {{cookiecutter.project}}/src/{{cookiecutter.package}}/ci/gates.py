@@ -4,7 +4,7 @@ Run after `dvc repro`:
 
     python -m {{ cookiecutter.package }}.ci.gates --baseline-rev origin/main
 
-Every gate is a function ``gate(ctx) -> list[GateResult]`` listed in ``GATES``. A gate
+Every gate is a function ``gate(ctx) -> list[GateVerdict]`` listed in ``GATES``. A gate
 returns one result per thing it checked (a fairness gate returns one per group and metric),
 so a new gate plugs in by appending a function to ``GATES``; nothing else changes. All
 results go to ``reports/gates.json`` (read by ``report.py``) and the exit status is 1 when
@@ -34,14 +34,23 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
 import yaml
 
 from ..core import config, use_case
 from ..core.errors import ParamsError
 from ..core.params import GatesParams
-from ..core.reports import FairnessReport, Report, ReportError, ValidationReport
+from ..core.reports import (
+    FairnessReport,
+    GateId,
+    GatesReport,
+    GateVerdict,
+    MetricsReport,
+    Report,
+    ReportError,
+    ValidationReport,
+)
 
 # Paths relative to the repository root the gates judge (which may not be the cwd).
 METRICS_FILE = config.METRICS.as_posix()
@@ -49,16 +58,6 @@ VALIDATION_FILE = config.VALIDATION.as_posix()
 FAIRNESS_FILE = config.FAIRNESS.as_posix()
 GATES_FILE = config.GATES.as_posix()
 STATUS_FAILED = "`dvc status` failed"
-
-
-class GateResult(TypedDict):
-    """One verdict: which gate, pass or fail, the value judged, its threshold, and why."""
-
-    gate: str
-    passed: bool
-    value: Any
-    threshold: Any
-    detail: str
 
 
 @dataclass(frozen=True)
@@ -124,7 +123,7 @@ class Context:
             raise ValueError(str(err)) from None
 
 
-Gate = Callable[[Context], list[GateResult]]
+Gate = Callable[[Context], list[GateVerdict]]
 
 
 def producers(root: Path) -> dict[str, str]:
@@ -142,9 +141,19 @@ def producers(root: Path) -> dict[str, str]:
     return found
 
 
-def result(gate: str, passed: bool, value: Any, threshold: Any, detail: str) -> GateResult:
-    """A :class:`GateResult`."""
-    return GateResult(gate=gate, passed=bool(passed), value=value, threshold=threshold, detail=detail)
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def result(gate: str | GateId, passed: bool, value: Any, threshold: Any, detail: str) -> GateVerdict:
+    """A pass or fail :class:`GateVerdict`; a value or threshold that is not a number is left to the detail."""
+    return GateVerdict(
+        id=gate if isinstance(gate, GateId) else GateId(gate=gate),
+        status="pass" if passed else "fail",
+        value=_number(value),
+        threshold=_number(threshold),
+        reason=detail,
+    )
 
 
 def gate_settings(params: dict[str, Any]) -> GatesParams:
@@ -162,7 +171,7 @@ def not_this_run(ctx: Context) -> str:
     return f"the pipeline did not finish in this run (stages not reproduced: {', '.join(ctx.stale_stages)})"
 
 
-def pipeline_gate(ctx: Context) -> list[GateResult]:
+def pipeline_gate(ctx: Context) -> list[GateVerdict]:
     """Every stage is reproduced: the reports are this code's, data's and params' results."""
     if ctx.stale_stages:
         return [
@@ -171,7 +180,7 @@ def pipeline_gate(ctx: Context) -> list[GateResult]:
     return [result("pipeline", True, 0, 0, "every stage is up to date (dvc status)")]
 
 
-def data_validation_gate(ctx: Context) -> list[GateResult]:
+def data_validation_gate(ctx: Context) -> list[GateVerdict]:
     """The data passed every expectation of the contract's suite."""
     name = "data_validation"
     try:
@@ -203,7 +212,7 @@ def data_validation_gate(ctx: Context) -> list[GateResult]:
     return [result(name, True, 0, 0, f"all {summary.expectations} expectations passed")]
 
 
-def headline_metric_gate(ctx: Context) -> list[GateResult]:
+def headline_metric_gate(ctx: Context) -> list[GateVerdict]:
     """The headline metric is no worse than the baseline's, give or take the tolerance."""
     settings = gate_settings(ctx.params)
     metric, tolerance = ctx.headline, settings.metric.tolerance
@@ -211,7 +220,7 @@ def headline_metric_gate(ctx: Context) -> list[GateResult]:
     name = "headline_metric"
     try:
         validation = ctx.read_report(VALIDATION_FILE, ValidationReport)
-        current = ctx.read_json(METRICS_FILE)
+        current = ctx.read_report(METRICS_FILE, MetricsReport)
     except ValueError as err:
         return [result(name, False, None, None, f"{metric}: {err}")]
     if validation is None or validation.success is not True:
@@ -222,10 +231,12 @@ def headline_metric_gate(ctx: Context) -> list[GateResult]:
         return [result(name, False, None, None, f"{metric}: not evaluated: {not_this_run(ctx)}")]
     if current is None:
         return [result(name, False, None, None, f"{metric}: {METRICS_FILE} is missing; run `make repro`")]
-    value = current.get(metric)
-    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
-        known = ", ".join(sorted(current)) or "none"
-        return [result(name, False, value, None, f"{metric}: {METRICS_FILE} has no finite value for it (has: {known})")]
+    try:
+        value = current.headline(metric)
+    except ReportError as err:
+        return [result(name, False, None, None, f"{METRICS_FILE}: {err}")]
+    if not math.isfinite(value):
+        return [result(name, False, value, None, f"{metric}: {METRICS_FILE} has no finite value for it ({value})")]
     base = (ctx.baseline or {}).get(metric)
     if not isinstance(base, int | float) or isinstance(base, bool) or not math.isfinite(base):
         where = f"{METRICS_FILE} on {ctx.baseline_source}"
@@ -254,7 +265,7 @@ def headline_metric_gate(ctx: Context) -> list[GateResult]:
     return [result(name, passed, value, threshold, detail)]
 
 
-def fairness_gate(ctx: Context) -> list[GateResult]:
+def fairness_gate(ctx: Context) -> list[GateVerdict]:
     """The fairness stage's verdicts (``reports/fairness.json``), one result per attribute and metric.
 
     Thresholds live in ``params.yaml: fairness.gates``; the stage computes the verdicts and
@@ -272,19 +283,19 @@ def fairness_gate(ctx: Context) -> list[GateResult]:
         return [result(name, False, None, None, f"{FAIRNESS_FILE} is missing: the fairness stage did not run")]
     if not report.gates:
         return [result(name, False, None, None, f"{FAIRNESS_FILE} holds no gate verdicts")]
-    failed = report.passed is not True or any(g.passed is not True for g in report.gates)
-    if not failed and not ctx.fresh(FAIRNESS_FILE):
+    if report.passed and not ctx.fresh(FAIRNESS_FILE):
         return [result(name, False, None, None, f"not evaluated: {not_this_run(ctx)}")]
-    return [result(g.gate, g.passed, g.value, g.threshold, g.detail) for g in report.gates]
+    # The stage's own verdicts (a warning stays a warning), without its bootstrap details.
+    return [GateVerdict.model_validate(g.model_dump(include=set(GateVerdict.model_fields))) for g in report.gates]
 
 
 # Order matters only for reading: every gate runs, so the report shows all verdicts.
 GATES: list[Gate] = [pipeline_gate, data_validation_gate, headline_metric_gate, fairness_gate]
 
 
-def run_gates(ctx: Context, gates: list[Gate] | None = None) -> list[GateResult]:
+def run_gates(ctx: Context, gates: list[Gate] | None = None) -> list[GateVerdict]:
     """Every gate's results; a gate that crashes is a failed gate, named."""
-    results: list[GateResult] = []
+    results: list[GateVerdict] = []
     for gate in GATES if gates is None else gates:
         try:
             results.extend(gate(ctx))
@@ -331,12 +342,9 @@ def stale_stages(root: Path) -> tuple[str, ...]:
     return tuple(json.loads(proc.stdout or "{}"))  # in pipeline order, as dvc reports them
 
 
-def format_results(results: list[GateResult]) -> str:
-    """One line per result, PASS or FAIL first."""
-    lines = []
-    for r in results:
-        lines.append(f"{'PASS' if r['passed'] else 'FAIL'} {r['gate']}: {r['detail']}")
-    return "\n".join(lines)
+def format_results(results: list[GateVerdict]) -> str:
+    """One line per result, PASS, WARN or FAIL first."""
+    return "\n".join(f"{r.status.upper()} {r.id}: {r.reason}" for r in results)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -368,18 +376,15 @@ def main(argv: list[str] | None = None) -> int:
     stale = stale_stages(root)
     ctx = Context(params=params, root=root, baseline=baseline, baseline_source=source_name, stale_stages=stale)
     results = run_gates(ctx)
-    passed = bool(results) and all(r["passed"] for r in results)
-    out = root / GATES_FILE
-    out.parent.mkdir(parents=True, exist_ok=True)
-    verdict = {"passed": passed, "baseline": source_name, "stale_stages": list(stale), "gates": results}
-    out.write_text(json.dumps(verdict, indent=2) + "\n")
+    passed = bool(results) and all(r.passed for r in results)
+    GatesReport(passed=passed, baseline=source_name, stale_stages=list(stale), gates=results).write(root / GATES_FILE)
     print(format_results(results))
     if not passed:
         if os.environ.get("GITHUB_ACTIONS") == "true":
             for r in results:
-                if not r["passed"]:  # an annotation on the run's summary page
-                    print(f"::error title=Gate {r['gate']} failed::{r['detail']}")
-        failed = ", ".join(dict.fromkeys(r["gate"] for r in results if not r["passed"]))
+                if not r.passed:  # an annotation on the run's summary page
+                    print(f"::error title=Gate {r.id} failed::{r.reason}")
+        failed = ", ".join(dict.fromkeys(str(r.id) for r in results if not r.passed))
         print(f"gates: FAILED ({failed}); details in {GATES_FILE}", file=sys.stderr)
         return 1
     print(f"gates: all {len(results)} passed (baseline: {source_name})")

@@ -32,6 +32,7 @@ import yaml
 
 from {{ cookiecutter.package }}.core import config
 from {{ cookiecutter.package }}.core.errors import UserError
+from {{ cookiecutter.package }}.core.reports import GatesReport
 from {{ cookiecutter.package }}.core.stage import setup_logging
 
 TAG = re.compile(r"v(?P<version>\d+\.\d+\.\d+)")
@@ -47,7 +48,7 @@ class ReleaseError(UserError):
 
 def file_md5(path: Path) -> str:
     """The hash DVC records for a file (the pipeline's own function; imported late, it pulls in MLflow)."""
-    from {{ cookiecutter.package }}.training.tracking import file_md5 as md5
+    from {{ cookiecutter.package }}.tracking import file_md5 as md5
 
     return md5(path)
 
@@ -143,11 +144,11 @@ def notes(tag: str, image: str | None) -> str:
     """The body of the GitHub release, in Markdown, for a model-risk reviewer."""
     who = identity(tag, image)
     metrics = read_json("reports/metrics.json")
-    gates = read_json("reports/gates.json")
-    results = gates["gates"]
-    failed = [r for r in results if not r["passed"]]
-    if failed or not gates["passed"]:
-        raise ReleaseError(f"gates failed on this commit: {', '.join(sorted({r['gate'] for r in failed}))}")
+    gates = GatesReport.parse(read_json("reports/gates.json"), "reports/gates.json")
+    results = gates.gates
+    failed = [r for r in results if not r.passed]
+    if failed or not gates.passed:
+        raise ReleaseError(f"gates failed on this commit: {', '.join(sorted({str(r.id) for r in failed}))}")
     lines = [
         f"## {Path.cwd().name} {tag}",
         "",
@@ -168,7 +169,7 @@ def notes(tag: str, image: str | None) -> str:
         "",
         f"### Gates: all {len(results)} passed on this commit",
         "",
-        *[f"- {r['gate']}: {r['detail']}" for r in results],
+        *[f"- {r.id}: {r.reason}" for r in results],
         "",
         "### Attached",
         "",

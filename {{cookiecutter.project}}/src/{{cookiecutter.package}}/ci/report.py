@@ -34,7 +34,7 @@ from typing import Any
 import yaml
 
 from ..core import config, use_case
-from ..core.reports import FairnessReport, ValidationReport
+from ..core.reports import FairnessReport, GatesReport, MetricsReport, ValidationReport
 from . import gates as gates_module
 
 REPORT_FILE = config.REPORT_MD.as_posix()
@@ -48,8 +48,8 @@ class Inputs:
     params: dict[str, Any]
     baseline_rev: str
     validation: ValidationReport | None = None
-    metrics: dict[str, Any] | None = None
-    gates: dict[str, Any] | None = None
+    metrics: MetricsReport | None = None
+    gates: GatesReport | None = None
     metrics_diff: dict[str, dict[str, Any]] | None = None  # metric -> {"old", "new", "diff"}
     params_diff: dict[str, dict[str, Any]] | None = None  # param -> {"old", "new"}
     diff_errors: list[str] = field(default_factory=list)
@@ -102,10 +102,10 @@ def header_section(inputs: Inputs) -> str:
             "❌ **Gates did not run**: the pipeline stopped before them; "
             "this change cannot be merged until they pass (see the job log)."
         )
-    elif gates.get("passed") is True:
-        verdict = f"✅ **All {len(gates.get('gates', []))} gates passed** against `{inputs.baseline_rev}`."
+    elif gates.passed:
+        verdict = f"✅ **All {len(gates.gates)} gates passed** against `{inputs.baseline_rev}`."
     else:
-        failed = list(dict.fromkeys(g["gate"] for g in gates.get("gates", []) if not g.get("passed")))
+        failed = list(dict.fromkeys(str(g.id) for g in gates.gates if not g.passed))
         verdict = f"❌ **Gate failed: {', '.join(failed) or 'unknown'}**; this change must not be merged as is."
     return f"{title}\n\n{verdict}"
 
@@ -114,21 +114,13 @@ def gates_section(inputs: Inputs) -> str:
     """Every gate's result, with where its threshold comes from."""
     if inputs.gates is None:
         return "### Gates\n\n`reports/gates.json` is missing: the gates did not run."
-    rows = [
-        [
-            "✅ pass" if g.get("passed") else "❌ fail",
-            f"`{g.get('gate')}`",
-            fmt(g.get("value")),
-            fmt(g.get("threshold")),
-            fmt(g.get("detail")),
-        ]
-        for g in inputs.gates.get("gates", [])
-    ]
+    icons = {"pass": "✅ pass", "warn": "⚠️ warn", "fail": "❌ fail", "skip": "➖ skip"}
+    rows = [[icons[g.status], f"`{g.id}`", fmt(g.value), fmt(g.threshold), fmt(g.reason)] for g in inputs.gates.gates]
     settings = (inputs.params.get("gates") or {}).get("metric") or {}
-    fairness = any(str(g.get("gate", "")).startswith("fairness") for g in inputs.gates.get("gates", []))
+    fairness = any(g.id.gate == "fairness" for g in inputs.gates.gates)
     note = (
         f"Thresholds come from `params.yaml` (`gates`): headline metric `{inputs.headline}`, "
-        f"tolerance {fmt_plain(settings.get('tolerance'))} against `{inputs.gates.get('baseline')}`"
+        f"tolerance {fmt_plain(settings.get('tolerance'))} against `{inputs.gates.baseline}`"
         + ("; fairness thresholds in `fairness.gates`." if fairness else ".")
     )
     return "### Gates\n\n" + table(["Result", "Gate", "Value", "Threshold", "Detail"], rows) + "\n\n" + note
@@ -173,8 +165,8 @@ def metrics_section(inputs: Inputs) -> str:
         )
     elif inputs.validation is None:
         out.append("Not computed: `reports/validation.json` is missing, so the data was not checked.")
-    elif inputs.metrics:
-        rows = [[name, fmt(value)] for name, value in sorted(inputs.metrics.items())]
+    elif inputs.metrics is not None:
+        rows = [[name, fmt(value)] for name, value in sorted(inputs.metrics.model_dump().items())]
         out.append(f"No comparison with `{base}` was available; this run's metrics:")
         out.append(table(["Metric", "this run"], rows))
     else:
@@ -191,14 +183,14 @@ def fairness_section(inputs: Inputs) -> str | None:
         out.append("Not computed in this run: the pipeline did not finish before the fairness stage.")
         return "\n\n".join(out)
     for attribute, result in inputs.fairness.attributes.items():
-        groups = (result or {}).get("groups") or {}
+        groups = {group: stats.model_dump() for group, stats in result.groups.items()}
         columns: list[str] = []
         for stats in groups.values():
-            for key, value in (stats or {}).items():
+            for key, value in stats.items():
                 if isinstance(value, int | float) and not isinstance(value, bool) and key not in columns:
                     columns.append(key)
         columns.sort(key=lambda c: (c != "n", c))
-        rows = [[fmt(group), *(fmt((stats or {}).get(c)) for c in columns)] for group, stats in groups.items()]
+        rows = [[fmt(group), *(fmt(stats.get(c)) for c in columns)] for group, stats in groups.items()]
         out.append(f"**{attribute}**\n\n" + table(["Group", *columns], rows))
     return "\n\n".join(out)
 
@@ -293,12 +285,12 @@ def load_inputs(root: Path, baseline_rev: str, images: str, run_url: str | None,
     inputs = Inputs(params=params, baseline_rev=baseline_rev, images=images, run_url=run_url)
     for attr, relative, model in (
         ("validation", gates_module.VALIDATION_FILE, ValidationReport),
-        ("metrics", gates_module.METRICS_FILE, None),
-        ("gates", gates_module.GATES_FILE, None),
+        ("metrics", gates_module.METRICS_FILE, MetricsReport),
+        ("gates", gates_module.GATES_FILE, GatesReport),
         ("fairness", gates_module.FAIRNESS_FILE, FairnessReport),
     ):
         try:
-            setattr(inputs, attr, ctx.read_json(relative) if model is None else ctx.read_report(relative, model))
+            setattr(inputs, attr, ctx.read_report(relative, model))
         except ValueError as err:
             inputs.diff_errors.append(str(err))
     plots = root / PLOTS_DIR

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import StageOrderError
 
@@ -56,10 +56,102 @@ class Report(BaseModel):
         write_json(Path(path), self.model_dump(mode="json"))
 
 
-class ExpectationFailure(BaseModel):
-    """One failed (or unevaluable) expectation, in words a person can act on."""
+class _Part(BaseModel):
+    """A nested part of a report: as strict as the report itself."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
+
+
+Status = Literal["pass", "warn", "fail", "skip"]
+
+
+class Verdict(_Part):
+    """A check's outcome and why: the one verdict type of the fairness stage, the gates and monitoring.
+
+    ``warn`` passes (it is shown, not blocking); ``skip`` means not judged, which a gate never
+    returns (gates fail closed) and monitoring uses for drift on data that broke the contract.
+    """
+
+    status: Status
+    reason: str
+
+    @property
+    def passed(self) -> bool:
+        """The check does not block: it passed, perhaps with a warning."""
+        return self.status in ("pass", "warn")
+
+
+class GateId(_Part):
+    """Which gate a verdict is about, as data: the gate, and for fairness the attribute, metric or group."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    gate: str
+    attribute: str | None = None
+    metric: str | None = None
+    group: str | None = None
+
+    def __str__(self) -> str:
+        return ":".join(p for p in (self.gate, self.attribute, self.metric, self.group) if p is not None)
+
+
+class GateVerdict(Verdict):
+    """One gate's verdict on one thing it checked: the value judged and its threshold, when there are numbers."""
+
+    id: GateId
+    value: float | None = None
+    threshold: float | None = None
+
+
+class GatesReport(Report):
+    """``reports/gates.json``: written by ``ci/gates.py``, read by the PR report and the release."""
+
+    passed: bool
+    baseline: str
+    stale_stages: list[str]
+    gates: list[GateVerdict]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GatesReport:
+        if self.passed != (bool(self.gates) and all(g.passed for g in self.gates)):
+            raise ValueError(f"passed is {self.passed} but the gates say otherwise")
+        return self
+
+
+class MetricsReport(Report):
+    """``reports/metrics.json``: written by ``evaluate``, read by the gates, the PR report, the card and the monitor."""
+{%- if cookiecutter.use_case == "credit_scoring" %}
+
+    roc_auc: float
+    gini: float
+    ks: float
+    pr_auc: float
+    brier: float
+    approval_rate: float
+    bad_rate_approved: float
+    default_rate: float
+{%- else %}
+
+    pr_auc: float
+    roc_auc: float
+    precision_at_k: float
+    recall_at_fpr: float
+    expected_cost: float
+    flag_rate: float
+    fraud_rate: float
+{%- endif %}
+    threshold: float
+    rows: int
+
+    def headline(self, name: str) -> float:
+        """The value of metric ``name``; a :class:`ReportError` if this report has no such metric."""
+        if name not in type(self).model_fields:
+            raise ReportError(f"metrics report: no metric {name!r} (has: {', '.join(type(self).model_fields)})")
+        return getattr(self, name)
+
+
+class ExpectationFailure(_Part):
+    """One failed (or unevaluable) expectation, in words a person can act on."""
+
     column: str
     expectation: str
     kwargs: dict[str, Any] = {}
@@ -81,18 +173,75 @@ class ValidationReport(Report):
     failures: list[ExpectationFailure]
 
 
-class FairnessVerdict(BaseModel):
-    """One fairness gate's verdict for one protected attribute."""
+SummaryMetric = Literal[
+    "demographic_parity_ratio", "demographic_parity_difference", "equalized_odds_difference", "tpr_difference", "fpr_difference"
+]
 
-    model_config = ConfigDict(extra="forbid", strict=True)
-    gate: str
-    passed: bool
-    status: Literal["pass", "warn", "fail"]
-    value: float
-    threshold: float
-    bound: Literal["min", "max"]
+
+class FairnessVerdict(GateVerdict):
+    """One fairness gate's verdict for one protected attribute (``skip``: reported, not gated, and why)."""
+
+    bound: Literal["min", "max"] | None = None
+    ci: list[float] | None = None
+
+
+class GroupGated(_Part):
+    """Which of a group's figures are large enough to be gated."""
+
+    outcome_rate: bool
+    tpr: bool
+    fpr: bool
+
+
+class GroupStats(_Part):
+    """One protected group's counts and rates (None where undefined), with bootstrap intervals."""
+
+    n: int
+    positives: int
+    {{ "approval_rate" if cookiecutter.use_case == "credit_scoring" else "flag_rate" }}: float | None
+    tpr: float | None
+    fpr: float | None
+    positive_rate: float | None
+    {{ "roc_auc" if cookiecutter.use_case == "credit_scoring" else "pr_auc" }}: float | None = None  # the headline metric within the group
+    ci: dict[str, list[float] | None]
+    gated: GroupGated
+    not_gated_reason: str | None = None
+
+
+class SummaryStat(_Part):
+    """A between-group spread: its value, the groups at each end, its interval."""
+
+    value: float | None
+    low_group: str
+    high_group: str
+    component: Literal["tpr", "fpr"] | None = None  # equalized odds: the error rate that set it
     ci: list[float] | None
-    detail: str
+
+
+class SkippedGroup(_Part):
+    """A group reported but not gated, and why."""
+
+    group: str
+    reason: str
+
+
+class AttributeFairness(_Part):
+    """Everything measured for one protected attribute."""
+
+    groups: dict[str, GroupStats]
+    summary: dict[SummaryMetric, SummaryStat]
+    not_gated: list[SkippedGroup]
+    bootstrap_units: int
+
+
+class FairnessSettings(_Part):
+    """The ``fairness`` params the report was computed with."""
+
+    min_group_size: int
+    min_group_outcomes: int
+    bootstrap: int
+    confidence: float
+    rule: Literal["point", "significant"]
 
 
 class FairnessReport(Report):
@@ -103,19 +252,74 @@ class FairnessReport(Report):
     rows: int
     outcome: str
     definitions: dict[str, str]
-    settings: dict[str, Any]
+    settings: FairnessSettings
     bootstrap_unit: Literal["subject", "row"]
-    attributes: dict[str, Any]
+    attributes: dict[str, AttributeFairness]
     gates: list[FairnessVerdict]
-    not_gated: list[dict[str, str]]
+    not_gated: list[FairnessVerdict]
     passed: bool
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FairnessReport:
+        if any(g.status == "skip" for g in self.gates) or any(g.status != "skip" for g in self.not_gated):
+            raise ValueError("gates holds judged verdicts only and not_gated only skipped ones")
+        if self.passed != (bool(self.gates) and all(g.passed for g in self.gates)):
+            raise ValueError(f"passed is {self.passed} but the gates say otherwise")
+        return self
+
+
+class FeatureImportance(_Part):
+    """One feature's drop in the scoring metric when shuffled: mean and spread over repeats."""
+
+    feature: str
+    mean: float
+    std: float
+
+
+class PermutationImportance(_Part):
+    """Permutation importance on the held-out rows, most important first."""
+
+    scoring: str
+    n_repeats: int
+    rows: int
+    held_out_rows: int
+    features: list[FeatureImportance]
+
+
+class ReasonCode(_Part):
+    """A feature's reason code and its consumer-facing text (from the contract)."""
+
+    feature: str
+    code: str
+    text: str
+
+
+class ReasonCodes(_Part):
+    """The reason-code check of the held-out declines; ``available`` false (with ``why``) for a non-additive model."""
+
+    available: bool
+    why: str | None = None
+    base_score: float | None = None
+    best_values: dict[str, float | str] | None = None
+    max_additivity_error: float | None = None
+    declined: int | None = None
+    principal_reason_counts: dict[str, int] | None = None
+    catalogue: list[ReasonCode]
+
+    @model_validator(mode="after")
+    def _complete(self) -> ReasonCodes:
+        needed = ("base_score", "max_additivity_error", "declined", "principal_reason_counts")
+        missing = [k for k in needed if getattr(self, k) is None] if self.available else ([] if self.why else ["why"])
+        if missing:
+            raise ValueError(f"available is {self.available} but {', '.join(missing)} missing")
+        return self
 
 
 class ExplainReport(Report):
     """``reports/explain.json``: written by ``explain``, read by the model card."""
 
-    permutation_importance: dict[str, Any]
-    reason_codes: dict[str, Any]
+    permutation_importance: PermutationImportance
+    reason_codes: ReasonCodes
 
 
 class ModelMeta(Report):
@@ -142,3 +346,56 @@ class PrepareSummary(Report):
     columns_dropped: list[str]
     rows_train: int
     rows_test: int
+
+
+class NumericProfile(_Part):
+    """A numeric column's reference: quantile edges, the share of rows in each bin and of nulls."""
+
+    kind: Literal["numeric"]
+    edges: list[float]
+    shares: list[float]
+    null: float
+
+    @model_validator(mode="after")
+    def _aligned(self) -> NumericProfile:
+        if len(self.shares) != len(self.edges) + 1:
+            raise ValueError(f"{len(self.edges)} edges need {len(self.edges) + 1} shares, not {len(self.shares)}")
+        return self
+
+
+class CategoricalProfile(_Part):
+    """A categorical column's reference: the share of each level and of nulls."""
+
+    kind: Literal["categorical"]
+    levels: dict[str, float]
+    null: float
+
+
+Profile = Annotated[NumericProfile | CategoricalProfile, Field(discriminator="kind")]
+
+
+class ReferenceModel(_Part):
+    """The model run a reference belongs to."""
+
+    run_id: str
+
+
+class ReferenceContract(_Part):
+    """The contract a reference was profiled under."""
+
+    name: str
+    version: int
+
+
+class ReferenceReport(Report):
+    """``models/reference.json``: written by the ``reference`` stage, read by the monitor; versioned with the model."""
+
+    schema_version: Literal[1]
+    model: ReferenceModel
+    contract: ReferenceContract
+    rows: int
+    bins: int
+    score: NumericProfile
+    decision_rate: float
+    threshold: float
+    features: dict[str, Profile]

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .. import tracking
 from ..core import config, metrics, model, use_case
 from ..core.contract import load_contract
 from ..core.params import load_params
-from ..core.reports import ModelMeta
-from ..core.stage import LOGGER, entry_point, write_json
-from ..training import tracking
+from ..core.reports import MetricsReport, ModelMeta
+from ..core.stage import LOGGER, entry_point
 from .plots import figure
 
 log = logging.getLogger(LOGGER)
@@ -55,7 +55,7 @@ def main() -> int:
     score = model.scores(pipeline, test, contract)
     facts = use_case.load()
     result = metrics.compute(facts.name, y, score, meta.threshold, params)
-    write_json(config.METRICS, result)
+    MetricsReport.parse(result, config.METRICS).write(config.METRICS)
     written = plots(y, score, meta.threshold)
 
     import mlflow

@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .. import tracking
 from ..core import config, model, reasons, use_case
 from ..core.contract import Contract, load_contract
 from ..core.params import load_params
 from ..core.reports import ExplainReport, ModelMeta
 from ..core.stage import LOGGER, entry_point, progress
-from ..training import tracking
 from .plots import figure
 
 log = logging.getLogger(LOGGER)
@@ -130,14 +130,14 @@ def plot_importance(importance: dict[str, Any], path=config.IMPORTANCE_PLOT) -> 
         )
 
 
-def mlflow_metrics(result: dict[str, Any]) -> dict[str, float]:
+def mlflow_metrics(report: ExplainReport) -> dict[str, float]:
     """The report's numbers as MLflow metrics (the model card reads them back)."""
-    out = {f"importance.{f['feature']}": f["mean"] for f in result["permutation_importance"]["features"]}
-    rc = result["reason_codes"]
-    if rc["available"]:
-        out["reasons.max_additivity_error"] = rc["max_additivity_error"]
-        out["reasons.base_score"] = rc["base_score"]
-        out.update({f"reasons.principal.{code}": float(n) for code, n in rc["principal_reason_counts"].items()})
+    out = {f"importance.{f.feature}": f.mean for f in report.permutation_importance.features}
+    rc = report.reason_codes
+    if rc.available:
+        out["reasons.max_additivity_error"] = rc.max_additivity_error
+        out["reasons.base_score"] = rc.base_score
+        out.update({f"reasons.principal.{code}": float(n) for code, n in (rc.principal_reason_counts or {}).items()})
     return out
 
 
@@ -162,7 +162,7 @@ def main() -> int:
     import mlflow
 
     with tracking.resume_run(meta):
-        mlflow.log_metrics(mlflow_metrics(result))
+        mlflow.log_metrics(mlflow_metrics(report))
         mlflow.log_artifact(str(config.IMPORTANCE_PLOT), artifact_path="plots")
         mlflow.log_artifact(str(config.EXPLAIN))
     top = result["permutation_importance"]["features"][0]

@@ -17,19 +17,18 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from .. import tracking
 from ..core import config, model, use_case
 from ..core.contract import Contract, ContractError, load_contract
 from ..core.errors import DataError, StageOrderError
 from ..core.params import FairnessParams, load_params
-from ..core.reports import FairnessReport, ModelMeta
+from ..core.reports import AttributeFairness, FairnessReport, FairnessSettings, FairnessVerdict, GateId, ModelMeta
 from ..core.stage import LOGGER, entry_point
-from ..training import tracking
-from .group_stats import _fast_table, assess_attribute, by_group, by_group_fairlearn, headline_by_group  # noqa: F401
+from .group_stats import assess_attribute
 
 log = logging.getLogger(LOGGER)
 MISSING_GROUP = "(missing)"
@@ -53,54 +52,51 @@ def _label(metric: str) -> str:
     }[metric]
 
 
-def verdicts(report: dict[str, Any], settings: FairnessParams) -> list[dict[str, Any]]:
-    """One verdict per attribute and gate, in the shape the CI gates and PR report read."""
+def verdicts(attributes: dict[str, AttributeFairness], settings: FairnessParams) -> list[FairnessVerdict]:
+    """One verdict per attribute and gate; the CI gates and the PR report read them."""
     rule = settings.rule
     outcome = use_case.load().fairness_outcome
     out = []
-    for attribute, result in report["attributes"].items():
+    for attribute, result in attributes.items():
         for gate in settings.gates:
             metric, bound, threshold = gate.metric, gate.bound, gate.threshold
             label = _label(metric)
-            stat = result["summary"].get(metric)
-            name = f"fairness:{attribute}:{metric}"
-            if stat is None:
+            stat = result.summary.get(metric)
+            if stat is None or stat.value is None:
                 continue  # listed in the report's not_gated section instead
-            value, ci = stat["value"], stat["ci"]
+            value, ci = stat.value, stat.ci
             breached = value < threshold if bound == "min" else value > threshold
             if rule == "significant" and ci is not None:
                 # Fail only when the whole confidence interval lies beyond the threshold.
                 significant = ci[1] < threshold if bound == "min" else ci[0] > threshold
             else:
                 significant = breached
-            passed = not (breached and significant)
-            status = "pass" if not breached else ("fail" if not passed else "warn")
-            groups = result["groups"]
-            column = outcome if metric.startswith("demographic") else stat.get("component", metric.split("_")[0])
-            lo, hi = stat["low_group"], stat["high_group"]
+            status = "pass" if not breached else ("fail" if significant else "warn")
+            groups = result.groups
+            column = outcome if metric.startswith("demographic") else stat.component or metric.split("_")[0]
+            lo, hi = stat.low_group, stat.high_group
             what = (
-                f"{attribute}: {label} {value:.3f} (group '{lo}' {column} {groups[lo][column]:.3f} vs "
-                f"group '{hi}' {groups[hi][column]:.3f}"
+                f"{attribute}: {label} {value:.3f} (group '{lo}' {column} {getattr(groups[lo], column):.3f} vs "
+                f"group '{hi}' {getattr(groups[hi], column):.3f}"
             )
             what += f"; {settings.confidence:.0%} CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else ")"
             need = f"{'at least' if bound == 'min' else 'at most'} {threshold:g}"
             if status == "pass":
-                detail = f"{what} meets the gate: {need}"
+                reason = f"{what} meets the gate: {need}"
             elif status == "warn":
-                detail = f"{what} breaches {need} but the interval includes it (rule 'significant'): passes with a warning"
+                reason = f"{what} breaches {need} but the interval includes it (rule 'significant'): passes with a warning"
             else:
-                detail = f"{what} breaches the gate: must be {need} (params.yaml fairness.gates, rule '{rule}')"
+                reason = f"{what} breaches the gate: must be {need} (params.yaml fairness.gates, rule '{rule}')"
             out.append(
-                {
-                    "gate": name,
-                    "passed": passed,
-                    "status": status,
-                    "value": value,
-                    "threshold": threshold,
-                    "bound": bound,
-                    "ci": ci,
-                    "detail": detail,
-                }
+                FairnessVerdict(
+                    id=GateId(gate="fairness", attribute=attribute, metric=metric),
+                    status=status,
+                    value=value,
+                    threshold=threshold,
+                    bound=bound,
+                    ci=ci,
+                    reason=reason,
+                )
             )
     return out
 
@@ -113,7 +109,7 @@ def assess(
     settings: FairnessParams,
     seed: int,
     subjects: np.ndarray | None = None,
-) -> dict[str, Any]:
+) -> FairnessReport:
     """The full fairness report for scores ``score`` on rows whose protected attributes are ``protected``.
 
     ``subjects`` (one id per row, e.g. the pseudonymised card number) makes the bootstrap resample
@@ -126,65 +122,70 @@ def assess(
     attributes = {}
     for i, attribute in enumerate(protected.columns):
         groups = protected[attribute].astype(object).where(protected[attribute].notna(), MISSING_GROUP).astype(str).to_numpy()
-        attributes[attribute] = assess_attribute(
+        found = assess_attribute(
             y, flagged, groups, settings, seed + i, score=np.asarray(score), clusters=subjects, what=f"fairness: {attribute}"
         )
+        attributes[attribute] = AttributeFairness.model_validate(found)
+    gates = verdicts(attributes, settings)
+    if not gates:
+        # Fail closed: a fairness check that could not compare any two groups has checked nothing.
+        gates.append(
+            FairnessVerdict(
+                id=GateId(gate="fairness", metric="comparable_groups"),
+                status="fail",
+                value=0.0,
+                threshold=2.0,
+                bound="min",
+                reason="no protected attribute has two groups large enough to compare "
+                f"(min_group_size {settings.min_group_size}, min_group_outcomes "
+                f"{settings.min_group_outcomes}): fairness is unassessed; use more held-out data",
+            )
+        )
     facts = use_case.load()
-    report: dict[str, Any] = {
-        "use_case": facts.name,
-        "threshold": round(float(threshold), 6),
-        "rows": int(len(y)),
-        "outcome": facts.fairness_outcome,
-        "definitions": {
+    return FairnessReport(
+        use_case=facts.name,
+        threshold=round(float(threshold), 6),
+        rows=int(len(y)),
+        outcome=facts.fairness_outcome,
+        definitions={
             **facts.fairness_definitions,
             facts.headline_metric: "headline ranking metric within the group",
             **SUMMARIES,
         },
-        "settings": settings.model_dump(include={"min_group_size", "min_group_outcomes", "bootstrap", "confidence", "rule"}),
-        "bootstrap_unit": "subject" if subjects is not None else "row",
-        "attributes": attributes,
-    }
-    report["gates"] = verdicts(report, settings)
-    report["not_gated"] = not_gated(report, settings)
-    if not report["gates"]:
-        # Fail closed: a fairness check that could not compare any two groups has checked nothing.
-        report["gates"].append(
-            {
-                "gate": "fairness:all:comparable_groups",
-                "passed": False,
-                "status": "fail",
-                "value": 0.0,
-                "threshold": 2.0,
-                "bound": "min",
-                "ci": None,
-                "detail": "no protected attribute has two groups large enough to compare "
-                f"(min_group_size {settings.min_group_size}, min_group_outcomes "
-                f"{settings.min_group_outcomes}): fairness is unassessed; use more held-out data",
-            }
-        )
-    report["passed"] = all(g["passed"] for g in report["gates"])
-    return report
+        settings=FairnessSettings.model_validate(settings.model_dump(include=set(FairnessSettings.model_fields))),
+        bootstrap_unit="subject" if subjects is not None else "row",
+        attributes=attributes,
+        gates=gates,
+        not_gated=not_gated(attributes, settings),
+        passed=all(g.passed for g in gates),
+    )
 
 
-def not_gated(report: dict[str, Any], settings: FairnessParams) -> list[dict[str, str]]:
-    """Gates and groups that are reported but not judged, each with the reason in a sentence."""
+def not_gated(attributes: dict[str, AttributeFairness], settings: FairnessParams) -> list[FairnessVerdict]:
+    """Gates and groups that are reported but not judged (``skip``), each with the reason in a sentence."""
     out = []
-    for attribute, result in report["attributes"].items():
+    kinds = {"tpr_difference": ["tpr"], "fpr_difference": ["fpr"], "equalized_odds_difference": ["tpr", "fpr"]}
+    for attribute, result in attributes.items():
         for gate in settings.gates:
             metric = gate.metric
-            if metric not in result["summary"]:
-                kinds = {"tpr_difference": ["tpr"], "fpr_difference": ["fpr"], "equalized_odds_difference": ["tpr", "fpr"]}
-                n = sum(1 for g in result["groups"].values() if all(g["gated"][k] for k in kinds.get(metric, ["outcome_rate"])))
-                out.append(
-                    {
-                        "gate": f"fairness:{attribute}:{metric}",
-                        "detail": f"{attribute}: {_label(metric)} not gated: {n} group(s) large enough "
-                        "to compare, 2 needed (min_group_size / min_group_outcomes in params.yaml)",
-                    }
+            if metric not in result.summary:
+                n = sum(
+                    1 for g in result.groups.values() if all(getattr(g.gated, k) for k in kinds.get(metric, ["outcome_rate"]))
                 )
-        for item in result["not_gated"]:
+                reason = (
+                    f"{attribute}: {_label(metric)} not gated: {n} group(s) large enough "
+                    "to compare, 2 needed (min_group_size / min_group_outcomes in params.yaml)"
+                )
+                out.append(
+                    FairnessVerdict(id=GateId(gate="fairness", attribute=attribute, metric=metric), status="skip", reason=reason)
+                )
+        for item in result.not_gated:
             out.append(
-                {"gate": f"fairness:{attribute}:group", "detail": f"{attribute} group '{item['group']}': {item['reason']}"}
+                FairnessVerdict(
+                    id=GateId(gate="fairness", attribute=attribute, group=item.group),
+                    status="skip",
+                    reason=f"{attribute} group '{item.group}': {item.reason}",
+                )
             )
     return out
 
@@ -215,22 +216,25 @@ def mlflow_key(*parts: str) -> str:
     return ".".join(_KEY.sub("_", str(p).replace("+", "plus")) for p in parts)
 
 
-def mlflow_metrics(report: dict[str, Any]) -> dict[str, float]:
+def mlflow_metrics(report: FairnessReport) -> dict[str, float]:
     """Every number of the report as an MLflow metric; the model card reads them back from the run."""
-    out: dict[str, float] = {"fairness.passed": float(report["passed"])}
-    for attribute, result in report["attributes"].items():
-        for group, entry in result["groups"].items():
-            for k in ("n", "positives", report["outcome"], "tpr", "fpr", "positive_rate", use_case.load().headline_metric):
-                if entry.get(k) is not None:
-                    out[mlflow_key("fairness", attribute, group, k)] = float(entry[k])
-        for metric, stat in result["summary"].items():
-            out[mlflow_key("fairness", attribute, metric)] = float(stat["value"])
-            if stat["ci"]:
-                out[mlflow_key("fairness", attribute, metric, "ci_low")] = float(stat["ci"][0])
-                out[mlflow_key("fairness", attribute, metric, "ci_high")] = float(stat["ci"][1])
-    for gate in report["gates"]:
-        _, attribute, metric = gate["gate"].split(":")
-        out[mlflow_key("fairness", attribute, metric, "threshold")] = float(gate["threshold"])
+    out: dict[str, float] = {"fairness.passed": float(report.passed)}
+    headline = use_case.load().headline_metric
+    for attribute, result in report.attributes.items():
+        for group, entry in result.groups.items():
+            for k in ("n", "positives", report.outcome, "tpr", "fpr", "positive_rate", headline):
+                if getattr(entry, k) is not None:
+                    out[mlflow_key("fairness", attribute, group, k)] = float(getattr(entry, k))
+        for metric, stat in result.summary.items():
+            if stat.value is None:
+                continue
+            out[mlflow_key("fairness", attribute, metric)] = float(stat.value)
+            if stat.ci:
+                out[mlflow_key("fairness", attribute, metric, "ci_low")] = float(stat.ci[0])
+                out[mlflow_key("fairness", attribute, metric, "ci_high")] = float(stat.ci[1])
+    for gate in report.gates:
+        if gate.id.attribute is not None and gate.threshold is not None:
+            out[mlflow_key("fairness", gate.id.attribute, gate.id.metric or "", "threshold")] = gate.threshold
     return out
 
 
@@ -245,17 +249,17 @@ def main() -> int:
     meta = ModelMeta.read(config.MODEL_META)
     y, score, protected, subjects = load_scored(contract)
     report = assess(y, score, meta.threshold, protected, params.fairness, params.seed, subjects)
-    FairnessReport.model_validate(report).write(config.FAIRNESS)
+    report.write(config.FAIRNESS)
 
     import mlflow
 
     with tracking.resume_run(meta):
         mlflow.log_metrics(mlflow_metrics(report))
         mlflow.log_artifact(str(config.FAIRNESS))
-    for gate in report["gates"]:
-        {"pass": log.info, "warn": log.warning}.get(gate["status"], log.error)("%s %s", gate["status"].upper(), gate["detail"])
-    if not report["passed"]:
-        failed = [g["gate"] for g in report["gates"] if not g["passed"]]
+    for gate in report.gates:
+        {"pass": log.info, "warn": log.warning}.get(gate.status, log.error)("%s %s", gate.status.upper(), gate.reason)
+    if not report.passed:
+        failed = [str(g.id) for g in report.gates if not g.passed]
         log.error("fairness gate(s) failed: %s; the pipeline stops here (see %s)", ", ".join(failed), config.FAIRNESS)
         return 1
     return 0

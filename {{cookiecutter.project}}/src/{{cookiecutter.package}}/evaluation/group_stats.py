@@ -1,7 +1,7 @@
 """Per-group outcome and error rates, their between-group spreads, and bootstrap intervals.
 
 Point estimates are per-group counts (``by_group``), tested equal to fairlearn's
-``MetricFrame`` (``by_group_fairlearn``, the reference). The stage does not call MetricFrame
+``MetricFrame`` (the oracle in the tests, tests/oracles.py). The stage does not call MetricFrame
 itself: fairlearn 0.15 ``np.stack``s every column element by element before each metric call,
 which took 42 s of the stage's 63 s of work at a million rows. fairlearn has no subject-level
 (cluster) bootstrap either, so that is kept here too.
@@ -19,64 +19,15 @@ from ..core.params import FairnessParams
 from ..core.stage import progress
 
 
-def _count(y_true, y_pred) -> float:
-    return float(len(y_true))
-
-
-def _positives(y_true, y_pred) -> float:
-    return float(np.sum(y_true))
-
-
-def _flag_rate(y_true, y_pred) -> float:
-    return float(np.mean(y_pred)) if len(y_pred) else np.nan
-
-
-def _tpr(y_true, y_pred) -> float:
-    pos = np.asarray(y_true) == 1
-    return float(np.mean(np.asarray(y_pred)[pos])) if pos.any() else np.nan
-
-
-def _fpr(y_true, y_pred) -> float:
-    neg = np.asarray(y_true) == 0
-    return float(np.mean(np.asarray(y_pred)[neg])) if neg.any() else np.nan
-
-
-def _positive_rate(y_true, y_pred) -> float:
-    return float(np.mean(y_true)) if len(y_true) else np.nan
-
-
-_METRICS = {
-    "n": _count,
-    "positives": _positives,
-    "flag_rate": _flag_rate,
-    "tpr": _tpr,
-    "fpr": _fpr,
-    "positive_rate": _positive_rate,
-}
-
-
 def by_group(y: np.ndarray, flagged: np.ndarray, groups: np.ndarray) -> pd.DataFrame:
     """One row per group (sorted by name): n, positives, outcome rate, TPR, FPR, positive rate.
 
-    Counted with one pass per column (``_fast_table``); tests hold it equal to fairlearn's
-    ``MetricFrame`` (:func:`by_group_fairlearn`).
+    Counted with one pass per column (:func:`group_table`); tests hold it equal to fairlearn's
+    ``MetricFrame``.
     """
     names, codes = np.unique(np.asarray(groups).astype(str), return_inverse=True)
     y, flagged = np.asarray(y), np.asarray(flagged)
-    return _fast_table(y, flagged, codes.ravel(), pd.Index(names, name="group"))
-
-
-def by_group_fairlearn(y: np.ndarray, flagged: np.ndarray, groups: np.ndarray) -> pd.DataFrame:
-    """The same table from fairlearn's ``MetricFrame``: the reference ``by_group`` is tested against."""
-    from fairlearn.metrics import MetricFrame
-
-    frame = MetricFrame(metrics=_METRICS, y_true=y, y_pred=flagged, sensitive_features=pd.Series(groups, name="group"))
-    table = frame.by_group.copy()
-    table.index = table.index.astype(str)
-    if use_case.load().fairness_outcome == "approval_rate":
-        table["approval_rate"] = 1.0 - table["flag_rate"]
-        table = table.drop(columns="flag_rate")
-    return table
+    return group_table(y, flagged, codes.ravel(), pd.Index(names, name="group"))
 
 
 def summarise(
@@ -183,8 +134,8 @@ def _table_from_sums(n: np.ndarray, pos: np.ndarray, flags: np.ndarray, tp: np.n
     return table
 
 
-def _fast_table(y: np.ndarray, flagged: np.ndarray, codes: np.ndarray, index: pd.Index) -> pd.DataFrame:
-    """The same numbers as ``by_group`` for integer group codes, vectorised for the bootstrap."""
+def group_table(y: np.ndarray, flagged: np.ndarray, codes: np.ndarray, index: pd.Index) -> pd.DataFrame:
+    """The same numbers as :func:`by_group` for integer group codes ``codes`` naming rows of ``index``."""
     k = len(index)
     y, flagged = np.asarray(y, dtype=float), np.asarray(flagged, dtype=float)
     n = np.bincount(codes, minlength=k).astype(float)

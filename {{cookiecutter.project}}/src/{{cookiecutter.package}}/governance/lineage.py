@@ -22,12 +22,12 @@ from typing import Any
 
 import yaml
 
+from .. import tracking
 from ..core import config
 from ..core.config import DVC_LOCK, PYPROJECT, UV_LOCK
 from ..core.errors import StageOrderError
 from ..core.params import Params
 from ..core.reports import ModelMeta
-from ..training import tracking
 
 # The files a reviewer traces a decision to: the data in, the prepared data, the model.
 TRACED_FILES = (config.TRAIN, config.TEST, config.PROTECTED, config.MODEL)

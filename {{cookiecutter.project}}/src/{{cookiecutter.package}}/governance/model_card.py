@@ -17,15 +17,14 @@ from typing import Any
 
 import pandas as pd
 
-from .. import __version__
+from .. import __version__, tracking
 from ..core import config, use_case
 from ..core.contract import Contract, load_contract
 from ..core.errors import UserError
 from ..core.params import Params, load_params
-from ..core.reports import ExplainReport, FairnessReport, ModelMeta, PrepareSummary
-from ..core.stage import LOGGER, entry_point, read_json, write_json, write_text
+from ..core.reports import ExplainReport, FairnessReport, MetricsReport, ModelMeta, PrepareSummary
+from ..core.stage import LOGGER, entry_point, write_json, write_text
 from ..evaluation.fairness import mlflow_key
-from ..training import tracking
 from . import lineage
 
 log = logging.getLogger(LOGGER)
@@ -128,8 +127,8 @@ def build(
     contract: Contract,
     run: Run,
     lineage_record: dict[str, Any],
-    fairness: dict[str, Any],
-    explain: dict[str, Any],
+    fairness: FairnessReport,
+    explain: ExplainReport,
     metrics_keys: list[str],
     history: list[dict[str, Any]],
     have: dict[str, bool] | None = None,
@@ -144,34 +143,34 @@ def build(
     text = facts.card
     outcome, headline = facts.fairness_outcome, facts.headline_metric
     slices = []
-    for attribute, result in fairness["attributes"].items():
-        for group, entry in result["groups"].items():
+    for attribute, result in fairness.attributes.items():
+        for group, entry in result.groups.items():
             row: dict[str, Any] = {"attribute": attribute, "group": group}
             for k in ("n", outcome, "tpr", "fpr", "positive_rate", headline):
-                if entry.get(k) is not None:
+                if getattr(entry, k) is not None:
                     row[k] = run.logged(mlflow_key("fairness", attribute, group, k))
             slices.append(row)
     gates = []
-    for g in fairness["gates"]:
-        _, attribute, metric = g["gate"].split(":")
-        item: dict[str, Any] = {"gate": g["gate"], "passed": g["passed"], "status": g["status"], "detail": g["detail"]}
-        if attribute != "all":
+    for g in fairness.gates:
+        item: dict[str, Any] = {"gate": str(g.id), "passed": g.passed, "status": g.status, "detail": g.reason}
+        attribute, metric = g.id.attribute, g.id.metric or ""
+        if attribute is not None:
             item["value"] = run.logged(mlflow_key("fairness", attribute, metric))
             item["threshold"] = run.logged(mlflow_key("fairness", attribute, metric, "threshold"))
-            if g.get("ci"):
+            if g.ci:
                 item["ci_low"] = run.logged(mlflow_key("fairness", attribute, metric, "ci_low"))
                 item["ci_high"] = run.logged(mlflow_key("fairness", attribute, metric, "ci_high"))
         gates.append(item)
-    rc = explain["reason_codes"]
-    reason_section: dict[str, Any] = {"available": rc["available"], "catalogue": rc["catalogue"]}
-    if rc["available"]:
+    rc = explain.reason_codes
+    reason_section: dict[str, Any] = {"available": rc.available, "catalogue": [c.model_dump() for c in rc.catalogue]}
+    if rc.available:
         reason_section["max_additivity_error"] = run.logged("reasons.max_additivity_error")
         reason_section["base_score"] = run.logged("reasons.base_score")
         reason_section["principal_reason_counts"] = [
-            {"code": c["code"], "count": run.logged(f"reasons.principal.{c['code']}")} for c in rc["catalogue"]
+            {"code": c.code, "count": run.logged(f"reasons.principal.{c.code}")} for c in rc.catalogue
         ]
     else:
-        reason_section["why"] = rc["why"]
+        reason_section["why"] = rc.why
     reg = text["regulatory"]
     dates = {
         name: {"from": run.tags[f"data.{name}_from"], "to": run.tags[f"data.{name}_to"]}
@@ -234,17 +233,16 @@ def build(
             "by_slice": slices,
         },
         "fairness": {
-            "passed": fairness["passed"],
-            "rule": fairness["settings"]["rule"],
+            "passed": fairness.passed,
+            "rule": fairness.settings.rule,
             "gates": gates,
-            "not_gated": [n["detail"] for n in fairness["not_gated"]],
+            "not_gated": [n.reason for n in fairness.not_gated],
         },
         "explanations": {
             "permutation_importance": [
-                {"feature": f["feature"], **run.logged(f"importance.{f['feature']}")}
-                for f in explain["permutation_importance"]["features"]
+                {"feature": f.feature, **run.logged(f"importance.{f.feature}")} for f in explain.permutation_importance.features
             ],
-            "importance_scoring": explain["permutation_importance"]["scoring"],
+            "importance_scoring": explain.permutation_importance.scoring,
             "reason_codes": reason_section,
         },
         "limitations": use_case.applicable(text["limitations"], have),
@@ -293,9 +291,9 @@ def main() -> int:
     params = load_params()
     contract = load_contract(params.data.contract)
     meta = ModelMeta.read(config.MODEL_META)
-    fairness = FairnessReport.read(config.FAIRNESS).model_dump()
-    explain = ExplainReport.read(config.EXPLAIN).model_dump()
-    metrics_keys = sorted(read_json(config.METRICS, "evaluate"))
+    fairness = FairnessReport.read(config.FAIRNESS)
+    explain = ExplainReport.read(config.EXPLAIN)
+    metrics_keys = sorted(MetricsReport.read(config.METRICS).model_dump())
     summary = PrepareSummary.read(config.PREPARE_SUMMARY)
 
     import mlflow

@@ -21,8 +21,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..core.reports import Status, Verdict
+
 NULL = "(null)"
-VERDICTS = ("OK", "WARN", "ALERT")
+# The shared verdict statuses from least to most severe, and the words monitoring shows for
+# them (the workflow, the issue and the dashboard speak of an ALERT).
+SEVERITY: tuple[Status, ...] = ("skip", "pass", "warn", "fail")
+LABELS: dict[Status, str] = {"skip": "NOT_JUDGED", "pass": "OK", "warn": "WARN", "fail": "ALERT"}
 
 
 def quantile_edges(values: np.ndarray, n_bins: int) -> list[float]:
@@ -114,11 +119,15 @@ def compare(reference: dict[str, Any], values, epsilon: float) -> dict[str, Any]
     }
 
 
-def verdict(value: float, warn: float, alert: float) -> str:
-    """OK below ``warn``, WARN from ``warn``, ALERT from ``alert``."""
-    return "ALERT" if value >= alert else "WARN" if value >= warn else "OK"
+def verdict(value: float, warn: float, alert: float) -> Verdict:
+    """``pass`` (OK) below ``warn``, ``warn`` from ``warn``, ``fail`` (ALERT) from ``alert``."""
+    if value >= alert:
+        return Verdict(status="fail", reason=f"{value:.3f} at or above the alert threshold {alert:g}")
+    if value >= warn:
+        return Verdict(status="warn", reason=f"{value:.3f} at or above the warning threshold {warn:g}")
+    return Verdict(status="pass", reason=f"{value:.3f} below the warning threshold {warn:g}")
 
 
-def worst(verdicts: list[str]) -> str:
-    """The most severe of several verdicts (OK when there are none)."""
-    return max(verdicts, key=VERDICTS.index, default="OK")
+def worst(statuses: list[Status]) -> Status:
+    """The most severe of several statuses (``pass`` when there are none)."""
+    return max(statuses, key=SEVERITY.index, default="pass")

@@ -25,11 +25,11 @@ from ..core import config, metrics, model, use_case
 from ..core.contract import Contract, load_contract
 from ..core.errors import DataError
 from ..core.params import Params, load_params
-from ..core.reports import ModelMeta
+from ..core.reports import MetricsReport, ModelMeta, ReferenceReport, Status, Verdict
 from ..core.stage import LOGGER, entry_point
 from ..data.validate import run_validation
 from ..evaluation import fairness
-from ..evaluation.group_stats import _fast_table, summarise
+from ..evaluation.group_stats import group_table, summarise
 from . import drift, outputs, reference
 
 OUT_DIR = config.REPORTS / "monitoring"
@@ -124,7 +124,7 @@ def read_audit_scores(path: Path, run_id: str, since: datetime | None) -> dict[s
 
 
 def performance(
-    df: pd.DataFrame, score: np.ndarray, contract: Contract, params: Params, threshold: float, ref: dict, tol: float
+    df: pd.DataFrame, score: np.ndarray, contract: Contract, params: Params, threshold: float, ref: ReferenceReport, tol: float
 ) -> dict[str, Any]:
     """Headline metrics, calibration by reference score bin and fairness by group, on labelled rows."""
     facts = use_case.load()
@@ -134,16 +134,20 @@ def performance(
     result = metrics.compute(facts.name, y, score, threshold, params)
     headline = facts.headline_metric
     out: dict[str, Any] = {"available": True, "rows": int(len(y)), "metrics": result, "headline": headline}
-    baseline = _committed_metrics().get(headline)
+    committed = _committed_metrics()
+    baseline = None if committed is None else committed.headline(headline)
     out["baseline"] = baseline
-    out["verdict"] = "OK"
+    out["verdict"] = Verdict(status="skip", reason=f"no {headline} at training to compare with").model_dump()
     if baseline is not None:
         # A fall past the tolerance is an alert only when sampling noise cannot explain it: a
         # few hundred positives move PR-AUC by several points from one batch to the next.
         low, high = _bootstrap_interval(facts.name, y, score, threshold, params, headline)
         out["interval_95"] = [low, high]
-        out["verdict"] = "ALERT" if high < baseline - tol else "OK"
-    edges = ref["score"]["edges"]
+        fell = high < baseline - tol
+        how = "below" if fell else "within"
+        reason = f"95% interval {low:.4f}-{high:.4f} {how} {baseline:.4f} at training - tolerance {tol:g}"
+        out["verdict"] = Verdict(status="fail" if fell else "pass", reason=reason).model_dump()
+    edges = ref.score.edges
     idx = np.searchsorted(np.asarray(edges), score, side="left")
     out["calibration"] = [
         {
@@ -175,11 +179,9 @@ def _bootstrap_interval(use_case, y, score, threshold, params, headline, n_boot=
     return float(low), float(high)
 
 
-def _committed_metrics() -> dict[str, Any]:
-    try:
-        return json.loads(config.METRICS.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
+def _committed_metrics() -> MetricsReport | None:
+    """The training run's metrics; None before the pipeline has run (a malformed file is an error naming it)."""
+    return MetricsReport.read(config.METRICS) if config.METRICS.exists() else None
 
 
 def _fairness(df, y, flagged, contract: Contract, params: Params) -> dict[str, Any]:
@@ -190,10 +192,10 @@ def _fairness(df, y, flagged, contract: Contract, params: Params) -> dict[str, A
         if attr not in df.columns:
             continue
         groups = df[attr].astype(object).where(df[attr].notna(), fairness.MISSING_GROUP).astype(str).to_numpy()
-        # The vectorised twin of fairness.by_group (tested equal to it there): MetricFrame's
+        # The per-group table of group_stats.by_group (tested equal to fairlearn there): MetricFrame's
         # per-group Python calls took half the monitor's time on a million rows.
         codes, levels = pd.factorize(groups, sort=True)
-        table = _fast_table(y.astype(float), flagged.astype(float), codes, pd.Index(levels))
+        table = group_table(y.astype(float), flagged.astype(float), codes, pd.Index(levels))
         rate = [g for g in table.index if table.loc[g, "n"] >= min_size]
         tpr = [g for g in rate if table.loc[g, "positives"] >= min_outcomes]
         fpr = [g for g in rate if table.loc[g, "n"] - table.loc[g, "positives"] >= min_outcomes]
@@ -223,7 +225,7 @@ def run(batch_path: Path, audit_log: Path | None, since: datetime | None, params
         raise reference.ReferenceError(f"{config.MODEL} / {config.MODEL_META} not found: run `make repro` (or `dvc pull`) first")
     meta = ModelMeta.read(config.MODEL_META)
     ref = reference.load(reference.REFERENCE, run_id=meta.run_id)
-    threshold = float(ref["threshold"])
+    threshold = ref.threshold
     df = read_batch(batch_path)
     quality = data_quality(df, contract, params)
     missing = [f for f in contract.features if f not in df.columns]
@@ -231,21 +233,22 @@ def run(batch_path: Path, audit_log: Path | None, since: datetime | None, params
     score = None
     if not missing:
         score = model.scores(model.load(config.MODEL), df, contract)
-        figures["score"] = {"kind": "psi", **drift.compare(ref["score"], score, settings.epsilon)}
+        figures["score"] = {"kind": "psi", **drift.compare(ref.score.model_dump(), score, settings.epsilon)}
         frame = model.model_frame(df, contract)
-        for name, entry in ref["features"].items():
-            figures[name] = {"kind": "csi", **drift.compare(entry, frame[name], settings.epsilon)}
+        for name, entry in ref.features.items():
+            figures[name] = {"kind": "csi", **drift.compare(entry.model_dump(), frame[name], settings.epsilon)}
     served = None
     if audit_log is not None and audit_log.exists():
         served = read_audit_scores(audit_log, meta.run_id, since)
         if served["scores"].size:
-            figures["served_score"] = {"kind": "psi", **drift.compare(ref["score"], served["scores"], settings.epsilon)}
+            figures["served_score"] = {"kind": "psi", **drift.compare(ref.score.model_dump(), served["scores"], settings.epsilon)}
     # Drift is judged only on data that meets the contract: a broken feed is a data-quality
     # failure to fix at the source, not a change in the population. Served scores are judged
     # regardless: the service refuses requests that break the contract.
     for name, fig in figures.items():
         judged = quality["success"] or name == "served_score"
-        fig["verdict"] = drift.verdict(fig["value"], settings.warn, settings.alert) if judged else "NOT_JUDGED"
+        found = drift.verdict(fig["value"], settings.warn, settings.alert)
+        fig["verdict"] = (found if judged else Verdict(status="skip", reason="the batch broke the data contract")).model_dump()
     report: dict[str, Any] = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "batch": {"path": str(batch_path), "rows": int(len(df)), "labelled": has_labels(df, contract)},
@@ -254,7 +257,7 @@ def run(batch_path: Path, audit_log: Path | None, since: datetime | None, params
         "data_quality": quality,
         "figures": figures,
         "decision_rate": {
-            "reference": ref["decision_rate"],
+            "reference": ref.decision_rate,
             "batch": None if score is None else float(np.mean(score >= threshold)),
         },
     }
@@ -275,25 +278,27 @@ def run(batch_path: Path, audit_log: Path | None, since: datetime | None, params
 
 
 def status(report: dict[str, Any]) -> tuple[str, list[str]]:
-    """The overall verdict and one line per figure that is not OK."""
-    reasons, verdicts = [], []
+    """The overall verdict's label (OK, WARN or ALERT: the most severe) and one line per figure that is not OK."""
+    reasons: list[str] = []
+    statuses: list[Status] = []
     if not report["data_quality"]["success"]:
         failed = report["data_quality"]["failed"]
         reasons.append(f"data quality: {failed} contract expectation(s) failed; drift not judged")
-        verdicts.append("ALERT")
+        statuses.append("fail")
     for name, fig in report["figures"].items():
-        if fig["verdict"] in ("WARN", "ALERT"):
-            reasons.append(f"{name}: {fig['kind'].upper()} {fig['value']:.3f} ({fig['verdict']})")
-            verdicts.append(fig["verdict"])
+        found = Verdict.model_validate(fig["verdict"])
+        if found.status in ("warn", "fail"):
+            reasons.append(f"{name}: {fig['kind'].upper()} {fig['value']:.3f} ({drift.LABELS[found.status]})")
+            statuses.append(found.status)
     perf = report.get("performance") or {}
-    if perf.get("verdict") == "ALERT":
+    if "verdict" in perf and Verdict.model_validate(perf["verdict"]).status == "fail":
         h = perf["headline"]
         low, high = perf["interval_95"]
         reasons.append(
             f"performance: {h} {perf['metrics'][h]:.4f} (95% interval {low:.4f}-{high:.4f}) vs {perf['baseline']:.4f} at training"
         )
-        verdicts.append("ALERT")
-    return drift.worst(verdicts), reasons
+        statuses.append("fail")
+    return drift.LABELS[drift.worst(statuses)], reasons
 
 
 def parse_since(text: str | None) -> datetime | None:

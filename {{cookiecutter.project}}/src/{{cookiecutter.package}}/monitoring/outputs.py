@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 
 from ..core.stage import write_json, write_text
+from .drift import LABELS
 
-STATUS_CODE = {"OK": 0, "WARN": 1, "ALERT": 2}
+STATUS_CODE = {"pass": 0, "warn": 1, "fail": 2}  # a skipped figure (data quality failed) has no sample
 
 
 def write(report: dict[str, Any], out_dir: Path, textfile: Path) -> list[Path]:
@@ -51,7 +52,8 @@ def prometheus(report: dict[str, Any]) -> str:
     figures = report["figures"]
     psi = [(_labels("figure", k), f["value"]) for k, f in figures.items() if f["kind"] == "psi"]
     csi = [(_labels("feature", k), f["value"]) for k, f in figures.items() if f["kind"] == "csi"]
-    status = [(_labels("figure", k), STATUS_CODE[f["verdict"]]) for k, f in figures.items() if f["verdict"] in STATUS_CODE]
+    judged = {k: f["verdict"]["status"] for k, f in figures.items() if f["verdict"]["status"] in STATUS_CODE}
+    status = [(_labels("figure", k), STATUS_CODE[s]) for k, s in judged.items()]
     family("model_psi", "Population stability index of the model score against the training reference.", psi)
     family("model_csi", "Characteristic stability index of a feature against the training reference.", csi)
     family("model_drift_status", "Drift verdict per figure: 0 OK, 1 WARN, 2 ALERT (absent when data quality failed).", status)
@@ -97,7 +99,7 @@ def plots(report: dict[str, Any], score_png: Path, csi_png: Path) -> list[Path]:
             ax.set(
                 xlabel="Reference score bin (deciles of training scores)",
                 ylabel="Share of rows",
-                title=f"{name}: PSI {f['value']:.3f} ({f['verdict']})",
+                title=f"{name}: PSI {f['value']:.3f} ({LABELS[f['verdict']['status']]})",
             )
             ax.legend(fontsize=8)
         fig.tight_layout()
@@ -107,11 +109,11 @@ def plots(report: dict[str, Any], score_png: Path, csi_png: Path) -> list[Path]:
     features = sorted(((k, f) for k, f in report["figures"].items() if f["kind"] == "csi"), key=lambda kv: kv[1]["value"])
     if features:
         fig, ax = plt.subplots(figsize=(6.5, 0.35 * len(features) + 1.5))
-        colours = {"OK": "#2ca02c", "WARN": "#ff7f0e", "ALERT": "#d62728"}
+        colours = {"pass": "#2ca02c", "warn": "#ff7f0e", "fail": "#d62728"}
         ax.barh(
             [k for k, _ in features],
             [f["value"] for _, f in features],
-            color=[colours.get(f["verdict"], "#8c8c8c") for _, f in features],
+            color=[colours.get(f["verdict"]["status"], "#8c8c8c") for _, f in features],
         )
         ax.axvline(thresholds["warn"], ls="--", color="#ff7f0e", label=f"WARN {thresholds['warn']}")
         ax.axvline(thresholds["alert"], ls="--", color="#d62728", label=f"ALERT {thresholds['alert']}")
@@ -154,7 +156,7 @@ def markdown(report: dict[str, Any], images: list[str]) -> str:
     t = report["thresholds"]
     lines += ["", f"### Drift (WARN at {t['warn']}, ALERT at {t['alert']})", "", "| figure | index | verdict |", "|---|---|---|"]
     for name, f in sorted(report["figures"].items(), key=lambda kv: (kv[1]["kind"] != "psi", -kv[1]["value"])):
-        lines.append(f"| {name} | {f['kind'].upper()} {f['value']:.4f} | {f['verdict']} |")
+        lines.append(f"| {name} | {f['kind'].upper()} {f['value']:.4f} | {LABELS[f['verdict']['status']]} |")
     lines += [
         "",
         f"Decision rate (at or above threshold {report['model']['threshold']:.4g}): batch {_pct(rate['batch'])}, "
@@ -173,7 +175,7 @@ def markdown(report: dict[str, Any], images: list[str]) -> str:
             "",
             "### Performance on labelled rows",
             "",
-            f"{h}: {perf['metrics'][h]:.4f}{interval} (at training: {base}); {perf['verdict']}.",
+            f"{h}: {perf['metrics'][h]:.4f}{interval} (at training: {base}); {LABELS[perf['verdict']['status']]}.",
             "",
         ]
         lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in perf["metrics"].items()]

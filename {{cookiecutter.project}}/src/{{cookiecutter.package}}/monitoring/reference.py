@@ -8,7 +8,6 @@ into these bins; it never re-bins the reference.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,8 @@ from ..core import config, model
 from ..core.contract import Contract, load_contract
 from ..core.errors import StageOrderError
 from ..core.params import Params, load_params
-from ..core.reports import ModelMeta
-from ..core.stage import LOGGER, entry_point, write_json
+from ..core.reports import ModelMeta, ReferenceReport, ReportError
+from ..core.stage import LOGGER, entry_point
 from . import drift
 
 REFERENCE = config.MODEL_DIR / "reference.json"
@@ -56,19 +55,17 @@ def build(df: pd.DataFrame, score: np.ndarray, contract: Contract, threshold: fl
     }
 
 
-def load(path: Path = REFERENCE, run_id: str | None = None) -> dict[str, Any]:
+def load(path: Path = REFERENCE, run_id: str | None = None) -> ReferenceReport:
     """Read the reference; with ``run_id``, refuse one written for a different model."""
+    if not Path(path).exists():
+        raise ReferenceError(f"{path} not found: run `make repro` (stage reference) to write it next to the model")
     try:
-        ref = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ReferenceError(f"{path} not found: run `make repro` (stage reference) to write it next to the model") from None
-    except json.JSONDecodeError as exc:
-        raise ReferenceError(f"{path}: not valid JSON ({exc}); run `dvc repro reference` to rewrite it") from None
-    if ref.get("schema_version") != SCHEMA_VERSION:
-        raise ReferenceError(f"{path}: schema_version {ref.get('schema_version')!r}, expected {SCHEMA_VERSION}; rerun the stage")
-    if run_id is not None and ref.get("model", {}).get("run_id") != run_id:
+        ref = ReferenceReport.read(path)
+    except ReportError as exc:
+        raise ReferenceError(f"{exc}; run `dvc repro reference` to rewrite it") from None
+    if run_id is not None and ref.model.run_id != run_id:
         raise ReferenceError(
-            f"{path} was written for model run {ref.get('model', {}).get('run_id')!r} but models/model_meta.json is run "
+            f"{path} was written for model run {ref.model.run_id!r} but models/model_meta.json is run "
             f"{run_id!r}: run `dvc repro` so the reference matches the model"
         )
     return ref
@@ -82,14 +79,17 @@ def main() -> int:
     meta = ModelMeta.read(config.MODEL_META)
     train = pd.read_parquet(config.TRAIN)
     score = model.scores(model.load(config.MODEL), train, contract)
-    ref = {
-        "schema_version": SCHEMA_VERSION,
-        "model": {"run_id": meta.run_id},
-        "contract": {"name": contract.name, "version": contract.version},
-        **build(train, score, contract, meta.threshold, n_bins(params)),
-    }
-    write_json(REFERENCE, ref)
-    log.info("wrote %s: %d training rows, %d features, %d score bins", REFERENCE, len(train), len(ref["features"]), ref["bins"])
+    ref = ReferenceReport.parse(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "model": {"run_id": meta.run_id},
+            "contract": {"name": contract.name, "version": contract.version},
+            **build(train, score, contract, meta.threshold, n_bins(params)),
+        },
+        REFERENCE,
+    )
+    ref.write(REFERENCE)
+    log.info("wrote %s: %d training rows, %d features, %d score bins", REFERENCE, len(train), len(ref.features), ref.bins)
     return 0
 
 

@@ -1,1 +1,1 @@
-"""Training stage and its MLflow tracking helpers."""
+"""Training stage: fits the model and opens its MLflow run (helpers in the tracking layer)."""

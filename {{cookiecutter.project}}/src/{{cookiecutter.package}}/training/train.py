@@ -9,13 +9,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .. import tracking
 from ..core import attributions, config, model, use_case
 from ..core.contract import Contract, load_contract
 from ..core.errors import StageOrderError
 from ..core.params import Params, load_params
 from ..core.reports import ModelMeta, ValidationReport
 from ..core.stage import LOGGER, entry_point, write_json
-from . import tracking
 
 log = logging.getLogger(LOGGER)
 

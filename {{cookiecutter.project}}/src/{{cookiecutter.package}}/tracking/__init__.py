@@ -1,4 +1,9 @@
-"""MLflow set-up shared by the stages: sqlite store by default, MLFLOW_TRACKING_URI overrides."""
+"""MLflow set-up shared by the stages: sqlite store by default, MLFLOW_TRACKING_URI overrides.
+
+A layer of its own just above core: training opens the run and evaluation, governance and
+the release reopen it, so none of them depends on another's code (nor, in dvc.yaml, on
+``training/``). The decision service never imports it (no MLflow at serving time).
+"""
 
 from __future__ import annotations
 
