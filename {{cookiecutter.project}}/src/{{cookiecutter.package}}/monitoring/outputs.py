@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.stage import write_json, write_text
+from ..core.stage import atomic_path, write_json, write_text
 
 STATUS_CODE = {"OK": 0, "WARN": 1, "ALERT": 2}
 
@@ -101,7 +101,8 @@ def plots(report: dict[str, Any], score_png: Path, csi_png: Path) -> list[Path]:
             )
             ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(score_png, dpi=90, metadata={"Software": None})
+        with atomic_path(score_png) as tmp:
+            fig.savefig(tmp, format="png", dpi=90, metadata={"Software": None})
         plt.close(fig)
         written.append(score_png)
     features = sorted(((k, f) for k, f in report["figures"].items() if f["kind"] == "csi"), key=lambda kv: kv[1]["value"])
@@ -118,7 +119,8 @@ def plots(report: dict[str, Any], score_png: Path, csi_png: Path) -> list[Path]:
         ax.set(xlabel="CSI against the training reference", title="Feature drift (CSI)")
         ax.legend(fontsize=8, loc="lower right")
         fig.tight_layout()
-        fig.savefig(csi_png, dpi=90, metadata={"Software": None})
+        with atomic_path(csi_png) as tmp:
+            fig.savefig(tmp, format="png", dpi=90, metadata={"Software": None})
         plt.close(fig)
         written.append(csi_png)
     return written
