@@ -101,4 +101,5 @@ def test_coerce_keeps_numeric_and_boolean_categories_as_values(contract, categor
     columns = tuple(changed if c.name == name else c for c in contract.columns)
     flagged = dataclasses.replace(contract, columns=columns, _by_name={})
     out = flagged.coerce(pd.DataFrame({name: pd.Series(raw, dtype=object)}))[name]
+    assert pd.api.types.is_numeric_dtype(out), f"read as {out.dtype}: text would match none of {categories}"
     np.testing.assert_array_equal(out.to_numpy(dtype=float), np.asarray(want, dtype=float))
