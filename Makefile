@@ -11,6 +11,7 @@ DEMO := $(BUILD)/credit-risk-model
 
 export DO_NOT_TRACK := 1
 export ITERATIVE_DO_NOT_TRACK := 1
+export DVC_NO_ANALYTICS := 1
 export BENTOML_DO_NOT_TRACK := true
 export GX_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import shutil
@@ -22,13 +23,22 @@ DEFAULTS = {
     "publish_report_images": "no",
 }
 
+
+
+def _telemetry_off() -> dict[str, str]:
+    """The generated package's list of telemetry switches (``TELEMETRY_OFF`` in core/config.py): the one source."""
+    path = TEMPLATE / "{{cookiecutter.project}}" / "src" / "{{cookiecutter.package}}" / "core" / "config.py"
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["TELEMETRY_OFF"]:
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"{path}: no TELEMETRY_OFF = {{...}} literal")
+
+
+TELEMETRY_OFF = _telemetry_off()
+
 # Every tool the generated project uses must stay quiet and offline.
 ENV = {
-    "DO_NOT_TRACK": "1",
-    "ITERATIVE_DO_NOT_TRACK": "1",
-    "BENTOML_DO_NOT_TRACK": "true",
-    "GX_ANALYTICS_ENABLED": "false",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
+    **TELEMETRY_OFF,
     "UV_PYTHON_DOWNLOADS": "never",
     "GIT_AUTHOR_NAME": "Template Tests",
     "GIT_AUTHOR_EMAIL": "tests@example.com",

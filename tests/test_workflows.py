@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import bake, copy_project, env
+from helpers import TELEMETRY_OFF, bake, copy_project, env
 
 ROOT = Path(__file__).resolve().parent.parent
 STANDINS = ROOT / "tests" / "act"
@@ -48,13 +48,7 @@ STANDIN_DIRS = {
     "actions/download-artifact": "download-artifact",
 }
 
-TELEMETRY_ENV = {
-    "DO_NOT_TRACK": "1",
-    "ITERATIVE_DO_NOT_TRACK": "1",
-    "BENTOML_DO_NOT_TRACK": "true",
-    "GX_ANALYTICS_ENABLED": "false",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-}
+TELEMETRY_ENV = TELEMETRY_OFF
 
 
 def tool(name: str) -> str:

@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 # The floor is measured in this process: one OpenMP thread, as in the service (set before
-# scikit-learn is imported; OpenMP's default costs ~50x on small batches here).
+# scikit-learn is imported; OpenMP's default costs many times over on small batches here).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = next(p.name for p in (ROOT / "src").iterdir() if (p / "serving").is_dir())

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-
-from {{ cookiecutter.package }}.core import model, use_case  # noqa: E402
-from {{ cookiecutter.package }}.core.contract import Contract, load_contract  # noqa: E402
-from {{ cookiecutter.package }}.core.params import Params, load_params  # noqa: E402
-from {{ cookiecutter.package }}.data import generate, prepare  # noqa: E402
+# Importing the package switches telemetry off (core/config.py) before any tool is loaded.
+from {{ cookiecutter.package }}.core import model, use_case
+from {{ cookiecutter.package }}.core.contract import Contract, load_contract
+from {{ cookiecutter.package }}.core.params import Params, load_params
+from {{ cookiecutter.package }}.data import generate, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_KEY = b"unit-test-key-0123456789abcdef0123456789"

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from {{ cookiecutter.package }}.core import use_case
+from {{ cookiecutter.package }}.core import config, use_case
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("prepare", "validate", "train", "reference", "evaluate", "fairness", "explain", "model_card")
@@ -60,14 +60,7 @@ def small_params(params: dict) -> dict:
 
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PII_HMAC_KEY")}
-    env.update(
-        LOG_LEVEL="WARNING",
-        DO_NOT_TRACK="1",
-        ITERATIVE_DO_NOT_TRACK="1",
-        GX_ANALYTICS_ENABLED="false",
-        MLFLOW_DISABLE_TELEMETRY="true",
-        PYTHONWARNINGS="ignore",
-    )
+    env.update(config.TELEMETRY_OFF, LOG_LEVEL="WARNING", PYTHONWARNINGS="ignore")
     # Small data: OpenMP threads cost more than they save, and oversubscribe a busy CI runner.
     env.setdefault("OMP_NUM_THREADS", "1")
     return env

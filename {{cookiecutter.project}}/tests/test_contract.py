@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 
+import numpy as np
+import pandas as pd
 import pytest
 
-from {{ cookiecutter.package }}.core.contract import ContractError, load_contract
+from {{ cookiecutter.package }}.core.contract import Column, ContractError, load_contract
 
 
 def test_roles_partition_the_columns(contract):
@@ -66,3 +69,37 @@ def test_malformed_contract_is_refused_with_the_column_named(tmp_path, text, mes
 def test_missing_contract_file_is_named(tmp_path):
     with pytest.raises(ContractError, match="file not found"):
         load_contract(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    ("categories", "numeric"),
+    [
+        ((False, True), True),  # booleans are the numbers 0 and 1 to scikit-learn's encoder
+        ((0, 1), True),
+        ((0.5, 1.5), True),
+        (("rent", "own"), False),
+        ((0, "other"), False),
+        (None, False),
+    ],
+)
+def test_numeric_categories_count_booleans_as_values(categories, numeric):
+    col = Column(name="x", role="feature", dtype="category", categories=categories)
+    assert col.numeric_categories is numeric
+
+
+@pytest.mark.parametrize(
+    ("categories", "raw", "want"),
+    [
+        ((False, True), [True, False, None], [1.0, 0.0, np.nan]),
+        ((0.5, 1.5), ["1.5", "0.5", None], [1.5, 0.5, np.nan]),
+    ],
+)
+def test_coerce_keeps_numeric_and_boolean_categories_as_values(contract, categories, raw, want):
+    """Read as text ("True", "0.5"), no value would match its category in the model's encoder."""
+    name = contract.categorical_features[0]
+    changed = dataclasses.replace(contract[name], categories=categories)
+    columns = tuple(changed if c.name == name else c for c in contract.columns)
+    flagged = dataclasses.replace(contract, columns=columns, _by_name={})
+    out = flagged.coerce(pd.DataFrame({name: pd.Series(raw, dtype=object)}))[name]
+    assert pd.api.types.is_numeric_dtype(out), f"read as {out.dtype}: text would match none of {categories}"
+    np.testing.assert_array_equal(out.to_numpy(dtype=float), np.asarray(want, dtype=float))

@@ -127,7 +127,7 @@ def test_top_four_adverse_reasons_come_ordered_with_the_contracts_codes_and_text
     rows = held_out.head(300)
     contrib = reasons.contributions(fitted, CONTRACT, rows)
     for (_, c), codes in zip(contrib.iterrows(), reasons.reason_codes(fitted, CONTRACT, rows), strict=True):
-        assert len(codes) == min(reasons.TOP_N, int((c > reasons.MIN_ADVERSE).sum()))
+        assert len(codes) == min(model.TOP_N, int((c > reasons.MIN_ADVERSE).sum()))
         assert [r["feature"] for r in codes] == list(c.sort_values(ascending=False, kind="stable").index[: len(codes)])
         for r in codes:
             assert r["code"] == catalogue[r["feature"]]["code"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -119,3 +120,17 @@ def test_stage_fails_closed_and_writes_a_report(tmp_path, root, prepared, numeri
     train.to_parquet(config.TRAIN)
     assert validate.main() == 0
     assert json.loads(config.VALIDATION.read_text())["success"] is True
+
+
+def test_a_boolean_category_column_is_validated_as_values(valid_frame, contract, params, category_feature):
+    """Categories [false, true] hold booleans: a bool column passes, text in it is named as not numeric."""
+    flag = dataclasses.replace(contract[category_feature], categories=(False, True), nullable=False)
+    columns = tuple(flag if c.name == category_feature else c for c in contract.columns)
+    flagged = dataclasses.replace(contract, columns=columns, _by_name={})
+    frame = valid_frame.assign(**{category_feature: valid_frame.index % 3 == 0})
+    summary = validate.run_validation(frame, flagged, params)
+    assert not failures_for(summary, category_feature), validate.format_report(summary)
+    broken = frame.astype({category_feature: object})
+    broken.loc[[4, 9], category_feature] = "yes"
+    named = [f for f in validate.non_numeric(broken, flagged) if f.column == category_feature]
+    assert named and named[0].unexpected_count == 2

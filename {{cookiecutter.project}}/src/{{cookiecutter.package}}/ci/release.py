@@ -33,13 +33,10 @@ import yaml
 from {{ cookiecutter.package }}.core import config
 from {{ cookiecutter.package }}.core.errors import UserError
 from {{ cookiecutter.package }}.core.reports import GatesReport
-from {{ cookiecutter.package }}.core.stage import setup_logging
+from {{ cookiecutter.package }}.core.stage import setup_logging, write_text
 
 TAG = re.compile(r"v(?P<version>\d+\.\d+\.\d+)")
 IMAGE = re.compile(r"[\w.-]+(?::\d+)?/[\w./-]+@sha256:[0-9a-f]{64}")
-RELEASE_DIR = Path("release")
-# What a model-risk reviewer signs off, attached to the GitHub release.
-ATTACHMENTS = ["reports/model_card.md", "reports/metrics.json", "reports/fairness.json", "reports/gates.json"]
 
 
 class ReleaseError(UserError):
@@ -68,7 +65,7 @@ def git(*args: str) -> str:
     return proc.stdout.strip()
 
 
-def package_version(pyproject: Path = Path("pyproject.toml")) -> str:
+def package_version(pyproject: Path = config.PYPROJECT) -> str:
     """The version in pyproject.toml: the one source of the release's version."""
     return tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["version"]
 
@@ -84,7 +81,7 @@ def check_tag(tag: str, main_ref: str) -> str:
             f"tag '{tag}' does not match the package version {version} in pyproject.toml; "
             f"bump the version on main or tag v{version}"
         )
-    init = Path("src/{{ cookiecutter.package }}/__init__.py")
+    init = config.PACKAGE_INIT
     declared = re.search(r'^__version__ = "([^"]+)"', init.read_text(encoding="utf-8"), flags=re.M) if init.exists() else None
     if declared is not None and declared[1] != version:
         raise ReleaseError(f"{init} says __version__ = {declared[1]!r} but pyproject.toml says {version!r}: make them equal")
@@ -112,17 +109,16 @@ def verify_model() -> str:
     return actual
 
 
-def read_json(relative: str) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
     """A report the pipeline or the gates wrote; ReleaseError when it is missing."""
-    path = Path(relative)
     if not path.exists():
-        raise ReleaseError(f"{relative} is missing: run the pipeline (`make repro`) and the gates (`make gates`) first")
+        raise ReleaseError(f"{path} is missing: run the pipeline (`make repro`) and the gates (`make gates`) first")
     return json.loads(path.read_text(encoding="utf-8"))
 
 
 def identity(tag: str, image: str | None = None) -> dict[str, Any]:
     """What the release is: the version, commit, MLflow run, contract and (once pushed) image."""
-    meta = read_json("models/model_meta.json")
+    meta = read_json(config.MODEL_META)
     contract = load_contract()
     found = {
         "version": TAG.fullmatch(tag)["version"] if TAG.fullmatch(tag) else tag,
@@ -143,8 +139,8 @@ def identity(tag: str, image: str | None = None) -> dict[str, Any]:
 def notes(tag: str, image: str | None) -> str:
     """The body of the GitHub release, in Markdown, for a model-risk reviewer."""
     who = identity(tag, image)
-    metrics = read_json("reports/metrics.json")
-    gates = GatesReport.parse(read_json("reports/gates.json"), "reports/gates.json")
+    metrics = read_json(config.METRICS)
+    gates = GatesReport.parse(read_json(config.GATES), config.GATES.as_posix())
     results = gates.gates
     failed = [r for r in results if not r.passed]
     if failed or not gates.passed:
@@ -192,8 +188,8 @@ def notes(tag: str, image: str | None) -> str:
 
 
 def release_lineage(tag: str, image: str) -> dict[str, Any]:
-    """reports/lineage.json with the release (tag, commit, image digest) added."""
-    record = read_json("reports/lineage.json")
+    """The pipeline's lineage record with the release (tag, commit, image digest) added."""
+    record = read_json(config.LINEAGE)
     record["release"] = identity(tag, image)
     return record
 
@@ -222,7 +218,7 @@ def register(tag: str, image: str, name: str) -> str:
     with mlflow.start_run(run_name=f"release {tag}", tags=tags) as run:
         mlflow.log_artifact(str(config.MODEL), artifact_path="model")
         mlflow.log_artifact(str(config.MODEL_META), artifact_path="model")
-        metrics = read_json("reports/metrics.json")
+        metrics = read_json(config.METRICS)
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, int | float)})
     try:
         client.create_registered_model(name)
@@ -246,7 +242,7 @@ def set_image(overlay: Path, image: str) -> None:
     entry = {"name": "decision-service", "newName": name, "digest": digest}
     others = [i for i in kustomization.get("images", []) if i.get("name") != "decision-service"]
     kustomization["images"] = [*others, entry]
-    path.write_text(yaml.safe_dump(kustomization, sort_keys=False), encoding="utf-8")
+    write_text(path, yaml.safe_dump(kustomization, sort_keys=False))
 
 
 def smoke_request() -> dict[str, Any]:
@@ -261,7 +257,7 @@ def smoke_request() -> dict[str, Any]:
 
 def expected_model(tag: str) -> dict[str, Any]:
     """The model identity the release's service must report (the bento carries this model_meta.json)."""
-    meta = read_json(config.MODEL_META.as_posix())
+    meta = read_json(config.MODEL_META)
     contract = load_contract()
     match = TAG.fullmatch(tag)
     return {
@@ -317,11 +313,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overlay", type=Path, required=True)
     p.add_argument("--image", required=True)
     p = sub.add_parser("smoke-request")
-    p.add_argument("--out", type=Path, default=RELEASE_DIR / "smoke_request.json")
+    p.add_argument("--out", type=Path, default=config.RELEASE_DIR / "smoke_request.json")
     p = sub.add_parser("smoke")
     for flag in ("--url", "--tag"):
         p.add_argument(flag, required=True)
-    p.add_argument("--request", type=Path, default=RELEASE_DIR / "smoke_request.json")
+    p.add_argument("--request", type=Path, default=config.RELEASE_DIR / "smoke_request.json")
     args = parser.parse_args(argv)
 
     def run() -> int:
@@ -337,9 +333,8 @@ def main(argv: list[str] | None = None) -> int:
                 if args.command == "notes"
                 else json.dumps(release_lineage(args.tag, args.image), indent=2) + "\n"
             )
-            out = args.out or RELEASE_DIR / ("notes.md" if args.command == "notes" else "lineage.json")
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(text, encoding="utf-8")
+            out = args.out or config.RELEASE_DIR / ("notes.md" if args.command == "notes" else "lineage.json")
+            write_text(out, text)
             print(f"wrote {out}")
         elif args.command == "register":
             print(register(args.tag, args.image, args.name))
@@ -347,8 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             set_image(args.overlay, args.image)
             print(f"{args.overlay}: decision-service = {args.image}")
         elif args.command == "smoke-request":
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(smoke_request(), indent=2) + "\n", encoding="utf-8")
+            write_text(args.out, json.dumps(smoke_request(), indent=2) + "\n")
             print(f"wrote {args.out}")
         else:
             answer = smoke(args.url, args.tag, json.loads(args.request.read_text(encoding="utf-8")))

@@ -35,6 +35,7 @@ import yaml
 
 from ..core import config, use_case
 from ..core.reports import FairnessReport, GatesReport, MetricsReport, ValidationReport
+from ..core.stage import write_text
 from . import gates as gates_module
 
 REPORT_FILE = config.REPORT_MD.as_posix()
@@ -345,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     inputs = load_inputs(args.root, args.baseline_rev, args.images, args.run_url or None)
     out = args.output or args.root / REPORT_FILE
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(inputs))
+    write_text(out, render(inputs))
     print(f"report: wrote {out}")
     return 0
 

@@ -7,7 +7,7 @@ model-agnostic ``Exact`` explainer on the raw score (log-odds) of the fitted cla
 Why not SHAP's ``TreeExplainer``: shap 0.51 converts a HistGradientBoosting tree through its
 numeric thresholds only and ignores native categorical splits (bitsets), which this model
 uses for merchant category and channel; measured on held-out rows, ``base + sum(contributions)``
-then missed the raw score by up to ~13 log-odds. The ``Exact`` explainer evaluates the model
+then missed the raw score by many log-odds. The ``Exact`` explainer evaluates the model
 itself on every coalition of the features, so local accuracy holds to floating point:
 ``base_value + sum(contributions) == decision_function(x)``.
 
@@ -39,9 +39,9 @@ from . import model
 from .contract import Contract
 from .errors import StageOrderError
 
-TOP_N = 4
-# 2^p coalitions x this many rows are scored per record: 20 keeps one record near 100 ms on a
-# small CPU while covering the main modes of the training data.
+# 2^p coalitions x this many rows are scored per record: the cost per explained record grows with
+# it, and this many keeps that within a request's budget on a small CPU while covering the main
+# modes of the training data.
 BACKGROUND_ROWS = 20
 # Exact scores every one of the 2^p coalitions; past this many features that explodes, and the
 # Permutation explainer (sampled feature orders, antithetic, seeded) takes over. Its values are
@@ -96,13 +96,13 @@ class FeatureExplainer:
     def contributions(self, frame: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
         """Base value per record and each feature's contribution (log-odds), columns in model input order."""
         # One OpenMP thread: the explainer scores thousands of small batches, where a thread pool per
-        # call costs far more than it saves (measured: ~70x slower on a busy 2-core host).
+        # call costs far more than it saves (measured: far slower on a busy 2-core host).
         with self._lock, threadpool_limits(limits=1, user_api="openmp"):
             explained = self._explainer(self.matrix(frame), silent=True, **self._options)
         values = pd.DataFrame(explained.values, columns=self.names, index=frame.index)[self.features]
         return np.asarray(explained.base_values, dtype=np.float64), values
 
-    def top_features(self, frame: pd.DataFrame, top_n: int = TOP_N) -> list[list[dict[str, Any]]]:
+    def top_features(self, frame: pd.DataFrame, top_n: int = model.TOP_N) -> list[list[dict[str, Any]]]:
         """Per record, up to ``top_n`` features by absolute contribution: feature, value, contribution, direction."""
         _, values = self.contributions(frame)
         out = []

@@ -8,19 +8,26 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-for _var, _val in (
-    ("DO_NOT_TRACK", "1"),
-    ("GX_ANALYTICS_ENABLED", "false"),
-    ("ITERATIVE_DO_NOT_TRACK", "1"),
-    ("BENTOML_DO_NOT_TRACK", "true"),
-    ("MLFLOW_DISABLE_TELEMETRY", "true"),
-):
+# Telemetry off for every tool that reports usage: the one list. The Makefile, the workflows'
+# `env:` and the service's environments (bentofile.yaml, deploy/) cannot import it, so
+# tests/test_config.py holds each of them to it.
+TELEMETRY_OFF = {
+    "DO_NOT_TRACK": "1",
+    "ITERATIVE_DO_NOT_TRACK": "1",  # DVC and CML
+    "DVC_NO_ANALYTICS": "1",
+    "BENTOML_DO_NOT_TRACK": "true",
+    "GX_ANALYTICS_ENABLED": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+}
+for _var, _val in TELEMETRY_OFF.items():
     os.environ.setdefault(_var, _val)
 
 PARAMS_FILE = Path("params.yaml")
 DVC_LOCK = Path("dvc.lock")
 PYPROJECT = Path("pyproject.toml")
 UV_LOCK = Path("uv.lock")
+PACKAGE_INIT = Path("src/{{ cookiecutter.package }}/__init__.py")  # its __version__, if any, must equal pyproject's
+RELEASE_DIR = Path("release")  # what the release workflow builds: notes, lineage, smoke request, the bento
 
 SYNTHETIC_DATA = Path("data/raw/synthetic.parquet")
 PREPARED_DIR = Path("data/prepared")
@@ -48,7 +55,16 @@ REPORT_MD = REPORTS / "report.md"
 PLOTS = REPORTS / "plots"
 IMPORTANCE_PLOT = PLOTS / "permutation_importance.png"
 
+# The decision audit log the service appends to and the monitor reads; AUDIT_LOG_ENV moves it.
+AUDIT_LOG = Path("logs/audit/decisions.jsonl")
+AUDIT_LOG_ENV = "AUDIT_LOG_PATH"
+
 SYNTHETIC_MARKER = b"fintech_mlops.synthetic"
 # Rows are keyed by the contract's id column; data without one gets this key from `prepare`
 # (the row's position in the input file), so protected attributes can still be joined back.
 ROW_KEY = "_row_key"
+
+
+def audit_log() -> Path:
+    """The decision audit log: ``$AUDIT_LOG_PATH``, else ``logs/audit/decisions.jsonl`` under the working directory."""
+    return Path(os.environ.get(AUDIT_LOG_ENV) or AUDIT_LOG)

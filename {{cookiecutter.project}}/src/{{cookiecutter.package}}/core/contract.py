@@ -67,6 +67,15 @@ class Column:
         return self.dtype in ("int", "float")
 
     @property
+    def numeric_categories(self) -> bool:
+        """Whether the declared categories are numbers, booleans included: compared as values, not text.
+
+        Booleans count because scikit-learn's encoder orders them as the numbers 0 and 1; read
+        as text ("True"), no value would match its category and every one would encode as unknown.
+        """
+        return bool(self.categories) and all(isinstance(c, (bool, int, float)) for c in self.categories)
+
+    @property
     def monotonic_cst(self) -> int:
         """Monotone constraint for scikit-learn: 1 increasing, -1 decreasing, 0 none."""
         return {"increasing": 1, "decreasing": -1}.get(self.monotone, 0)
@@ -186,7 +195,7 @@ class Contract:
             if col.dtype in ("int", "float"):
                 out[col.name] = pd.to_numeric(s, errors="coerce").astype("float64")
             elif col.dtype == "category":
-                if col.categories and all(isinstance(c, (int, np.integer)) for c in col.categories):
+                if col.numeric_categories:
                     out[col.name] = pd.to_numeric(s, errors="coerce")
                 else:
                     out[col.name] = s.astype("string").astype(object).where(s.notna(), np.nan)

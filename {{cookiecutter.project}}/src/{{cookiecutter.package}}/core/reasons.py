@@ -30,7 +30,6 @@ from threadpoolctl import ThreadpoolController
 from . import model
 from .contract import Contract
 
-TOP_N = 4
 # A contribution at or below this (in log-odds) is not a reason: it does not worsen the score.
 MIN_ADVERSE = 1e-9
 
@@ -91,8 +90,8 @@ _CONTROLLER: list[ThreadpoolController] = []
 
 
 def _threadpools() -> ThreadpoolController:
-    # Inspecting the loaded libraries reads /proc/self/maps (~2 ms); once per process is enough,
-    # not once per call on the service's hot path.
+    # Inspecting the loaded libraries reads /proc/self/maps, which costs more than a decision;
+    # once per process is enough, not once per call on the service's hot path.
     if not _CONTROLLER:
         _CONTROLLER.append(ThreadpoolController())
     return _CONTROLLER[0]
@@ -101,7 +100,7 @@ def _threadpools() -> ThreadpoolController:
 def raw_score(pipeline: Pipeline, contract: Contract, frame: pd.DataFrame) -> np.ndarray:
     """Log-odds of the positive class (what the trees add up to)."""
     # Single-threaded: these are many small batches, where OpenMP start-up costs more than it
-    # saves (and on a busy host, 10x more); the service scores a record at a time anyway.
+    # saves (and on a busy host, many times more); the service scores a record at a time anyway.
     with _threadpools().limit(limits=1, user_api="openmp"):
         return pipeline.decision_function(model.model_frame(frame, contract))
 
@@ -142,7 +141,9 @@ def contributions(pipeline: Pipeline, contract: Contract, records: pd.DataFrame)
     return pd.DataFrame(_contributions(scorer, exp, x), columns=features, index=records.index)
 
 
-def reason_codes(pipeline: Pipeline, contract: Contract, records: pd.DataFrame, top_n: int = TOP_N) -> list[list[dict[str, Any]]]:
+def reason_codes(
+    pipeline: Pipeline, contract: Contract, records: pd.DataFrame, top_n: int = model.TOP_N
+) -> list[list[dict[str, Any]]]:
     """For each record, up to ``top_n`` adverse reasons, most adverse first: code, feature, text, contribution."""
     return codes_from_contributions(contributions(pipeline, contract, records), explainer(pipeline, contract), top_n)
 
@@ -158,7 +159,7 @@ def _contributions(scorer: model.RecordScorer, exp: Explainer, x: np.ndarray) ->
     # Per feature, the best-value profile with that feature taken from the record: its score
     # depends on that one value, so each distinct value is scored once and shared by the rows
     # holding it (the same number to the bit: trees score every row on its own). On held-out
-    # data that is ~5x fewer rows than one profile per record and feature; a category has a
+    # data that is several times fewer rows than one profile per record and feature; a category has a
     # handful of values, an amount at most one per row.
     blocks, inverses = [], []
     for feature in exp.features:
@@ -188,14 +189,14 @@ def _scorer(pipeline: Pipeline) -> model.RecordScorer:
 
 
 def record_reason_codes(
-    pipeline: Pipeline, contract: Contract, scorer: model.RecordScorer, x: np.ndarray, top_n: int = TOP_N
+    pipeline: Pipeline, contract: Contract, scorer: model.RecordScorer, x: np.ndarray, top_n: int = model.TOP_N
 ) -> list[list[dict[str, Any]]]:
     """:func:`reason_codes` for records encoded by ``scorer.matrix`` (the service's path; equal results)."""
     exp = explainer(pipeline, contract)
     return codes_from_contributions(record_contributions(scorer, exp, x), exp, top_n)
 
 
-def codes_from_contributions(contrib: pd.DataFrame, exp: Explainer, top_n: int = TOP_N) -> list[list[dict[str, Any]]]:
+def codes_from_contributions(contrib: pd.DataFrame, exp: Explainer, top_n: int = model.TOP_N) -> list[list[dict[str, Any]]]:
     """Up to ``top_n`` adverse reasons per row of a contributions table, most adverse first."""
     values = contrib.to_numpy(dtype=float)
     features = list(contrib.columns)

@@ -13,9 +13,11 @@ import json
 import logging
 import os
 import resource
+import secrets
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -95,28 +97,40 @@ def progress(items: Iterable[T], total: int, what: str, every: float | None = No
         log.info("%s: %d/%d done in %.1f s", what, done, total, time.perf_counter() - start)
 
 
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to; when the block ends, it replaces ``path`` in one step.
+
+    Every file the package writes goes through here, so a reader (DVC, the service, a rerun)
+    sees the old file or the new one, never half of one. If the block raises, the temporary file
+    is removed and ``path`` is left as it was. The temporary name is hidden and ends in ``.tmp``
+    (ignored by git), so writers that infer a format from the suffix must be told it.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")  # in the same directory: os.replace is atomic there
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically so a failed stage never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def write_text(path: Path, text: str) -> None:
     """Write a text file atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_parquet(df: Any, path: Path) -> None:
     """Write a DataFrame to Parquet atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    df.to_parquet(tmp, index=False)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
 
 
 def read_json(path: Path, stage: str) -> Any:

@@ -1,6 +1,6 @@
 """The fitted boosted trees, scored all at once with numpy: the service's hot path.
 
-``HistGradientBoostingClassifier.decision_function`` costs ~3 ms per call whatever the rows:
+``HistGradientBoostingClassifier.decision_function`` has a fixed cost per call whatever the rows:
 it re-validates the input through its internal ColumnTransformer (pandas and narwhals checks),
 then walks its 250 trees one Python call each. The service scores batches of a few records,
 twice per batch when it gives reasons, so that fixed cost was most of its CPU. This walks every

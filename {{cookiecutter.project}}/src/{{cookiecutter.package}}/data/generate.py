@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 from ..core import config
 from ..core.contract import Contract, load_contract
 from ..core.params import load_params
-from ..core.stage import LOGGER, entry_point
+from ..core.stage import LOGGER, atomic_path, entry_point
 from . import synthetic
 
 log = logging.getLogger(LOGGER)
@@ -29,10 +29,8 @@ def write_synthetic(df: pd.DataFrame, path=config.SYNTHETIC_DATA) -> None:
     """Parquet with a marker saying the data is synthetic (prepare's dev key needs it)."""
     table = pa.Table.from_pandas(df, preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), config.SYNTHETIC_MARKER: b"true"})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def main() -> int:

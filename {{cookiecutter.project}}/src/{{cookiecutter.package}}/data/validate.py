@@ -40,6 +40,7 @@ NUMERIC_TYPES = [
     "Float32",
     "Float64",
 ]
+BOOLEAN_TYPES = ["bool", "boolean"]
 DATETIME_TYPES = ["datetime64[ns]", "datetime64[us]", "datetime64[ms]", "datetime64[s]"]
 
 
@@ -59,9 +60,10 @@ def build_suite(contract: Contract, params: Params, columns: list[str] | None = 
             continue
         name = col.name
         add(gxe.ExpectColumnToExist(column=name))
-        numeric_cats = bool(col.categories) and all(isinstance(c, (int, float)) for c in col.categories)
-        if col.is_numeric or numeric_cats:
+        if col.is_numeric:
             add(gxe.ExpectColumnValuesToBeInTypeList(column=name, type_list=NUMERIC_TYPES))
+        elif col.numeric_categories:  # the value set below judges the values; a boolean column holds 0 and 1
+            add(gxe.ExpectColumnValuesToBeInTypeList(column=name, type_list=NUMERIC_TYPES + BOOLEAN_TYPES))
         elif col.dtype == "datetime":
             add(gxe.ExpectColumnValuesToBeInTypeList(column=name, type_list=DATETIME_TYPES))
         else:
@@ -134,7 +136,7 @@ def non_numeric(df: pd.DataFrame, contract: Contract) -> list[ExpectationFailure
     """Numeric columns holding text: named here, because GX only says its checks could not run."""
     found = []
     for col in contract.columns:
-        if col.name not in df.columns or not (col.is_numeric or (col.categories and _numeric_categories(col.categories))):
+        if col.name not in df.columns or not (col.is_numeric or col.numeric_categories):
             continue
         s = df[col.name]
         if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
@@ -152,10 +154,6 @@ def non_numeric(df: pd.DataFrame, contract: Contract) -> list[ExpectationFailure
                 )
             )
     return found
-
-
-def _numeric_categories(categories) -> bool:
-    return all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in categories)
 
 
 def run_validation(df: pd.DataFrame, contract: Contract, params: Params, docs_dir: Path | None = None) -> ValidationReport:

@@ -52,8 +52,7 @@ def permutation_importance(
         test, _ = train_test_split(test, train_size=max_rows, stratify=y_all, random_state=seed)
     X, y = model.model_frame(test, contract), model.target_vector(test, contract)
     # One OpenMP thread: the trees are scored one parallel region each, thousands of times
-    # here, and on a busy host the threads' start-up and spinning cost more than they save
-    # (measured at 1M rows on 2 busy cores: 94 s with the default threads).
+    # here, and on a busy host the threads' start-up and spinning cost more than they save.
     with threadpool_limits(limits=1, user_api="openmp"):
         drops = np.column_stack(
             [

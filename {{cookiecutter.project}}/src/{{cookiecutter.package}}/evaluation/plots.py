@@ -6,6 +6,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..core.stage import atomic_path
+
 
 @contextmanager
 def figure(path: Path, size: tuple[float, float] = (5, 4)) -> Iterator:
@@ -19,7 +21,7 @@ def figure(path: Path, size: tuple[float, float] = (5, 4)) -> Iterator:
     try:
         yield ax
         fig.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=90, metadata={"Software": None})
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=path.suffix.lstrip("."), dpi=90, metadata={"Software": None})
     finally:
         plt.close(fig)

@@ -19,7 +19,7 @@ import pandas as pd
 from ..core.contract import Contract, load_contract
 from ..core.errors import UserError
 from ..core.params import load_params
-from ..core.stage import LOGGER, entry_point
+from ..core.stage import LOGGER, atomic_path, entry_point
 from ..data import synthetic
 
 
@@ -85,10 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--out {args.out}: use a .parquet or .csv file name")
     contract = load_contract(load_params().data.contract)
     df = make_batch(contract, args.rows, args.seed, parse_drift(args.drift, contract), labelled=not args.unlabelled)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    df.to_csv(tmp, index=False) if args.out.suffix.lower() == ".csv" else df.to_parquet(tmp, index=False)
-    tmp.replace(args.out)
+    with atomic_path(args.out) as tmp:
+        df.to_csv(tmp, index=False) if args.out.suffix.lower() == ".csv" else df.to_parquet(tmp, index=False)
     log.info("wrote %s: %d rows, drift %s", args.out, len(df), args.drift or "none")
     return 0
 

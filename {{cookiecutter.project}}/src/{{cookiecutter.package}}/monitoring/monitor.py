@@ -13,7 +13,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,12 +28,10 @@ from ..core.reports import MetricsReport, ModelMeta, ReferenceReport, Status, Ve
 from ..core.stage import LOGGER, entry_point
 from ..data.validate import run_validation
 from ..evaluation import fairness
-from ..evaluation.group_stats import group_table, summarise
+from ..evaluation.group_stats import eligible_groups, group_table, summarise
 from . import drift, outputs, reference
 
 OUT_DIR = config.REPORTS / "monitoring"
-AUDIT_LOG_ENV = "AUDIT_LOG_PATH"
-AUDIT_LOG_DEFAULT = Path("logs/audit/decisions.jsonl")
 
 
 class MonitorError(DataError):
@@ -185,7 +182,6 @@ def _committed_metrics() -> MetricsReport | None:
 
 
 def _fairness(df, y, flagged, contract: Contract, params: Params) -> dict[str, Any]:
-    min_size, min_outcomes = params.fairness.min_group_size, params.fairness.min_group_outcomes
     outcome = use_case.load().fairness_outcome
     result = {}
     for attr in contract.protected:
@@ -196,9 +192,7 @@ def _fairness(df, y, flagged, contract: Contract, params: Params) -> dict[str, A
         # per-group Python calls took half the monitor's time on a million rows.
         codes, levels = pd.factorize(groups, sort=True)
         table = group_table(y.astype(float), flagged.astype(float), codes, pd.Index(levels))
-        rate = [g for g in table.index if table.loc[g, "n"] >= min_size]
-        tpr = [g for g in rate if table.loc[g, "positives"] >= min_outcomes]
-        fpr = [g for g in rate if table.loc[g, "n"] - table.loc[g, "positives"] >= min_outcomes]
+        rate, tpr, fpr = eligible_groups(table, params.fairness)
         result[attr] = {
             "groups": {g: {k: (None if pd.isna(v) else float(v)) for k, v in row.items()} for g, row in table.iterrows()},
             "summary": summarise(table, outcome, rate, tpr, fpr),
@@ -317,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", required=True, type=Path, help="CSV or Parquet file of recent data")
     parser.add_argument(
-        "--audit-log", type=Path, default=None, help=f"decision audit log (default ${AUDIT_LOG_ENV} or {AUDIT_LOG_DEFAULT})"
+        "--audit-log", type=Path, default=None, help=f"decision audit log (default ${config.AUDIT_LOG_ENV} or {config.AUDIT_LOG})"
     )
     parser.add_argument("--since", default=None, help="only audit-log decisions at or after this ISO-8601 time")
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="report directory")
@@ -325,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     log = logging.getLogger(LOGGER)
     params = load_params()
-    audit = args.audit_log or Path(os.environ.get(AUDIT_LOG_ENV) or AUDIT_LOG_DEFAULT)
+    audit = args.audit_log or config.audit_log()
     report = run(args.batch, audit, parse_since(args.since), params)
     written = outputs.write(report, args.out, args.textfile or args.out / "monitor.prom")
     log.info("monitor: %s (%s)", report["status"], "; ".join(report["reasons"]) or "every figure within thresholds")

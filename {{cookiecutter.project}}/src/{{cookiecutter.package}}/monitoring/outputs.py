@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.stage import write_json, write_text
+from ..core.stage import atomic_path, write_json, write_text
 from .drift import LABELS
 
 STATUS_CODE = {"pass": 0, "warn": 1, "fail": 2}  # a skipped figure (data quality failed) has no sample
@@ -103,7 +103,8 @@ def plots(report: dict[str, Any], score_png: Path, csi_png: Path) -> list[Path]:
             )
             ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(score_png, dpi=90, metadata={"Software": None})
+        with atomic_path(score_png) as tmp:
+            fig.savefig(tmp, format="png", dpi=90, metadata={"Software": None})
         plt.close(fig)
         written.append(score_png)
     features = sorted(((k, f) for k, f in report["figures"].items() if f["kind"] == "csi"), key=lambda kv: kv[1]["value"])
@@ -120,7 +121,8 @@ def plots(report: dict[str, Any], score_png: Path, csi_png: Path) -> list[Path]:
         ax.set(xlabel="CSI against the training reference", title="Feature drift (CSI)")
         ax.legend(fontsize=8, loc="lower right")
         fig.tight_layout()
-        fig.savefig(csi_png, dpi=90, metadata={"Software": None})
+        with atomic_path(csi_png) as tmp:
+            fig.savefig(tmp, format="png", dpi=90, metadata={"Software": None})
         plt.close(fig)
         written.append(csi_png)
     return written

@@ -32,8 +32,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-DEFAULT_PATH = Path("logs/audit/decisions.jsonl")
-PATH_ENV = "AUDIT_LOG_PATH"
+from ..core import config
+
 KEY_ENV = "AUDIT_HMAC_KEY"
 # Development only: real deployments set AUDIT_HMAC_KEY from their secret store.
 DEV_KEY = b"DEVELOPMENT-ONLY-audit-key-never-in-production"
@@ -48,11 +48,6 @@ def canonical(data: Any) -> bytes:
 def record_hash(record: dict[str, Any]) -> str:
     """SHA-256 over every field of the record except ``hash`` itself."""
     return hashlib.sha256(canonical({k: v for k, v in record.items() if k != "hash"})).hexdigest()
-
-
-def log_path() -> Path:
-    """``AUDIT_LOG_PATH``, or ``logs/audit/decisions.jsonl`` under the working directory."""
-    return Path(os.environ.get(PATH_ENV) or DEFAULT_PATH)
 
 
 def audit_key() -> bytes:
@@ -172,9 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     """``verify [PATH]``: exit 0 if the chain is intact, 1 naming the first broken record."""
     parser = argparse.ArgumentParser(prog="python -m <package>.serving.audit", description="Verify a decision audit log.")
     parser.add_argument("command", choices=["verify"])
-    parser.add_argument("path", nargs="?", type=Path, default=None, help=f"default: ${PATH_ENV} or {DEFAULT_PATH}")
+    default = f"default: ${config.AUDIT_LOG_ENV} or {config.AUDIT_LOG}"
+    parser.add_argument("path", nargs="?", type=Path, default=None, help=default)
     args = parser.parse_args(argv)
-    path = args.path or log_path()
+    path = args.path or config.audit_log()
     if not path.exists():
         print(f"{path}: no audit log here (the service writes it on its first decision)", file=sys.stderr)
         return 1

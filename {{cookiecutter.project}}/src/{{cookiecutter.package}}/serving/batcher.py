@@ -1,8 +1,7 @@
 """Adaptive micro-batching: concurrent requests share one model call.
 
-Scoring one record through the scikit-learn pipeline costs about as much as scoring fifty
-(measured in-process on 2 cores: ~14 ms for one record, ~0.2 ms per record in a batch of 300):
-the cost is pandas and validation overhead, not trees. So every request, single or batch, is
+Scoring one record through the scikit-learn pipeline costs about as much as scoring dozens
+(measured in-process): the cost is pandas and validation overhead, not trees. So every request, single or batch, is
 queued, and one worker thread takes *everything waiting* as one batch: under load, batches grow
 with the queue; when idle, a lone request is scored at once with no added wait (unlike a timer
 based batcher, there is no ``max_latency_ms`` to tune and no 503 on a cold burst).

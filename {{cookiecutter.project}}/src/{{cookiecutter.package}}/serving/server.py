@@ -1,18 +1,18 @@
 """Two fixes to the HTTP server the service runs in, applied in each worker process at import.
 
-Both were found by tracing the p99 at 32 clients (``make bench``), which they took from
-~130-210 ms to ~30-36 ms on 2 cores; docs/benchmarks.md has the figures.
+Both were found by tracing the p99 at 32 clients (``make bench``), which they brought within
+the latency objective; the template's docs/benchmarks.md has the figures.
 
 1. **A request's timer outlived it.** BentoML's ``TimeoutMiddleware`` (the ``traffic.timeout``
    guard) schedules a timer per request and never cancels it. The timer holds the request's
-   context (tracing span, request, headers) until it fires, so at ~800 req/s and a 10 s
-   timeout some 8,000 finished requests stay alive, and every full garbage collection walks
-   them: pauses grew from 5 to 185 ms within seconds. Here the timer is cancelled when the
+   context (tracing span, request, headers) until it fires, so under load thousands of
+   finished requests stay alive for the whole timeout, and every full garbage collection walks
+   them: pauses grew to the size of the whole p99 within seconds. Here the timer is cancelled when the
    response starts (the timeout still answers a slow request with BentoML's 504), and it
    holds no request context while it waits.
 2. **One worker took every connection.** The workers share one listening socket, and asyncio
    accepts up to ``backlog`` (2,048) connections per wake-up, so the first worker to wake took
-   all of a burst: half the runs had 32 connections on one worker and the other idle. Here a
+   all of a burst: many runs had every connection on one worker and the other idle. Here a
    worker accepts one connection per wake-up and goes back to its loop (nginx's default,
    ``multi_accept off``), so an idle worker gets the next one and a busy worker takes fewer.
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 
 # One thread per OpenMP pool: the service scores small batches, where more threads only
-# contend for the CPU (measured: 17 req/s with the default, ~480 with one). Set before
-# scikit-learn is imported.
+# contend for the CPU (under load, throughput fell many times over with the default). Set
+# before scikit-learn is imported.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import gc  # noqa: E402
@@ -26,9 +26,10 @@ import bentoml  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 from starlette.responses import Response  # noqa: E402
 
+from ..core import config  # noqa: E402
 from ..core.contract import load_contract  # noqa: E402
 from . import schema  # noqa: E402
-from .audit import AuditLog, audit_key, log_path  # noqa: E402
+from .audit import AuditLog, audit_key  # noqa: E402
 from .batcher import MicroBatcher  # noqa: E402
 from .decider import Decider  # noqa: E402
 from .server import apply as apply_server_fixes  # noqa: E402
@@ -99,8 +100,8 @@ class CountRefusals:
 
 def _json(body: dict[str, Any]) -> Response:
     # The decisions are plain JSON types already; answering with the bytes skips BentoML's
-    # output model, which re-validates the dict and derives a JSON schema on every response
-    # (~10% of the service's CPU under load). The OpenAPI document still shows the dict type.
+    # output model, which re-validates the dict and derives a JSON schema on every response (a
+    # visible share of the service's CPU under load). The OpenAPI document still shows the dict type.
     return Response(json.dumps(body, separators=(",", ":")).encode(), media_type="application/json")
 
 
@@ -119,14 +120,14 @@ class DecisionService:
 
     def __init__(self) -> None:
         self.decider = Decider(ROOT)
-        self.audit = AuditLog(log_path(), audit_key())
+        self.audit = AuditLog(config.audit_log(), audit_key())
         # A batch request is never split, and its records plus a queue's worth of single ones
         # are scored together: at most MAX_BATCH + 1024 records per model call.
         self.batcher = MicroBatcher(self._decide, max_items=schema.MAX_BATCH + 1024)
         # Requests that ask for feature explanations (tens of ms per record) queue on their own
         # thread, so they never hold up the batches of plain decisions.
         self.explaining = MicroBatcher(self._decide, max_items=schema.MAX_BATCH)
-        # The model, pandas and BentoML leave ~10^6 long-lived objects; without this every full
+        # The model, pandas and BentoML leave many long-lived objects; without this every full
         # collection walks them all and stalls the event loop (it showed as the p99 tail).
         gc.freeze()
 
