@@ -210,7 +210,8 @@ def test_the_values_tried_cover_every_split_of_the_trees(fitted):
         if col.dtype == "category":
             continue
         splits = walk.threshold[~walk.is_leaf & ~walk.node_categorical & (walk.feature == k)]
-        inside = splits[(splits >= (-np.inf if col.min is None else col.min)) & (splits <= (np.inf if col.max is None else col.max))]
+        lo, hi = (-np.inf if col.min is None else col.min), (np.inf if col.max is None else col.max)
+        inside = splits[(splits >= lo) & (splits <= hi)]
         assert set(inside) <= set(reasons.candidates(fitted, CONTRACT, col.name)), col.name
         checked += len(inside)
     assert checked > 0, "no split on a numeric feature: nothing was checked"

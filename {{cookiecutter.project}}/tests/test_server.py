@@ -191,7 +191,9 @@ def test_an_original_that_no_longer_behaves_as_assumed_is_left_alone(caplog):
     class AlreadyFixed:
         __call__ = server.timeout_call
 
-    patch = dataclasses.replace(TIMEOUT, target=lambda: (AlreadyFixed, "__call__"), replace=lambda original: _answers_500_when_slow)
+    patch = dataclasses.replace(
+        TIMEOUT, target=lambda: (AlreadyFixed, "__call__"), replace=lambda original: _answers_500_when_slow
+    )
     with caplog.at_level(logging.WARNING, logger=server.__name__):
         assert server.install(patch) is False
     assert AlreadyFixed.__dict__["__call__"] is server.timeout_call

@@ -151,7 +151,9 @@ def explainer(pipeline: Pipeline, contract: Contract) -> Explainer:
     return result
 
 
-def probe_frame(pipeline: Pipeline, contract: Contract, options: dict[str, list[Any]], n_random: int = 64, seed: int = 0) -> pd.DataFrame:
+def probe_frame(
+    pipeline: Pipeline, contract: Contract, options: dict[str, list[Any]], n_random: int = 64, seed: int = 0
+) -> pd.DataFrame:
     """Attainable records holding, for every feature, each value tried and others it was not derived from.
 
     Numeric features: the values tried, the proved tree walk's split thresholds and the value just

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import gc
 import json
 import logging
@@ -169,7 +170,7 @@ def _timeout_target() -> tuple[type, str]:
 
 # --- 2. one connection per wake-up ---------------------------------------------------------
 def accept_one(original: Callable) -> Callable:
-    """asyncio's ``_accept_connection`` taking one waiting connection per wake-up, not up to ``backlog``."""
+    """The event loop's ``_accept_connection`` taking one waiting connection per wake-up, not up to ``backlog``."""
 
     def _accept_connection(
         self: Any,
@@ -188,23 +189,29 @@ def accept_one(original: Callable) -> Callable:
     return _accept_connection
 
 
+class _Counted(asyncio.Protocol):
+    """Records each connection it is given."""
+
+    def __init__(self, served: list[asyncio.BaseTransport]) -> None:
+        self.served = served
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # noqa: D102 - asyncio's interface
+        self.served.append(transport)
+
+
 async def _prove_accept(original: Callable, replacement: Callable) -> list[str]:
     """How many of four waiting connections one wake-up takes, and serves, with each."""
     loop = asyncio.get_running_loop()
     taken = {}
     for name, call in (("original", original), ("replacement", replacement)):
-        served: list[asyncio.Transport] = []
-
-        class Count(asyncio.Protocol):
-            def connection_made(self, transport: asyncio.BaseTransport) -> None:
-                served.append(transport)  # type: ignore[arg-type]
-
+        served: list[asyncio.BaseTransport] = []
         with socket.create_server(("127.0.0.1", 0), backlog=16) as listener:
             listener.setblocking(False)
             clients = [socket.create_connection(listener.getsockname()[:2], timeout=5) for _ in range(4)]
             try:
                 await asyncio.sleep(0.01)  # the kernel completes the handshakes
-                call(loop, Count, listener, None, None, 100)  # what the loop runs when the socket is readable
+                # What the loop runs when the socket is readable, with asyncio's default batch of 100.
+                call(loop, functools.partial(_Counted, served), listener, None, None, 100)
                 for _ in range(20):  # the accepted connections get their transports on the next iterations
                     await asyncio.sleep(0)
                 left = 0
@@ -299,9 +306,7 @@ def install(patch: Patch) -> bool:
     except Exception as exc:  # noqa: BLE001 - any surprise in someone else's internals: leave them alone
         problems = [f"the proof failed: {type(exc).__name__}: {exc}"]
     if problems:
-        log.warning(
-            "server fix %r not applied, the original is left as it is: %s", patch.name, "; ".join(problems)
-        )
+        log.warning("server fix %r not applied, the original is left as it is: %s", patch.name, "; ".join(problems))
         return False
     setattr(owner, attribute, replacement)
     _APPLIED[patch.name] = original

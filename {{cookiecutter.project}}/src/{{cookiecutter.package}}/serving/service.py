@@ -28,11 +28,10 @@ from starlette.responses import Response  # noqa: E402
 
 from ..core import config  # noqa: E402
 from ..core.contract import load_contract  # noqa: E402
-from . import schema  # noqa: E402
+from . import schema, server  # noqa: E402
 from .audit import AuditLog, audit_key  # noqa: E402
 from .batcher import MicroBatcher  # noqa: E402
 from .decider import Decider  # noqa: E402
-from . import server  # noqa: E402
 
 ROOT = Path(os.environ.get("SERVICE_ROOT", "."))
 CONTRACT = load_contract(ROOT / "contract.yaml")
