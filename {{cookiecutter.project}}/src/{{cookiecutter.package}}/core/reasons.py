@@ -193,6 +193,10 @@ def prove(pipeline: Pipeline, contract: Contract, exp: Explainer, options: dict[
     """
     if (running := version("scikit-learn")) not in PROVED_ON:
         log.warning("reason codes were proved on scikit-learn %s, this is %s: proving them here", PROVED_ON, running)
+    unproved = (
+        f"scikit-learn {running} (proved on {', '.join(PROVED_ON)}): no reason codes are given; "
+        "use a proved scikit-learn (uv.lock) or fix core/reasons.py for this one"
+    )
     rows = probe_frame(pipeline, contract, options)
     scorer = _scorer(pipeline)
     contrib = _contributions(scorer, exp, scorer.frame_matrix(model.model_frame(rows, contract)))
@@ -201,8 +205,7 @@ def prove(pipeline: Pipeline, contract: Contract, exp: Explainer, options: dict[
         i = int(np.nanargmax(error)) if not np.isnan(error).all() else 0
         raise UnprovedError(
             f"reason codes: on {len(rows)} probe rows, base score plus contributions differ from the model's "
-            f"decision_function by up to {error[i]:.3g} (row {rows.iloc[i].to_dict()}); scikit-learn {running}, "
-            f"proved on {PROVED_ON}"
+            f"decision_function by up to {error[i]:.3g} (row {rows.iloc[i].to_dict()}); {unproved}"
         )
     i, j = np.unravel_index(int(np.argmin(contrib)), contrib.shape)
     if contrib[i, j] < -MIN_ADVERSE:
@@ -210,7 +213,7 @@ def prove(pipeline: Pipeline, contract: Contract, exp: Explainer, options: dict[
         raise UnprovedError(
             f"reason codes: {feature}={rows[feature].iloc[i]!r} scores {-contrib[i, j]:.3g} log-odds better than its "
             f"'best attainable' value {exp.best[feature]!r}, so the values tried for it missed a piece of the model; "
-            f"scikit-learn {running}, proved on {PROVED_ON}"
+            f"{unproved}"
         )
 
 
