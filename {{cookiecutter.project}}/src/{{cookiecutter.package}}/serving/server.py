@@ -15,6 +15,7 @@ your machine), which they brought within the latency objective.
    all of a burst: many runs had every connection on one worker and the other idle. Here a
    worker accepts one connection per wake-up and goes back to its loop (nginx's default,
    ``multi_accept off``), so an idle worker gets the next one and a busy worker takes fewer.
+   (It is asyncio's selector loop's, which the server runs on while uvloop is not installed.)
 
 Both replace private methods of other people's code, so neither is trusted on its shape: before
 it is installed, each :class:`Patch` runs the original and its replacement on a tiny real case
