@@ -8,7 +8,10 @@ over its range never moves the score against the declared direction.
 
 from __future__ import annotations
 
+import logging
 import re
+import weakref
+from importlib.metadata import version
 
 import numpy as np
 import pandas as pd
@@ -17,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from threadpoolctl import threadpool_limits
 
-from {{ cookiecutter.package }}.core import model, reasons
+from {{ cookiecutter.package }}.core import model, reasons, trees
 from {{ cookiecutter.package }}.core.contract import load_contract
 from {{ cookiecutter.package }}.core.params import load_params
 
@@ -192,3 +195,62 @@ def test_explains_vectorised_principal_reason_is_the_first_reason_code(fitted, h
     expected = [c[0]["code"] for c in reasons.codes_from_contributions(table, exp) if c]
     assert explain.principal_reasons(table, exp).tolist() == expected
     assert expected[-1] == exp.catalogue[table.columns[1]]["code"]
+
+
+# --- the classifier's bin thresholds (scikit-learn internals) are proved when an explainer is built
+@additive_only
+def test_the_values_tried_cover_every_split_of_the_trees(fitted):
+    """Each numeric feature's values tried include every threshold its trees split at (within the contract)."""
+    walk = trees.compile_trees(reasons.classifier(fitted))
+    assert walk is not None
+    order = CONTRACT.model_input_order()
+    checked = 0
+    for k, column in enumerate(walk.order):
+        col = CONTRACT[order[column]]
+        if col.dtype == "category":
+            continue
+        splits = walk.threshold[~walk.is_leaf & ~walk.node_categorical & (walk.feature == k)]
+        lo, hi = (-np.inf if col.min is None else col.min), (np.inf if col.max is None else col.max)
+        inside = splits[(splits >= lo) & (splits <= hi)]
+        assert set(inside) <= set(reasons.candidates(fitted, CONTRACT, col.name)), col.name
+        checked += len(inside)
+    assert checked > 0, "no split on a numeric feature: nothing was checked"
+
+
+@additive_only
+def test_an_explainer_whose_values_tried_miss_the_best_piece_is_refused(fitted, monkeypatch):
+    tried = reasons.candidates
+    monkeypatch.setattr(reasons, "candidates", lambda pipeline, contract, feature: tried(pipeline, contract, feature)[:1])
+    monkeypatch.setattr(reasons, "_CACHE", weakref.WeakKeyDictionary())
+    with pytest.raises(reasons.UnprovedError, match="so the values tried for it missed a piece of the model"):
+        reasons.explainer(fitted, CONTRACT)
+    assert fitted not in reasons._CACHE  # no explainer: no reason codes rather than wrong ones
+
+
+@additive_only
+def test_a_model_that_is_not_additive_fails_the_proof_even_past_the_settings_check(monkeypatch):
+    params = PARAMS.replace(model={"interaction_cst": None, "max_iter": 20})
+    train = pd.read_parquet(pipeline_run().path("data/prepared/train.parquet"))
+    pipeline = model.build_pipeline(CONTRACT, params)
+    pipeline.fit(model.model_frame(train, CONTRACT), model.target_vector(train, CONTRACT))
+    monkeypatch.setattr(reasons, "check_additive", lambda pipeline: None)
+    with pytest.raises(reasons.UnprovedError, match="base score plus contributions differ from the model's decision_function"):
+        reasons.explainer(pipeline, CONTRACT)
+
+
+@additive_only
+def test_on_another_scikit_learn_version_the_explainer_warns_and_is_still_proved(fitted, monkeypatch, caplog):
+    proofs = []
+    prove = reasons.prove
+    monkeypatch.setattr(reasons, "prove", lambda *args: proofs.append(prove(*args)))
+    monkeypatch.setattr(reasons, "PROVED_ON", ("0.0",))
+    monkeypatch.setattr(reasons, "_CACHE", weakref.WeakKeyDictionary())
+    with caplog.at_level(logging.WARNING, logger=reasons.__name__):
+        reasons.explainer(fitted, CONTRACT)
+    assert "reason codes were proved on scikit-learn ('0.0',)" in caplog.text
+    assert len(proofs) == 1
+
+
+def test_the_scikit_learn_versions_proved_on_include_the_locked_one():
+    # When the lock moves, run these tests on the new version and add it to PROVED_ON.
+    assert version("scikit-learn") in reasons.PROVED_ON

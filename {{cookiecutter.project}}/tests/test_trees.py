@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from importlib.metadata import version
 
 import numpy as np
 import pandas as pd
@@ -84,3 +85,15 @@ def test_a_classifier_of_another_shape_is_left_to_scikit_learn(caplog):
     with caplog.at_level(logging.WARNING):
         assert trees.compile_trees(object()) is None
     assert "cannot compile" in caplog.text
+
+
+def test_on_another_scikit_learn_version_the_walk_warns_and_is_still_proved(fitted, monkeypatch, caplog):
+    monkeypatch.setattr(trees, "PROVED_ON", ("0.0",))
+    with caplog.at_level(logging.WARNING):
+        assert trees.compile_trees(_classifier(fitted)) is not None
+    assert "the tree walk was proved on scikit-learn ('0.0',)" in caplog.text
+
+
+def test_the_scikit_learn_versions_proved_on_include_the_locked_one():
+    # When the lock moves, run these tests on the new version and add it to PROVED_ON.
+    assert version("scikit-learn") in trees.PROVED_ON

@@ -12,14 +12,24 @@ and ``f(b) + sum_j contribution_j(x) == f(x)`` exactly (up to floating point). T
 reasons are the features with the largest positive contributions, reported with the code and
 consumer text the contract declares for them.
 
+The values to try for each numeric feature come from the classifier's bin thresholds
+(``_bin_mapper``: scikit-learn has no public route to them; every split is at one). So an
+explainer is proved before it is used, on every version (``PROVED_ON`` names those it was proved
+on): on probe rows of attainable values, taken from the proved tree walk's split thresholds
+(trees.py) and drawn at random within the contract, the contributions must add up to the model's
+own ``decision_function`` and none may fall below the best attainable value. If either fails,
+:func:`explainer` raises :class:`UnprovedError`: no reason codes rather than wrong ones.
+
 Everything here is a function of a fitted pipeline, the contract and a DataFrame of records,
 so the evaluation and the service share it.
 """
 
 from __future__ import annotations
 
+import logging
 import weakref
 from dataclasses import dataclass
+from importlib.metadata import version
 from typing import Any
 
 import numpy as np
@@ -27,15 +37,25 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 from threadpoolctl import ThreadpoolController
 
-from . import model
+from . import model, trees
 from .contract import Contract
+
+log = logging.getLogger(__name__)
 
 # A contribution at or below this (in log-odds) is not a reason: it does not worsen the score.
 MIN_ADVERSE = 1e-9
+# scikit-learn versions the use of ``_bin_mapper`` was proved on; on others the load-time proof decides.
+PROVED_ON = ("1.9.1",)
+# How far base score plus contributions may stray from decision_function (float sums in another order).
+ADDITIVITY_TOLERANCE = 1e-6
 
 
 class NotAdditiveError(ValueError):
     """The model has feature interactions, so per-feature contributions are not exact."""
+
+
+class UnprovedError(ValueError):
+    """The reason codes of probe rows disagree with the model: they would be wrong, so none are given."""
 
 
 @dataclass(frozen=True)
@@ -72,8 +92,11 @@ def candidates(pipeline: Pipeline, contract: Contract, feature: str) -> list[Any
     col = contract[feature]
     if col.dtype == "category":
         return list(col.categories or ())
+    clf = classifier(pipeline)
     index = contract.model_input_order().index(feature)
-    thresholds = np.asarray(classifier(pipeline)._bin_mapper.bin_thresholds_[index], dtype=float)
+    # The bin mapper sees the columns in the classifier's internal order (categorical ones first).
+    position = int(np.flatnonzero(trees.internal_order(clf) == index)[0])
+    thresholds = np.asarray(clf._bin_mapper.bin_thresholds_[position], dtype=float)
     # A split sends x <= t left: each threshold stands for the piece ending at it, and one
     # value past the last threshold for the final piece.
     values = list(thresholds) + ([np.nextafter(thresholds[-1], np.inf)] if len(thresholds) else [])
@@ -123,8 +146,75 @@ def explainer(pipeline: Pipeline, contract: Contract) -> Explainer:
     base = float(raw_score(pipeline, contract, pd.DataFrame([best]))[0])
     catalogue = {c["feature"]: {"code": c["code"], "text": c["text"]} for c in contract.reason_catalogue()}
     result = Explainer(features=tuple(features), best=best, base_score=base, catalogue=catalogue)
+    prove(pipeline, contract, result, options)
     _CACHE[pipeline] = (contract, result)
     return result
+
+
+def probe_frame(
+    pipeline: Pipeline, contract: Contract, options: dict[str, list[Any]], n_random: int = 64, seed: int = 0
+) -> pd.DataFrame:
+    """Attainable records holding, for every feature, each value tried and others it was not derived from.
+
+    Numeric features: the values tried, the proved tree walk's split thresholds and the value just
+    above each (every piece of the step function), and ``n_random`` uniform draws within the
+    contract's bounds (or the values' range); categorical ones: every category.
+    """
+    rng = np.random.default_rng(seed)
+    walk = _scorer(pipeline).trees  # None when the walk did not prove itself: the random draws remain
+    order = contract.model_input_order()
+    values: dict[str, np.ndarray] = {}
+    for feature, tried in options.items():
+        col = contract[feature]
+        if col.dtype == "category":
+            values[feature] = np.asarray(tried, dtype=object)
+            continue
+        points = [np.asarray(tried, dtype=float)]
+        if walk is not None:
+            k = int(np.flatnonzero(walk.order == order.index(feature))[0])
+            ts = walk.threshold[~walk.is_leaf & ~walk.node_categorical & (walk.feature == k)]
+            points += [ts, np.nextafter(ts, np.inf)]
+        seen = np.concatenate(points)
+        lo = col.min if col.min is not None else float(seen.min())
+        hi = col.max if col.max is not None else float(seen.max())
+        points.append(rng.uniform(lo, hi, n_random))
+        values[feature] = np.unique(np.clip(np.concatenate(points), lo, hi))
+    n = max(len(v) for v in values.values())
+    # Every value of every feature appears at least once, beside random values of the others.
+    return pd.DataFrame({f: rng.permutation(np.resize(v, n)) for f, v in values.items()})
+
+
+def prove(pipeline: Pipeline, contract: Contract, exp: Explainer, options: dict[str, list[Any]]) -> None:
+    """Raise :class:`UnprovedError` unless the reason codes of probe rows agree with the model.
+
+    On :func:`probe_frame`'s rows, base score plus contributions must give ``decision_function``
+    (scikit-learn's public scoring), and no contribution may be negative: no attainable value
+    scores better than the one called best.
+    """
+    if (running := version("scikit-learn")) not in PROVED_ON:
+        log.warning("reason codes were proved on scikit-learn %s, this is %s: proving them here", PROVED_ON, running)
+    unproved = (
+        f"scikit-learn {running} (proved on {', '.join(PROVED_ON)}): no reason codes are given; "
+        "use a proved scikit-learn (uv.lock) or fix core/reasons.py for this one"
+    )
+    rows = probe_frame(pipeline, contract, options)
+    scorer = _scorer(pipeline)
+    contrib = _contributions(scorer, exp, scorer.frame_matrix(model.model_frame(rows, contract)))
+    error = np.abs(exp.base_score + contrib.sum(axis=1) - raw_score(pipeline, contract, rows))
+    if not error.max() <= ADDITIVITY_TOLERANCE:
+        i = int(np.nanargmax(error)) if not np.isnan(error).all() else 0
+        raise UnprovedError(
+            f"reason codes: on {len(rows)} probe rows, base score plus contributions differ from the model's "
+            f"decision_function by up to {error[i]:.3g} (row {rows.iloc[i].to_dict()}); {unproved}"
+        )
+    i, j = np.unravel_index(int(np.argmin(contrib)), contrib.shape)
+    if contrib[i, j] < -MIN_ADVERSE:
+        feature = exp.features[j]
+        raise UnprovedError(
+            f"reason codes: {feature}={rows[feature].iloc[i]!r} scores {-contrib[i, j]:.3g} log-odds better than its "
+            f"'best attainable' value {exp.best[feature]!r}, so the values tried for it missed a piece of the model; "
+            f"{unproved}"
+        )
 
 
 def contributions(pipeline: Pipeline, contract: Contract, records: pd.DataFrame) -> pd.DataFrame:

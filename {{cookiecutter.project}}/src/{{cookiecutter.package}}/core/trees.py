@@ -9,21 +9,41 @@ model's own nodes, thresholds, category bitsets and baseline, then adds the tree
 the classifier's order: the same comparisons and the same additions, so the same number to the
 bit.
 
-It reads the classifier's fitted internals, which scikit-learn may change between versions
-(the lock pins one). So :func:`compile_trees` checks itself against ``decision_function`` on
-probe rows before it is used and answers ``None`` when it does not agree to the bit; callers
-then use scikit-learn. The generated tests also compare both on held-out rows.
+It reads the classifier's fitted internals (``_predictors``, ``_bin_mapper``, ``_preprocessor``,
+``_baseline_prediction``: scikit-learn has no public route to a fitted tree), which may change
+between versions (the lock pins one; ``PROVED_ON`` names those it was proved on). So
+:func:`compile_trees` checks itself against ``decision_function`` on probe rows before it is used,
+on every version, and answers ``None`` when it does not agree to the bit; callers then use
+scikit-learn. The generated tests also compare both on held-out rows.
 """
 
 from __future__ import annotations
 
 import logging
+from importlib.metadata import version
 from typing import Any
 
 import numpy as np
 from scipy.special import expit
 
 log = logging.getLogger(__name__)
+
+# scikit-learn versions whose fitted internals this walk was proved on (to the bit, on probe
+# rows); on others compile_trees warns and its probe decides.
+PROVED_ON = ("1.9.1",)
+
+
+def internal_order(classifier: Any) -> np.ndarray:
+    """For each column the fitted trees split on, the classifier's input column it comes from.
+
+    When categorical features are declared, the classifier's own input step puts them first, then
+    the numeric ones (scikit-learn's private behaviour: the walk's probe checks it to the bit).
+    """
+    n = int(classifier.n_features_in_)
+    if getattr(classifier, "_preprocessor", None) is None:
+        return np.arange(n)
+    categorical = np.asarray(classifier.is_categorical_, dtype=bool)
+    return np.concatenate([np.flatnonzero(categorical), np.flatnonzero(~categorical)])
 
 
 class CompiledTrees:
@@ -68,14 +88,12 @@ class CompiledTrees:
     def _encode_plan(self, classifier: Any) -> None:
         # The classifier's own input step (fitted when categorical features are declared): its
         # categories in the order of its columns, categorical columns first, then numeric ones.
+        self.order = internal_order(classifier)
         pre = getattr(classifier, "_preprocessor", None)
         if pre is None:
-            self.order, self.codes = np.arange(self.n_features), []
+            self.codes = []
             return
-        cat = np.flatnonzero(self.is_categorical)
-        num = np.flatnonzero(~self.is_categorical)
         encoder = pre.named_transformers_["encoder"]
-        self.order = np.concatenate([cat, num])
         # Its categories without the missing-value one, which it leaves last (OrdinalEncoder sorts them).
         self.codes = [c[~np.isnan(c)] for c in (np.asarray(c, dtype=np.float64) for c in encoder.categories_)]
 
@@ -141,6 +159,8 @@ def probe_rows(trees: CompiledTrees, n: int = 256, seed: int = 0) -> np.ndarray:
 
 def compile_trees(classifier: Any) -> CompiledTrees | None:
     """A :class:`CompiledTrees` that agrees with the classifier to the bit on probe rows, else ``None``."""
+    if (running := version("scikit-learn")) not in PROVED_ON:
+        log.warning("the tree walk was proved on scikit-learn %s, this is %s: its probe decides", PROVED_ON, running)
     try:
         trees = CompiledTrees(classifier)
         probe = probe_rows(trees)

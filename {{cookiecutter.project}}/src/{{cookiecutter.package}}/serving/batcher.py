@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar
@@ -37,43 +38,48 @@ class MicroBatcher(Generic[T, R]):
         self.process = process
         self.max_items = max_items
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decide")
-        self._queue: asyncio.Queue[tuple[list[T], asyncio.Future[list[R]]]] | None = None
+        # Requests waiting for the worker, oldest first. An owned deque, not an asyncio.Queue:
+        # taking a batch peeks at the next request's size, which a Queue offers no public way to do.
+        self._waiting: deque[tuple[list[T], asyncio.Future[list[R]]]] = deque()
+        self._arrived: asyncio.Condition | None = None  # created on the service's event loop
         self._worker: asyncio.Task[None] | None = None
         self._lock = threading.Lock()
         self.closed = False
 
-    def _start(self) -> asyncio.Queue[tuple[list[T], asyncio.Future[list[R]]]]:
+    def _start(self) -> asyncio.Condition:
         with self._lock:
-            if self._queue is None:
-                self._queue = asyncio.Queue()
-                self._worker = asyncio.get_running_loop().create_task(self._run(self._queue))
-            return self._queue
+            if self._arrived is None:
+                self._arrived = asyncio.Condition()
+                self._worker = asyncio.get_running_loop().create_task(self._run(self._arrived))
+            return self._arrived
 
     async def submit(self, items: list[T]) -> list[R]:
         """Queue ``items`` and wait for their results."""
         if self.closed:
             raise RuntimeError("the service is shutting down")
-        queue = self._queue or self._start()
+        arrived = self._arrived or self._start()
         future: asyncio.Future[list[R]] = asyncio.get_running_loop().create_future()
-        await queue.put((items, future))
+        async with arrived:
+            self._waiting.append((items, future))
+            arrived.notify()
         return await future
 
-    def _take(self, queue: asyncio.Queue, first: tuple[list[T], asyncio.Future[list[R]]]) -> list:
+    def _take(self) -> list[tuple[list[T], asyncio.Future[list[R]]]]:
         """The first waiting request and everything behind it, up to ``max_items`` items."""
-        batch = [first]
-        size = len(first[0])
-        while not queue.empty():
-            items, _ = queue._queue[0]  # peek: a request is never split across batches
-            if size + len(items) > self.max_items:
-                break
-            batch.append(queue.get_nowait())
-            size += len(items)
+        batch = [self._waiting.popleft()]
+        size = len(batch[0][0])
+        # A request is never split across batches: the next one joins only if it fits whole.
+        while self._waiting and size + len(self._waiting[0][0]) <= self.max_items:
+            batch.append(self._waiting.popleft())
+            size += len(batch[-1][0])
         return batch
 
-    async def _run(self, queue: asyncio.Queue) -> None:
+    async def _run(self, arrived: asyncio.Condition) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = self._take(queue, await queue.get())
+            async with arrived:
+                await arrived.wait_for(lambda: self._waiting)
+                batch = self._take()
             flat = [item for items, _ in batch for item in items]
             try:
                 results = await loop.run_in_executor(self._executor, self.process, flat)

@@ -28,13 +28,10 @@ from starlette.responses import Response  # noqa: E402
 
 from ..core import config  # noqa: E402
 from ..core.contract import load_contract  # noqa: E402
-from . import schema  # noqa: E402
+from . import schema, server  # noqa: E402
 from .audit import AuditLog, audit_key  # noqa: E402
 from .batcher import MicroBatcher  # noqa: E402
 from .decider import Decider  # noqa: E402
-from .server import apply as apply_server_fixes  # noqa: E402
-
-apply_server_fixes()  # a leak-free request timeout and fair accepts across workers: see server.py
 
 ROOT = Path(os.environ.get("SERVICE_ROOT", "."))
 CONTRACT = load_contract(ROOT / "contract.yaml")
@@ -172,6 +169,13 @@ class DecisionService:
         dumped = [r.model_dump() for r in records]
         batcher = self.explaining if any(d.get(schema.EXPLAIN) for d in dumped) else self.batcher
         return _json({"decisions": await batcher.submit(dumped)})
+
+    @bentoml.on_startup
+    def _fix_server(self) -> None:
+        # A leak-free request timeout and fair accepts across workers (see server.py), each
+        # proved before it is installed. Here, in each worker before it accepts connections,
+        # not at import: importing the service (the tests do) leaves asyncio and BentoML alone.
+        server.apply()
 
     @bentoml.on_shutdown
     def _close_audit(self) -> None:
