@@ -128,6 +128,45 @@ def test_the_verb_check_catches_an_unknown_verb():
     assert make_verbs(text) == {"setup", "repro", "monitor", "gates", "deploy-all"}
 
 
+def layout_paths(readme: str) -> list[str]:
+    """The paths the README's layout tree names, nested by indentation (two spaces a level)."""
+    block = FENCE.search(readme[readme.index("## Layout"):]).group(1)
+    paths, parents = [], []
+    for line in block.splitlines():
+        m = re.match(r"^( *)(\S.*?)(?:\s+<-.*)?$", line)
+        if not m or len(m.group(1)) >= 20:
+            continue  # a continuation of the description above
+        depth = len(m.group(1)) // 2
+        parents = parents[:depth]
+        names = [n.strip() for n in m.group(2).split(" / ")]
+        if len(names) == 1 and re.fullmatch(r"[\w.-]+\.\w+/\.\w+", names[0]):  # use_case.yaml/.py
+            stem = names[0].split(".", 1)[0]
+            names = [names[0].split("/")[0], stem + names[0].split("/")[1]]
+        paths += ["/".join([*parents, n]).replace("//", "/") for n in names]
+        if names[0].endswith("/"):
+            parents.append(names[0].rstrip("/"))
+    return paths
+
+
+def test_layout_tree_names_only_what_exists(project):
+    """Every path in the layout exists in the bake, or is one the pipeline or the service writes."""
+    readme = (project / "README.md").read_text()
+    paths = layout_paths(readme)
+    assert len(paths) >= 30 and "contract.yaml" in paths, paths
+    written = (project / "dvc.yaml").read_text() + "\ndvc.lock"  # dvc.lock: DVC's own record of a run
+    ignored = [line.strip() for line in (project / ".gitignore").read_text().splitlines() if line.strip().endswith("/")]
+    missing = [p for p in paths if not (project / p).exists() and p.rstrip("/") not in written
+               and not any(p.startswith(i) for i in ignored) and not any(o.startswith(p) for o in written.split())]
+    assert missing == []
+
+
+def test_the_layout_parser_nests_and_splits():
+    readme = "## Layout\n\n```\na.yaml / a.lock    <- x\nsrc/pkg/\n  core/     <- y\n    use_case.yaml/.py <- z\n" \
+             "                            continued\n  data/     <- w\nb/        <- v\n```\n"
+    assert layout_paths(readme) == ["a.yaml", "a.lock", "src/pkg/", "src/pkg/core/", "src/pkg/core/use_case.yaml",
+                                    "src/pkg/core/use_case.py", "src/pkg/data/", "b/"]
+
+
 def test_nothing_is_left_unrendered(project):
     for page in pages(project):
         text = page.read_text()
