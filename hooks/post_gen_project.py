@@ -19,7 +19,7 @@ def keep_use_case(use_case: str) -> None:
     shutil.move(str(chosen / "contract.yaml"), ROOT / "contract.yaml")
     shutil.move(str(chosen / "synthetic.py"), PACKAGE_DIR / "data" / "synthetic.py")
     shutil.move(str(chosen / "use_case.yaml"), PACKAGE_DIR / "core" / "use_case.yaml")
-    # A real monitoring report of this use case's demo batch, shown in the README.
+    # A real monitoring report of this use case's demo batch, shown in docs/monitoring.md.
     (ROOT / "docs" / "images").mkdir(parents=True, exist_ok=True)
     shutil.move(str(chosen / "monitoring-report.png"), ROOT / "docs" / "images" / "monitoring-report.png")
     shutil.rmtree(ROOT / "_use_cases")

@@ -167,7 +167,7 @@ def test_prometheus_scrapes_the_service_dashboard_queries_answer_and_an_alert_go
                                 "--request", str(smoke_dir)], cwd=repo, env=env(), capture_output=True, text=True)
         assert wrong.returncode == 1 and "package_version '0.1.0' (release: '0.2.0')" in wrong.stderr, wrong.stderr
 
-        # UPDATE_DASHBOARD_PICTURE=1 refreshes the picture in the template's docs/ and the generated README's.
+        # UPDATE_DASHBOARD_PICTURE=1 refreshes the picture in the template's docs/ and the generated docs/serving.md's.
         picture = tmp_path / "dashboard.png"
         drawn = render_dashboard.render(prometheus, dashboard(repo), picture, minutes=2)
         assert picture.stat().st_size > 10_000 and drawn >= len(dashboard(repo)["panels"])

@@ -145,7 +145,7 @@ def fairness_passed(work: Path) -> bool:
 
 
 def use_case_name(root: Path) -> str:
-    """The baked use case (src/<package>/core/use_case.yaml)."""
+    """The baked use case (src/{{ cookiecutter.package }}/core/use_case.yaml)."""
     found = sorted((root / "src").glob("*/core/use_case.yaml"))
     return yaml.safe_load(found[0].read_text(encoding="utf-8"))["name"] if found else "unknown"
 

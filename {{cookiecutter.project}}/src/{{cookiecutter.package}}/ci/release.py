@@ -246,7 +246,7 @@ def set_image(overlay: Path, image: str) -> None:
 
 
 def smoke_request() -> dict[str, Any]:
-    """One real applicant from the test set, as the service's request body (features only)."""
+    """One real record from the test set, as the service's request body (features only)."""
     import pandas as pd
 
     contract = load_contract()

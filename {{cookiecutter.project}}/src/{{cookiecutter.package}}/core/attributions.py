@@ -20,7 +20,7 @@ The one approximation for the default model: these are interventional Shapley va
 beside the model (features only; the contract keeps PII and protected attributes out). A
 feature "absent" from a coalition takes the background's values, and ``base_value`` is the
 mean raw score over the background. A different background gives somewhat different
-contributions; the cost per record grows linearly with its size (see the README).
+contributions; the cost per record grows linearly with its size (docs/serving.md, "Cost of explanations").
 """
 
 from __future__ import annotations

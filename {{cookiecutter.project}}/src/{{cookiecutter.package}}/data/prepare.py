@@ -118,7 +118,7 @@ def pseudonymise(df: pd.DataFrame, contract: Contract, key: bytes) -> pd.DataFra
 
 
 def _pseudonyms(key: bytes, column: str, values: pd.Series) -> np.ndarray:
-    # Each distinct value is hashed once (a name repeats across applicants), from one keyed HMAC
+    # Each distinct value is hashed once (a name repeats across records), from one keyed HMAC
     # per column (copying it saves the key set-up on every digest). The digests are the ones
     # pseudonym() computes.
     raw = values.to_numpy(dtype=object)

@@ -77,7 +77,7 @@ def summarise(
 class _Resampler:
     """Stratified cluster bootstrap: within each group, resample whole subjects with replacement.
 
-    Decisions about one subject (every transaction on a card, say) are not independent, so
+    Decisions about one subject (every record of one person, say) are not independent, so
     resampling rows would understate the noise. With one row per subject this is the ordinary
     row bootstrap within groups.
 

@@ -4,7 +4,7 @@ Nothing in the card is typed by hand for a particular run. Every number is read 
 the MLflow run (the system of record) and carried in the JSON as
 ``{"value": ..., "mlflow_metric": "<key>"}``, so a reviewer or a test can check each one
 against the tracking store. The JSON is validated against the schema shipped in
-``src/{{ cookiecutter.package }}/schemas/model_card.schema.json`` before anything is written.
+``src/{{ cookiecutter.package }}/governance/schemas/model_card.schema.json`` before anything is written.
 """
 
 from __future__ import annotations

@@ -1,8 +1,14 @@
 """A batch of synthetic "production" data, optionally drifted in chosen features (demos and tests).
 
+{% if cookiecutter.use_case == "credit_scoring" -%}
 ``--drift annual_income=-1`` moves a numeric feature by that many of its standard deviations
+(clipped to the contract's bounds, integers stay integers); ``--drift employment_status=0.5``
+moves that share of a categorical feature's rows to its rarest level.
+{%- else -%}
+``--drift amount_to_avg_ratio=1`` moves a numeric feature by that many of its standard deviations
 (clipped to the contract's bounds, integers stay integers); ``--drift channel=0.5`` moves that
-share of a categorical feature's rows to its rarest level. The batch still meets the contract,
+share of a categorical feature's rows to its rarest level.
+{%- endif %} The batch still meets the contract,
 so what the monitor sees is drift, not a broken feed. Labels come from the generator; pass
 ``--unlabelled`` for a batch whose outcomes are not yet known.
 """

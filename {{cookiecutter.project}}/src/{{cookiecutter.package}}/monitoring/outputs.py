@@ -65,7 +65,7 @@ def prometheus(report: dict[str, Any]) -> str:
     rate = report["decision_rate"]["batch"]
     family(
         "model_decision_rate",
-        "Share of the batch at or above the decision threshold (declined or flagged).",
+        "Share of the batch at or above the decision threshold ({{ "declined" if cookiecutter.use_case == "credit_scoring" else "flagged" }}).",
         [("", rate)] if rate is not None else [],
     )
     stamp = datetime.fromisoformat(report["generated_at"]).timestamp()

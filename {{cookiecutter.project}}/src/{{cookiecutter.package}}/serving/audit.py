@@ -6,7 +6,7 @@ the decision, its reasons, the model identity and the latency; ``prev_hash`` is 
 the record before and ``hash`` covers everything else in the record. Editing, inserting,
 deleting or reordering a record breaks the chain at that record; the verifier names it:
 
-    python -m <package>.serving.audit verify [logs/audit/decisions.jsonl]
+    python -m {{ cookiecutter.package }}.serving.audit verify [logs/audit/decisions.jsonl]
 
 Writes are serialised and flushed before the HTTP response leaves, so a decision answered
 with 200 is in the file even if the service is stopped right after. The service's worker
@@ -165,7 +165,7 @@ def verify(path: Path) -> tuple[int, str | None]:
 
 def main(argv: list[str] | None = None) -> int:
     """``verify [PATH]``: exit 0 if the chain is intact, 1 naming the first broken record."""
-    parser = argparse.ArgumentParser(prog="python -m <package>.serving.audit", description="Verify a decision audit log.")
+    parser = argparse.ArgumentParser(prog=f"python -m {__package__}.audit", description="Verify a decision audit log.")
     parser.add_argument("command", choices=["verify"])
     default = f"default: ${config.AUDIT_LOG_ENV} or {config.AUDIT_LOG}"
     parser.add_argument("path", nargs="?", type=Path, default=None, help=default)

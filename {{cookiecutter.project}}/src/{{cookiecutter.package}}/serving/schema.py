@@ -17,7 +17,7 @@ from ..core.contract import Column, Contract
 
 MAX_BATCH = 1000  # records per /decide_batch request
 EXPLAIN = "explain"  # the request field asking for top feature contributions (fraud only)
-# Each explained record costs tens of milliseconds (README, "Cost of explanations"): a batch asking
+# Each explained record costs tens of milliseconds (docs/serving.md, "Cost of explanations"): a batch asking
 # for more would outlast the request timeout, so it is refused up front with a clear message.
 MAX_EXPLAIN = 32
 
