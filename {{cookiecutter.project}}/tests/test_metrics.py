@@ -33,9 +33,9 @@ def test_expected_cost_weighs_misses_and_false_alarms():
 
 
 def test_compute_rounds_and_refuses_a_single_class(params):
-    out = metrics.compute(use_case.load().name, Y, S, 0.5, params)
+    out = metrics.compute(use_case.load(), Y, S, 0.5, params)
     assert out["rows"] == 10
     assert all(round(v, 6) == v for v in out.values())
     assert use_case.load().headline_metric in out
     with pytest.raises(ValueError, match="only one target class"):
-        metrics.compute(use_case.load().name, np.zeros(5), np.linspace(0, 1, 5), 0.5, params)
+        metrics.compute(use_case.load(), np.zeros(5), np.linspace(0, 1, 5), 0.5, params)

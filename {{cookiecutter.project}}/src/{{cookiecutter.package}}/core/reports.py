@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import StageOrderError
+from .use_case import Explanations
 
 R = TypeVar("R", bound="Report")
 
@@ -129,6 +130,8 @@ class ModelMeta(Report):
     threshold: float
     threshold_source: Literal["params", "cost_tuned"]
     tuning_rows: int | None = None
+    # How the service explains this model's decisions (params.yaml: model.explanations).
+    explanations: Annotated[Explanations, Field(strict=False)]
     features: list[str]
     data: dict[str, str]
     git_sha: str = "unknown"  # the commit that trained the model

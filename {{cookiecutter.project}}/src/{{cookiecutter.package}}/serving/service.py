@@ -26,7 +26,9 @@ import bentoml  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 from starlette.responses import Response  # noqa: E402
 
+from ..core.config import MODEL_META  # noqa: E402
 from ..core.contract import load_contract  # noqa: E402
+from ..core.reports import ModelMeta  # noqa: E402
 from . import schema  # noqa: E402
 from .audit import AuditLog, audit_key, log_path  # noqa: E402
 from .batcher import MicroBatcher  # noqa: E402
@@ -37,7 +39,7 @@ apply_server_fixes()  # a leak-free request timeout and fair accepts across work
 
 ROOT = Path(os.environ.get("SERVICE_ROOT", "."))
 CONTRACT = load_contract(ROOT / "contract.yaml")
-Record = schema.record_model(CONTRACT)
+Record = schema.record_model(CONTRACT, ModelMeta.read(ROOT / MODEL_META).explanations)
 Batch = schema.batch_model(Record)
 
 DECISIONS = bentoml.metrics.Counter(name="decisions", documentation="Decisions by outcome", labelnames=["outcome"])
