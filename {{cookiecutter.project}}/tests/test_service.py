@@ -297,9 +297,7 @@ def test_the_verifier_names_the_first_broken_record(client, server, held_out, tm
     assert problem is not None
     expected = len(path.read_text(encoding="utf-8").splitlines()) - 1 if how == "truncated" else 2
     assert count == expected and f"record {expected} " in problem, problem
-    done = subprocess.run(
-        [sys.executable, "-m", "{{ cookiecutter.package }}.serving.audit", "verify", str(path)], capture_output=True, text=True
-    )
+    done = subprocess.run([sys.executable, "-m", audit.__name__, "verify", str(path)], capture_output=True, text=True)
     assert done.returncode == 1 and "BROKEN" in done.stderr
 
 

@@ -62,7 +62,7 @@ class FraudDetection(UseCase):
         return attributions.background(train, contract, seed)
 
     def feature_explainer(self, pipeline: Pipeline, contract: Contract, background: Path) -> FeatureExplainer:
-        """shap's Exact (or Permutation) explainer over the stored background; loads shap."""
+        """The Shapley explainer (shap's Exact, or Permutation for many features) over the stored background."""
         from . import attributions
 
         return attributions.FeatureExplainer.from_artifact(pipeline, contract, background)
