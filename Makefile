@@ -19,7 +19,7 @@ export UV_PYTHON_DOWNLOADS := never
 # The generated projects' Makefiles find uv (installed into the venv) on PATH.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv system-deps demo test test-fast clean
+.PHONY: help venv system-deps demo lock test test-fast clean
 
 # Debian packages the suite drives: Prometheus and promtool (alert rules, live scrape), wrk and hey
 # (the generated `make bench`), podman with runc, buildah, skopeo, docker-registry and mmdebstrap
@@ -49,6 +49,19 @@ demo: venv ## Bake the defaults into build/, set the repo up, run its pipeline, 
 	@echo "  data docs:      $(DEMO)/reports/data_docs/index.html"
 	@echo "  validation:     $(DEMO)/reports/validation.json"
 	@echo "  MLflow UI:      cd $(DEMO) && uv run mlflow ui --backend-store-uri sqlite:///mlflow.db"
+
+# Each use case has its own dependencies, so its own lock: bake it, `uv lock` there (keeping every
+# pin the change does not touch), and copy the lock back with the project name templated again.
+LOCK_PROJECT := credit-risk-model
+lock: venv ## Re-lock each use case ({{cookiecutter.project}}/_use_cases/<use case>/uv.lock) after editing the generated pyproject.toml
+	@for uc in credit_scoring fraud_detection; do \
+	  out=$(BUILD)/lock-$$uc; rm -rf $$out; \
+	  $(BIN)/cookiecutter --no-input --output-dir $$out . use_case=$$uc project_name=$(LOCK_PROJECT) >/dev/null; \
+	  (cd $$out/$(LOCK_PROJECT) && uv lock --quiet); \
+	  sed 's/"$(LOCK_PROJECT)"/"{{ cookiecutter.project }}"/g' $$out/$(LOCK_PROJECT)/uv.lock \
+	    > '{{cookiecutter.project}}/_use_cases/'$$uc/uv.lock; \
+	  echo "locked $$uc: {{cookiecutter.project}}/_use_cases/$$uc/uv.lock"; \
+	done
 
 system-deps: ## Install (if missing) the Debian packages the suite drives; needs root or sudo and apt-get
 	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \

@@ -14,8 +14,27 @@ ROOT = Path.cwd()
 PACKAGE_DIR = ROOT / "src" / CONTEXT["package"]
 
 
+# Files only one use case needs, by use case; a bake keeps its own and removes the others'.
+# ("<package>" is the import name.)
+ONLY_FOR = {
+    "credit_scoring": ["src/<package>/core/credit_scoring.py"],
+    "fraud_detection": [
+        "src/<package>/core/fraud_detection.py",
+        # Per-decision feature contributions (shap): credit explains declines by exact reason codes.
+        "src/<package>/core/attributions.py",
+        "tests/test_attributions.py",
+        "benchmarks/explain.py",
+    ],
+}
+
+
 def keep_use_case(use_case: str) -> None:
     chosen = ROOT / "_use_cases" / use_case
+    for other, files in ONLY_FOR.items():
+        if other != use_case:
+            remove(*(f.replace("<package>", CONTEXT["package"]) for f in files))
+    # Each use case has its own dependencies (fraud's shap), so its own lock.
+    shutil.move(str(chosen / "uv.lock"), ROOT / "uv.lock")
     shutil.move(str(chosen / "contract.yaml"), ROOT / "contract.yaml")
     shutil.move(str(chosen / "synthetic.py"), PACKAGE_DIR / "data" / "synthetic.py")
     shutil.move(str(chosen / "use_case.yaml"), PACKAGE_DIR / "core" / "use_case.yaml")
@@ -85,8 +104,6 @@ at it, describe its columns in contract.yaml, export PII_HMAC_KEY, then make rep
 
 def main() -> int:
     keep_use_case(CONTEXT["use_case"])
-    if CONTEXT["use_case"] != "fraud_detection":
-        remove("benchmarks/explain.py")  # credit explains declines with exact reason codes, at no extra cost
     # Each target keeps its own deployment files; Prometheus, Grafana and the local stack are for all.
     if CONTEXT["deploy_target"] != "kubernetes":
         remove("deploy/k8s")

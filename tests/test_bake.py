@@ -123,3 +123,40 @@ def test_lock_is_consistent_with_pyproject(default_bake):
     from helpers import run
 
     run(["uv", "lock", "--check"], cwd=default_bake)
+
+
+# What only fraud's per-decision feature contributions (core/attributions.py) pull in.
+SHAP_ONLY = {"shap", "numba", "llvmlite"}
+
+
+@pytest.mark.parametrize("use_case", USE_CASES)
+def test_each_use_case_locks_only_its_own_dependencies(tmp_path, use_case):
+    """Each bake gets its use case's own lock: shap only where decisions are explained by feature contributions."""
+    from helpers import run
+
+    project = bake(tmp_path, use_case=use_case)
+    locked = {p["name"] for p in tomllib.loads((project / "uv.lock").read_text())["package"]}
+    if use_case == "fraud_detection":
+        assert SHAP_ONLY <= locked
+    else:
+        assert not SHAP_ONLY & locked, sorted(SHAP_ONLY & locked)
+        assert not (project / "src" / "credit_risk_model" / "core" / "attributions.py").exists()
+    requires = tomllib.loads((project / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert any(r.startswith("shap") for r in requires) == (use_case == "fraud_detection")
+    # The serving patches were proved on one bentoml: pyproject pins it and the lock holds it.
+    (pin,) = [r for r in requires if r.startswith("bentoml")]
+    bentoml = next(p for p in tomllib.loads((project / "uv.lock").read_text())["package"] if p["name"] == "bentoml")
+    assert pin == f"bentoml=={bentoml['version']}"
+    run(["uv", "lock", "--check"], cwd=project)  # the shipped lock is this pyproject's, re-resolved
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("use_case", USE_CASES)
+def test_the_environment_has_shap_only_where_the_use_case_needs_it(pipeline_repo, use_case):
+    """After `make setup`, the repository's .venv holds shap exactly when its use case explains by feature contributions."""
+    from helpers import run
+
+    project = pipeline_repo(use_case)
+    probe = "import importlib.util as u; print(sorted(m for m in ('shap', 'numba') if u.find_spec(m)))"
+    found = run([".venv/bin/python", "-c", probe], cwd=project).stdout.strip()
+    assert found == ("['numba', 'shap']" if use_case == "fraud_detection" else "[]")

@@ -84,8 +84,8 @@ def baseline(port: int) -> None:
     from fastapi import FastAPI
 
     contract = _package("core.contract").load_contract(ROOT / "contract.yaml")
-    Record = _package("serving.schema").record_model(contract)
     service = _package("serving.decider").Decider(ROOT)
+    Record = _package("serving.schema").record_model(contract, service.meta.explanations)
     app = FastAPI()
 
     def decide(record):  # noqa: ANN001, ANN202 - annotated below

@@ -33,9 +33,16 @@ def test_expected_cost_weighs_misses_and_false_alarms():
 
 
 def test_compute_rounds_and_refuses_a_single_class(params):
-    out = metrics.compute(use_case.load().name, Y, S, 0.5, params)
+    out = metrics.compute(use_case.load(), Y, S, 0.5, params)
     assert out["rows"] == 10
     assert all(round(v, 6) == v for v in out.values())
     assert use_case.load().headline_metric in out
     with pytest.raises(ValueError, match="only one target class"):
-        metrics.compute(use_case.load().name, np.zeros(5), np.linspace(0, 1, 5), 0.5, params)
+        metrics.compute(use_case.load(), np.zeros(5), np.linspace(0, 1, 5), 0.5, params)
+
+
+def test_the_use_cases_headline_scorer_and_fairness_outcome_agree_with_its_metrics(params):
+    facts = use_case.load()
+    out = metrics.compute(facts, Y, S, 0.5, params)
+    assert out[facts.headline_metric] == round(facts.headline_score(Y, S), 6)
+    assert out[facts.fairness_outcome] == round(float(facts.outcome_rate(np.mean(S >= 0.5))), 6)

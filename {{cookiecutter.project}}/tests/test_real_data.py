@@ -70,7 +70,7 @@ def test_a_target_of_text_labels_trains_the_same_model(tmp_path, contract, param
         scores.append(model.scores(pipeline, test, c))
     assert (scores[0] == scores[1]).all()
     y = model.target_vector(as_text_labels(test, contract.target, contract.positive_label), text)
-    assert metrics.compute(use_case.load().name, y, scores[1], 0.5, params)["rows"] == len(test)
+    assert metrics.compute(use_case.load(), y, scores[1], 0.5, params)["rows"] == len(test)
 
 
 def test_data_without_an_id_column_keeps_its_protected_attributes_joinable(tmp_path, contract, raw):

@@ -1,9 +1,10 @@
 """Reason codes and monotone directions, on the model the real pipeline trained.
 
-Credit (additive model): contributions plus the base score give back the model's log-odds;
-each contribution is measured from the best attainable value; the top four adverse features
-come back as the contract's codes and texts. Both use cases: sweeping a constrained feature
-over its range never moves the score against the declared direction.
+On the additive model (the pipeline's where it explains by reason codes, else the same pipeline
+fitted additive): contributions plus the base score give back the model's log-odds; each
+contribution is measured from the best attainable value; the top four adverse features come back
+as the contract's codes and texts. On the pipeline's model: sweeping a constrained feature over
+its range never moves the score against the declared direction.
 """
 
 from __future__ import annotations
@@ -23,16 +24,13 @@ from threadpoolctl import threadpool_limits
 from {{ cookiecutter.package }}.core import model, reasons, trees
 from {{ cookiecutter.package }}.core.contract import load_contract
 from {{ cookiecutter.package }}.core.params import load_params
+from {{ cookiecutter.package }}.core.use_case import Explanations
 
 from .pipeline_run import ROOT, pipeline_run
 from .strategies import records
 
 CONTRACT = load_contract(ROOT / "contract.yaml")
 PARAMS = load_params(ROOT / "params.yaml")
-ADDITIVE = PARAMS.model.interaction_cst == "no_interactions"
-additive_only = pytest.mark.skipif(
-    not ADDITIVE, reason="reason codes need the additive (no-interaction) model; this use case's model has interactions"
-)
 VAGUE = re.compile(r"\b(other|others|misc\w*|various|unknown|insufficient|general|score|n/?a)\b", re.IGNORECASE)
 
 
@@ -44,8 +42,22 @@ def single_threaded():
 
 
 @pytest.fixture(scope="module")
-def fitted():
+def trained():
+    """The model the real pipeline trained, as params.yaml configures it."""
     return model.load(pipeline_run().path("models/model.skops"))
+
+
+@pytest.fixture(scope="module")
+def fitted(trained):
+    """An additive model to take reason codes from: the pipeline's, or (where it explains by feature
+    contributions and so has interactions) the same pipeline fitted with ``model.explanations: reason_codes``."""
+    if PARAMS.model.explanations is Explanations.REASON_CODES:
+        return trained
+    additive = PARAMS.replace(model={"explanations": "reason_codes", "interaction_cst": "no_interactions"})
+    train = pd.read_parquet(pipeline_run().path("data/prepared/train.parquet"))
+    pipeline = model.build_pipeline(CONTRACT, additive)
+    pipeline.fit(model.model_frame(train, CONTRACT), model.target_vector(train, CONTRACT))
+    return pipeline
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +81,6 @@ def test_every_model_input_has_exactly_one_specific_code():
         assert not VAGUE.search(c["text"]), f"vague consumer text for {c['feature']}: {c['text']!r}"
 
 
-@additive_only
 def test_contributions_plus_base_score_reproduce_the_log_odds(fitted, held_out):
     exp = reasons.explainer(fitted, CONTRACT)
     contrib = reasons.contributions(fitted, CONTRACT, held_out)
@@ -80,7 +91,6 @@ def test_contributions_plus_base_score_reproduce_the_log_odds(fitted, held_out):
     np.testing.assert_allclose(1 / (1 + np.exp(-raw)), model.scores(fitted, held_out, CONTRACT), atol=1e-12)
 
 
-@additive_only
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_any_valid_record_decomposes_exactly_and_its_reasons_are_adverse(fitted, data):
@@ -97,7 +107,6 @@ def test_any_valid_record_decomposes_exactly_and_its_reasons_are_adverse(fitted,
         assert all(c[r["feature"]] > reasons.MIN_ADVERSE for r in codes)
 
 
-@additive_only
 def test_contributions_of_a_batch_equal_each_records_own(fitted, held_out):
     # A batch's distinct values are scored once and shared by the rows that hold them; a row's
     # contributions must still be exactly the ones it gets alone (repeats, categories, missing).
@@ -108,7 +117,6 @@ def test_contributions_of_a_batch_equal_each_records_own(fitted, held_out):
     np.testing.assert_array_equal(together, alone)
 
 
-@additive_only
 def test_contributions_are_measured_from_the_best_attainable_value(fitted, held_out):
     exp = reasons.explainer(fitted, CONTRACT)
     assert (reasons.contributions(fitted, CONTRACT, pd.DataFrame([exp.best])).to_numpy() == 0).all()
@@ -124,7 +132,6 @@ def test_contributions_are_measured_from_the_best_attainable_value(fitted, held_
     assert exp.best.keys() == set(CONTRACT.model_input_order())
 
 
-@additive_only
 def test_top_four_adverse_reasons_come_ordered_with_the_contracts_codes_and_text(fitted, held_out):
     catalogue = {c["feature"]: c for c in CONTRACT.reason_catalogue()}
     rows = held_out.head(300)
@@ -138,7 +145,6 @@ def test_top_four_adverse_reasons_come_ordered_with_the_contracts_codes_and_text
             assert r["contribution"] == pytest.approx(c[r["feature"]])
 
 
-@additive_only
 def test_worsening_one_feature_makes_it_the_first_reason(fitted):
     exp = reasons.explainer(fitted, CONTRACT)
     assert reasons.reason_codes(fitted, CONTRACT, pd.DataFrame([exp.best])) == [[]]
@@ -152,15 +158,16 @@ def test_worsening_one_feature_makes_it_the_first_reason(fitted):
 
 
 def test_a_model_with_interactions_is_refused():
-    params = PARAMS.replace(model={"interaction_cst": None, "max_iter": 5})
     train = pd.read_parquet(pipeline_run().path("data/prepared/train.parquet"))
-    pipeline = model.build_pipeline(CONTRACT, params)
+    # Built past params' own refusal (model.explanations: reason_codes needs no_interactions), as a hand-made model would be.
+    pipeline = model.build_pipeline(CONTRACT, PARAMS.replace(model={"max_iter": 5}))
+    pipeline[-1].set_params(interaction_cst=None)
     pipeline.fit(model.model_frame(train, CONTRACT), model.target_vector(train, CONTRACT))
     with pytest.raises(reasons.NotAdditiveError, match="interaction_cst"):
         reasons.reason_codes(pipeline, CONTRACT, train.head(2))
 
 
-def test_sweeping_each_constrained_feature_never_violates_its_direction(fitted, held_out):
+def test_sweeping_each_constrained_feature_never_violates_its_direction(trained, held_out):
     constrained = [c for c in CONTRACT.columns if c.role == "feature" and c.monotone != "none"]
     assert constrained or not any(c.monotone != "none" for c in CONTRACT.columns)
     rows = held_out.sample(n=min(150, len(held_out)), random_state=0).reset_index(drop=True)
@@ -170,7 +177,7 @@ def test_sweeping_each_constrained_feature_never_violates_its_direction(fitted, 
         grid = np.unique(np.concatenate([np.linspace(col.min, col.max, 60), observed.quantile(np.linspace(0, 1, 60)).to_numpy()]))
         swept = rows.loc[rows.index.repeat(len(grid))].reset_index(drop=True)
         swept[col.name] = np.tile(grid, len(rows))
-        score = model.scores(fitted, swept, CONTRACT).reshape(len(rows), len(grid))
+        score = model.scores(trained, swept, CONTRACT).reshape(len(rows), len(grid))
         steps = np.diff(score, axis=1)
         sign = 1 if col.monotone == "increasing" else -1
         worst = (sign * steps).min()
@@ -179,7 +186,6 @@ def test_sweeping_each_constrained_feature_never_violates_its_direction(fitted, 
     assert not constrained or moved > 0, "no sweep moved the score: the check would pass on a constant model"
 
 
-@additive_only
 def test_explains_vectorised_principal_reason_is_the_first_reason_code(fitted, held_out):
     """explain counts principal reasons with one argmax; it must name what reason_codes puts first."""
     from {{ cookiecutter.package }}.evaluation import explain

@@ -24,16 +24,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from {{ cookiecutter.package }}.core import attributions, model, reasons, use_case
+from {{ cookiecutter.package }}.core import model, reasons, use_case
 from {{ cookiecutter.package }}.core.contract import load_contract
-from {{ cookiecutter.package }}.serving import audit
-from {{ cookiecutter.package }}.serving.schema import MAX_BATCH, MAX_EXPLAIN
+from {{ cookiecutter.package }}.core.params import load_params
+from {{ cookiecutter.package }}.core.use_case import Explanations
+from {{ cookiecutter.package }}.serving import audit, schema
+from {{ cookiecutter.package }}.serving.schema import MAX_BATCH
 
 from .pipeline_run import ROOT, pipeline_run
 from .strategies import records
 
 CONTRACT = load_contract(ROOT / "contract.yaml")
 FACTS = use_case.load()
+# How the pipeline's model explains its decisions (params.yaml: model.explanations).
+REASON_CODES = load_params(ROOT / "params.yaml").model.explanations is Explanations.REASON_CODES
 SERVICE = "{{ cookiecutter.package }}.serving.service:DecisionService"
 HEAVY = ("great_expectations", "matplotlib", "fairlearn", "dvc", "mlflow", "shap", "numba")
 
@@ -135,7 +139,7 @@ def test_a_decision_carries_id_score_decision_threshold_model_and_reasons(client
     assert d["model"]["run_id"] == meta["run_id"]
     assert d["model"]["contract"] == CONTRACT.name and d["model"]["contract_version"] == CONTRACT.version
     assert set(d["model"]) == {"package_version", "run_id", "git_sha", "contract", "contract_version"}
-    if FACTS.reason_codes:
+    if REASON_CODES:
         assert isinstance(d["reasons"], list) and len(d["reasons"]) <= 4
 
 
@@ -150,7 +154,7 @@ def test_scores_and_reasons_equal_the_pipelines_on_held_out_rows(client, held_ou
     expected = model.scores(pipeline, rows, CONTRACT)
     served = np.array([a["score"] for a in answers])
     assert np.max(np.abs(served - expected)) <= 1e-12
-    if FACTS.reason_codes:
+    if REASON_CODES:
         threshold = answers[0]["threshold"]
         declined = np.flatnonzero(expected >= threshold)
         assert len(declined) > 0
@@ -162,104 +166,24 @@ def test_scores_and_reasons_equal_the_pipelines_on_held_out_rows(client, held_ou
         assert all(answers[i]["reasons"] == [] for i in approved)
 
 
-# --- fraud: top feature contributions on request ---------------------------------------
-by_features = pytest.mark.skipif(
-    FACTS.reason_codes, reason="this use case explains declines with exact reason codes, not feature contributions"
-)
+# --- explain: accepted only where the model is explained by feature contributions ---------
+def test_explain_is_accepted_only_where_contributions_are_given(client, held_out):
+    answer = client.post("/decide", json={**valid_record(held_out), "explain": True})
+    if REASON_CODES:
+        text = refusal(answer)
+        assert "explain" in text and "Extra inputs are not permitted" in text
+    else:
+        assert answer.status_code == 200, answer.text
+        assert "top_features" in answer.json()
 
 
-@pytest.fixture(scope="module")
-def explainer(run):
-    pipeline = model.load(run.path("models/model.skops"))
-    return pipeline, attributions.FeatureExplainer.from_artifact(pipeline, CONTRACT, run.path("models/explain_background.json"))
+@pytest.mark.parametrize("kind", list(Explanations))
+def test_the_request_model_has_explain_exactly_for_feature_contributions(kind):
+    fields = schema.record_model(CONTRACT, kind).model_fields
+    assert (schema.EXPLAIN in fields) == (kind is Explanations.FEATURE_CONTRIBUTIONS)
+    assert set(fields) - {schema.EXPLAIN} == set(CONTRACT.features)
 
 
-@by_features
-def test_contributions_add_up_to_the_raw_score_on_held_out_rows(explainer, held_out):
-    pipeline, exp = explainer
-    rows = held_out.head(200)
-    base, values = exp.contributions(rows)
-    raw = pipeline.decision_function(model.model_frame(rows, CONTRACT))
-    assert list(values.columns) == CONTRACT.model_input_order()
-    assert np.max(np.abs(base + values.sum(axis=1).to_numpy() - raw)) <= 1e-9
-    assert (values.abs().to_numpy() > 1e-6).sum(axis=1).mean() > 2, "contributions should spread over several features"
-
-
-@by_features
-def test_past_the_exact_limit_the_permutation_explainer_still_adds_up(explainer, held_out, run, monkeypatch):
-    pipeline, exact = explainer
-    monkeypatch.setattr(attributions, "EXACT_MAX_FEATURES", 3)  # as for a contract with many features
-    sampled = attributions.FeatureExplainer.from_artifact(pipeline, CONTRACT, run.path("models/explain_background.json"))
-    assert sampled.method == "permutation" and exact.method == "exact"
-    rows = held_out.head(20)
-    base, values = sampled.contributions(rows)
-    raw = pipeline.decision_function(model.model_frame(rows, CONTRACT))
-    assert np.max(np.abs(base + values.sum(axis=1).to_numpy() - raw)) <= 1e-9
-    _, want = exact.contributions(rows)
-    # Estimates of the same Shapley values: the leading feature agrees on most rows.
-    assert (values.abs().idxmax(axis=1) == want.abs().idxmax(axis=1)).mean() >= 0.8
-
-
-@by_features
-def test_shap_tree_explainer_still_misses_native_categorical_splits(explainer, held_out):
-    """Why attributions.py uses the Exact explainer: if this fails, TreeExplainer became exact here; switch to it."""
-    import shap
-
-    pipeline, exp = explainer
-    X = exp.matrix(held_out.head(200))
-    tree = shap.TreeExplainer(pipeline[-1])
-    error = np.abs(tree.expected_value + tree.shap_values(X).sum(axis=1) - pipeline[-1].decision_function(X))
-    assert np.max(error) > 1e-3
-
-
-@by_features
-def test_top_features_only_when_asked_and_equal_to_the_explainers(client, server, explainer, held_out):
-    _, exp = explainer
-    rows = held_out.head(6)
-    bodies = features(rows)
-    plain = client.post("/decide", json=bodies[0]).json()
-    assert "top_features" not in plain
-    assert "top_features" not in client.post("/decide", json={**bodies[0], "explain": False}).json()
-    asked = client.post("/decide", json={**bodies[0], "explain": True})
-    assert asked.status_code == 200, asked.text
-    top = asked.json()["top_features"]
-    _, values = exp.contributions(rows.head(1))
-    want = values.iloc[0][values.iloc[0] != 0].abs().sort_values(ascending=False).head(4)
-    assert [t["feature"] for t in top] == list(want.index)
-    for t in top:
-        assert t["contribution"] == pytest.approx(values.iloc[0][t["feature"]], abs=1e-12)
-        assert t["direction"] == ("raises" if t["contribution"] > 0 else "lowers")
-        assert t["value"] == bodies[0][t["feature"]]
-    batch = [{**b, "explain": i % 2 == 0} for i, b in enumerate(bodies)]
-    answers = client.post("/decide_batch", json={"records": batch}).json()["decisions"]
-    assert ["top_features" in a for a in answers] == [i % 2 == 0 for i in range(len(bodies))]
-    logged = {json.loads(x)["decision_id"]: json.loads(x) for x in server.log.read_text(encoding="utf-8").splitlines()}
-    record = logged[asked.json()["decision_id"]]
-    assert record["top_features"] == [t["feature"] for t in top]  # names only, never the values
-    assert "top_features" not in logged[plain["decision_id"]]
-    assert record["input_hash"] == logged[plain["decision_id"]]["input_hash"]  # explain is not an input
-    assert audit.verify(server.log)[1] is None
-
-
-@by_features
-def test_a_bad_explain_value_is_a_4xx_naming_the_field(client, held_out):
-    good = valid_record(held_out)
-    for bad in ("yes", 1, "true", None, [True]):
-        text = refusal(client.post("/decide", json={**good, "explain": bad}))
-        assert "explain" in text and "boolean" in text, text
-    text = refusal(client.post("/decide_batch", json={"records": [good, {**good, "explain": "no"}]}))
-    assert "explain" in text
-    text = refusal(client.post("/decide_batch", json={"records": [{**good, "explain": True}] * (MAX_EXPLAIN + 1)}))
-    assert "explain" in text and str(MAX_EXPLAIN) in text, text
-
-
-@pytest.mark.skipif(not FACTS.reason_codes, reason="this use case accepts explain (it explains by feature contributions)")
-def test_explain_is_an_unknown_field_where_reason_codes_explain(client, held_out):
-    text = refusal(client.post("/decide", json={**valid_record(held_out), "explain": True}))
-    assert "explain" in text and "Extra inputs are not permitted" in text
-
-
-# --- refusals ----------------------------------------------------------------------------
 def refusal(response) -> str:
     assert 400 <= response.status_code < 500, (response.status_code, response.text)
     return response.text
@@ -324,7 +248,7 @@ def test_domain_metrics_are_exposed(client, held_out):
         time.sleep(0.3)
     for name in ("decisions_total", "decision_score_bucket", "refused_requests_total", "bentoml_service_request_total"):
         assert name in text, name
-    if FACTS.reason_codes:
+    if REASON_CODES:
         assert "reason_codes_total" in text
     assert 'refused_requests_total{endpoint="/decide",reason="invalid_request"}' in text
 
@@ -373,8 +297,7 @@ def test_the_verifier_names_the_first_broken_record(client, server, held_out, tm
     assert problem is not None
     expected = len(path.read_text(encoding="utf-8").splitlines()) - 1 if how == "truncated" else 2
     assert count == expected and f"record {expected} " in problem, problem
-    verify = [sys.executable, "-m", "{{ cookiecutter.package }}.serving.audit", "verify", str(path)]
-    done = subprocess.run(verify, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", audit.__name__, "verify", str(path)], capture_output=True, text=True)
     assert done.returncode == 1 and "BROKEN" in done.stderr
 
 

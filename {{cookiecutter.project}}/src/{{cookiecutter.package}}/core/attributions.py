@@ -1,4 +1,4 @@
-"""Per-decision feature contributions of a model with feature interactions (the fraud model).
+"""Per-decision feature contributions of a model with feature interactions (the fraud model; needs shap).
 
 The credit model is additive, so its reason codes are exact by construction (``reasons.py``).
 The fraud model has interactions, so its contributions come from a maintained method: SHAP's

@@ -1,14 +1,17 @@
-"""Model metrics for credit scoring and fraud detection (pure functions, unit-tested)."""
+"""Model metrics (pure functions, unit-tested); each use case picks its set (``UseCase.metrics``)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score, roc_curve
+from sklearn.metrics import roc_curve
 
 from .errors import DataError
-from .params import Params
+
+if TYPE_CHECKING:
+    from .params import Params
+    from .use_case import UseCase
 
 
 def ks_statistic(y: np.ndarray, score: np.ndarray) -> float:
@@ -39,43 +42,10 @@ def expected_cost(y: np.ndarray, flagged: np.ndarray, cost_fn: float, cost_fp: f
     return float((fn * cost_fn + fp * cost_fp) / max(len(y), 1))
 
 
-def credit_metrics(y: np.ndarray, score: np.ndarray, threshold: float) -> dict[str, Any]:
-    """Ranking (ROC-AUC, Gini, KS), calibration (Brier) and the approval figures at the threshold."""
-    auc = roc_auc_score(y, score)
-    approved = score < threshold
-    return {
-        "roc_auc": auc,
-        "gini": 2 * auc - 1,
-        "ks": ks_statistic(y, score),
-        "pr_auc": average_precision_score(y, score),
-        "brier": brier_score_loss(y, score),
-        "approval_rate": float(np.mean(approved)),
-        "bad_rate_approved": float(np.mean(y[approved])) if approved.any() else 0.0,
-        "default_rate": float(np.mean(y)),
-        "threshold": threshold,
-    }
-
-
-def fraud_metrics(y: np.ndarray, score: np.ndarray, threshold: float, params: Params) -> dict[str, Any]:
-    """PR-AUC first (fraud is rare), then the operating figures at the threshold."""
-    ev, dec = params.evaluate, params.decision
-    flagged = score >= threshold
-    return {
-        "pr_auc": average_precision_score(y, score),
-        "roc_auc": roc_auc_score(y, score),
-        "precision_at_k": precision_at_k(y, score, float(ev.top_k_fraction)),
-        "recall_at_fpr": recall_at_fpr(y, score, float(ev.max_fpr)),
-        "expected_cost": expected_cost(y, flagged, float(dec.cost_false_negative), float(dec.cost_false_positive)),
-        "flag_rate": float(np.mean(flagged)),
-        "fraud_rate": float(np.mean(y)),
-        "threshold": threshold,
-    }
-
-
-def compute(use_case: str, y: np.ndarray, score: np.ndarray, threshold: float, params: Params) -> dict[str, float]:
+def compute(use_case: UseCase, y: np.ndarray, score: np.ndarray, threshold: float, params: Params) -> dict[str, float]:
     """The use case's metrics on held-out labels ``y`` and scores, rounded for byte-identical reruns."""
     if len(np.unique(y)) < 2:
         raise DataError("the evaluation set holds only one target class; metrics are undefined")
-    raw = credit_metrics(y, score, threshold) if use_case == "credit_scoring" else fraud_metrics(y, score, threshold, params)
+    raw = use_case.metrics(y, score, threshold, params)
     # Rounded so that the same data, params and code give byte-identical metrics.json.
     return {k: round(float(v), 6) for k, v in raw.items()} | {"rows": int(len(y))}

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from .config import PARAMS_FILE
 from .errors import ParamsError
+from .use_case import Explanations
 
 
 class _Section(BaseModel):
@@ -79,6 +80,8 @@ class ModelParams(_Section):
     l2_regularization: Annotated[float, Field(ge=0)]
     monotone: bool = True
     interaction_cst: str | None = None
+    # How decisions are explained; which kinds a repository can give is its use case's (core/use_case.py).
+    explanations: Annotated[Explanations, Field(strict=False)]
     class_weight: str | None = None
 
     @field_validator("interaction_cst")
@@ -233,8 +236,18 @@ class Params(_Section):
     def _use_case_settings(self) -> Params:
         from . import use_case
 
-        if use_case.load().name == "fraud_detection" and None in (self.evaluate.top_k_fraction, self.evaluate.max_fpr):
-            raise ValueError("evaluate: fraud detection needs top_k_fraction and max_fpr")
+        facts, model = use_case.load(), self.model
+        if model.explanations not in facts.explanations:
+            raise ValueError(
+                f"model.explanations: {model.explanations} needs shap, which this {facts.title.lower()} repository "
+                f"does not ship; use {' or '.join(facts.explanations)}"
+            )
+        if model.explanations is Explanations.REASON_CODES and model.interaction_cst != "no_interactions":
+            # Reason codes are exact only for an additive model (core/reasons.py); a model with
+            # interactions would train, then fail the service at start.
+            got = "null" if model.interaction_cst is None else model.interaction_cst
+            raise ValueError(f"model.explanations: reason_codes needs model.interaction_cst: no_interactions (got {got})")
+        facts.check_params(self)
         return self
 
     def as_dict(self) -> dict[str, Any]:
@@ -291,7 +304,7 @@ def _message(error: dict[str, Any]) -> str:
         return f"params.yaml: '{where}' must be less than {ctx['lt']}{got}"
     if kind == "less_than_equal":
         return f"params.yaml: '{where}' must be at most {ctx['le']}{got}"
-    if kind == "literal_error":
+    if kind in ("literal_error", "enum"):
         return f"params.yaml: '{where}' must be {ctx.get('expected')}{got}"
     if kind == "value_error":
         return (

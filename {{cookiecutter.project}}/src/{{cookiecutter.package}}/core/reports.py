@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import StageOrderError
+from .use_case import Explanations
 
 R = TypeVar("R", bound="Report")
 
@@ -333,6 +334,8 @@ class ModelMeta(Report):
     threshold: float
     threshold_source: Literal["params", "cost_tuned"]
     tuning_rows: int | None = None
+    # How the service explains this model's decisions (params.yaml: model.explanations).
+    explanations: Annotated[Explanations, Field(strict=False)]
     features: list[str]
     data: dict[str, str]
     git_sha: str = "unknown"  # the commit that trained the model

@@ -54,7 +54,7 @@ def main() -> int:
     y = model.target_vector(test, contract)
     score = model.scores(pipeline, test, contract)
     facts = use_case.load()
-    result = metrics.compute(facts.name, y, score, meta.threshold, params)
+    result = metrics.compute(facts, y, score, meta.threshold, params)
     MetricsReport.parse(result, config.METRICS).write(config.METRICS)
     written = plots(y, score, meta.threshold)
 

@@ -142,8 +142,14 @@ def _table_from_sums(n: np.ndarray, pos: np.ndarray, flags: np.ndarray, tp: np.n
             },
             index=index,
         )
-    if use_case.load().fairness_outcome == "approval_rate":
-        table["approval_rate"] = 1.0 - table.pop("flag_rate")
+    return _name_outcome(table)
+
+
+def _name_outcome(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with its ``flag_rate`` column turned into the use case's fairness outcome, in place."""
+    facts = use_case.load()
+    at = table.columns.get_loc("flag_rate")
+    table.insert(at, facts.fairness_outcome, facts.outcome_rate(table.pop("flag_rate")))
     return table
 
 
@@ -160,9 +166,7 @@ def group_table(y: np.ndarray, flagged: np.ndarray, codes: np.ndarray, index: pd
 
 def headline_by_group(y: np.ndarray, score: np.ndarray, groups: np.ndarray) -> pd.Series:
     """The headline ranking metric within each group (a slice metric; NaN where a group has one class)."""
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
-    fn = roc_auc_score if use_case.load().headline_metric == "roc_auc" else average_precision_score
+    fn = use_case.load().headline_score
     y, score = np.asarray(y), np.asarray(score)
     names, codes = np.unique(np.asarray(groups).astype(str), return_inverse=True)
     codes = codes.ravel()

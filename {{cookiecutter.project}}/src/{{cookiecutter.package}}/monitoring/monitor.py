@@ -128,7 +128,7 @@ def performance(
     y = model.target_vector(df, contract)
     if len(np.unique(y)) < 2:
         return {"available": False, "why": "the labelled rows hold only one target class"}
-    result = metrics.compute(facts.name, y, score, threshold, params)
+    result = metrics.compute(facts, y, score, threshold, params)
     headline = facts.headline_metric
     out: dict[str, Any] = {"available": True, "rows": int(len(y)), "metrics": result, "headline": headline}
     committed = _committed_metrics()
@@ -138,7 +138,7 @@ def performance(
     if baseline is not None:
         # A fall past the tolerance is an alert only when sampling noise cannot explain it: a
         # few hundred positives move PR-AUC by several points from one batch to the next.
-        low, high = _bootstrap_interval(facts.name, y, score, threshold, params, headline)
+        low, high = _bootstrap_interval(facts, y, score, threshold, params, headline)
         out["interval_95"] = [low, high]
         fell = high < baseline - tol
         how = "below" if fell else "within"

@@ -1,7 +1,8 @@
 """Decisions for records: the pipeline's model, threshold and explanations, nothing else.
 
-Credit decisions carry exact reason codes (``core/reasons.py``) for declines; fraud decisions
-carry their top feature contributions (``core/attributions.py``) when the caller asks for them.
+As the model was trained to be explained (``model.explanations``, recorded in its metadata):
+adverse decisions carry exact reason codes (``core/reasons.py``), or any decision carries its top
+feature contributions (the use case's explainer) when the caller asks for them.
 
 Loads exactly what the pipeline produced (``models/model.skops`` through the skops allowlist,
 ``models/model_meta.json``, ``contract.yaml``); no MLflow, no network.
@@ -18,9 +19,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..core import attributions, config, model, reasons, use_case
+from ..core import config, model, reasons, use_case
 from ..core.contract import Contract, load_contract
 from ..core.reports import ModelMeta
+from ..core.use_case import Explanations, FeatureExplainer
 
 
 @dataclass(frozen=True)
@@ -61,15 +63,15 @@ class Decider:
         self.identity = Identity(version, self.meta.run_id, self.meta.git_sha, self.contract.name, self.contract.version)
         self.features = self.contract.model_input_order()
         self.scorer = model.RecordScorer(self.pipeline)  # no DataFrame per request: see model.RecordScorer
-        self.explains = self.facts.reason_codes
+        self.explains = self.meta.explanations is Explanations.REASON_CODES
         if self.explains:
             reasons.explainer(self.pipeline, self.contract)  # computed once, not on the first decline
-        # A use case without reason codes explains by feature contributions, on request; the
-        # explainer (shap, numba) is loaded here, never at import of the service module.
-        self.feature_explainer = (
-            None
-            if self.explains
-            else attributions.FeatureExplainer.from_artifact(self.pipeline, self.contract, root / config.EXPLAIN_BACKGROUND)
+        # Feature contributions are given on request; their explainer (shap, numba) is loaded
+        # here, never at import of the service module.
+        self.feature_explainer: FeatureExplainer | None = (
+            self.facts.feature_explainer(self.pipeline, self.contract, root / config.EXPLAIN_BACKGROUND)
+            if self.meta.explanations is Explanations.FEATURE_CONTRIBUTIONS
+            else None
         )
 
     def frame(self, records: list[dict[str, Any]]) -> pd.DataFrame:
@@ -80,7 +82,7 @@ class Decider:
         """One decision per record: id, score, decision, threshold, model identity and reasons.
 
         ``explain`` (one bool per record) asks for ``top_features`` on those records; it applies
-        only to a use case without reason codes (the request model refuses it otherwise).
+        only to a model explained by feature contributions (the request model refuses it otherwise).
         """
         x = self.scorer.matrix(records)  # encoded once, for the scores and the reasons
         scores = self.scorer.proba(x)

@@ -2,8 +2,8 @@
 
 A field the contract declares as PII, protected, id, target or timestamp, or does not
 declare at all, is refused by name: the service never accepts data it must not see. The one
-field that is not a feature, ``explain`` (a JSON boolean, default false), exists only for a use
-case without reason codes (fraud): it asks for the record's top feature contributions.
+field that is not a feature, ``explain`` (a JSON boolean, default false), exists only for a model
+explained by feature contributions (``model.explanations``): it asks for the record's top ones.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
-from ..core import use_case
 from ..core.contract import Column, Contract
+from ..core.use_case import Explanations
 
 MAX_BATCH = 1000  # records per /decide_batch request
-EXPLAIN = "explain"  # the request field asking for top feature contributions (fraud only)
+EXPLAIN = "explain"  # the request field asking for top feature contributions (feature_contributions only)
 # Each explained record costs tens of milliseconds (docs/serving.md, "Cost of explanations"): a batch asking
 # for more would outlast the request timeout, so it is refused up front with a clear message.
 MAX_EXPLAIN = 32
@@ -44,8 +44,8 @@ def _field(col: Column) -> tuple[Any, Any]:
     return kind, Field(description=description)
 
 
-def record_model(contract: Contract) -> type[BaseModel]:
-    """The model of one record: every feature of the contract, nothing else."""
+def record_model(contract: Contract, explanations: Explanations) -> type[BaseModel]:
+    """The model of one record: every feature of the contract, and ``explain`` where contributions are given."""
     declared = {c.name: c.role for c in contract.columns}
 
     class Base(BaseModel):
@@ -62,7 +62,7 @@ def record_model(contract: Contract) -> type[BaseModel]:
             return data
 
     fields: dict[str, Any] = {c.name: _field(c) for c in contract.columns if c.role == "feature"}
-    if not use_case.load().reason_codes:
+    if explanations is Explanations.FEATURE_CONTRIBUTIONS:
         # Strict: only a JSON true or false; "yes", 1 or "true" are refused by name.
         fields[EXPLAIN] = (
             Annotated[bool, Field(strict=True)],

@@ -28,6 +28,7 @@ from starlette.responses import Response  # noqa: E402
 
 from ..core import config  # noqa: E402
 from ..core.contract import load_contract  # noqa: E402
+from ..core.reports import ModelMeta  # noqa: E402
 from . import schema, server  # noqa: E402
 from .audit import AuditLog, audit_key  # noqa: E402
 from .batcher import MicroBatcher  # noqa: E402
@@ -35,7 +36,7 @@ from .decider import Decider  # noqa: E402
 
 ROOT = Path(os.environ.get("SERVICE_ROOT", "."))
 CONTRACT = load_contract(ROOT / "contract.yaml")
-Record = schema.record_model(CONTRACT)
+Record = schema.record_model(CONTRACT, ModelMeta.read(ROOT / config.MODEL_META).explanations)
 Batch = schema.batch_model(Record)
 
 DECISIONS = bentoml.metrics.Counter(name="decisions", documentation="Decisions by outcome", labelnames=["outcome"])

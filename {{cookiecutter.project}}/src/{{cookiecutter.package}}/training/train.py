@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .. import tracking
-from ..core import attributions, config, model, use_case
+from ..core import config, model, use_case
 from ..core.contract import Contract, load_contract
 from ..core.errors import StageOrderError
 from ..core.params import Params, load_params
@@ -135,15 +135,17 @@ def main() -> int:
     pipeline = model.build_pipeline(contract, params)
     pipeline.fit(model.model_frame(train, contract), model.target_vector(train, contract))
     model.save(pipeline)
-    if not use_case.load().reason_codes:
+    background = use_case.load().explanation_background(train, contract, params.seed)
+    if background is not None:
         # Feature contributions are measured against a fixed sample of training rows (features only).
-        write_json(config.EXPLAIN_BACKGROUND, attributions.background(train, contract, params.seed))
+        write_json(config.EXPLAIN_BACKGROUND, background)
     run_id, data_hashes = log_run(params, contract, train, pipeline, threshold)
     ModelMeta(
         run_id=run_id,
         tracking_uri=tracking.tracking_uri(),
         threshold=threshold,
         **threshold_info,
+        explanations=params.model.explanations,
         features=contract.model_input_order(),
         data=data_hashes,
         git_sha=tracking.git_state()["git_sha"],
