@@ -208,8 +208,13 @@ def test_headline_metric_absent_or_nan_fails(tmp_path):
     result = verdicts(tmp_path, {AUC: 0.8})["headline_metric"]
     assert result["passed"] is False
     assert "has: other" in result["detail"]
-    (tmp_path / "reports/metrics.json").write_text("{AUC: NaN}")
-    assert verdicts(tmp_path, {AUC: 0.8})["headline_metric"]["passed"] is False
+    # json.dumps writes NaN and Infinity, and json.loads reads them back: a valid file whose
+    # value is not a number to compare. Infinity would pass a plain `>=` comparison.
+    for value in (float("nan"), float("inf")):
+        (tmp_path / "reports/metrics.json").write_text(json.dumps({AUC: value}))
+        result = verdicts(tmp_path, {AUC: 0.8})["headline_metric"]
+        assert result["passed"] is False, value
+        assert f"{AUC}: reports/metrics.json has no finite value for it" in result["detail"]
 
 
 def test_missing_baseline_fails_unless_explicitly_allowed(tmp_path):
@@ -236,13 +241,27 @@ def test_a_crashing_gate_is_a_failed_gate(tmp_path):
     }
 
 
-def test_new_gates_plug_in_through_the_list(tmp_path, monkeypatch):
-    def fairness_gate(ctx):
-        return [gates.result("fairness", False, 0.7, 0.8, "group b: ratio 0.7 < 0.8")]
+def test_new_gates_plug_in_through_the_list(repo, monkeypatch, capsys):
+    """A gate appended to GATES is judged by `make gates` itself: its verdict lands in gates.json and decides the exit."""
+    signed_off = {"value": True}
 
-    write_run(tmp_path, metrics={AUC: 0.9})
-    monkeypatch.setattr(gates, "GATES", [*gates.GATES, fairness_gate])
-    assert verdicts(tmp_path, {AUC: 0.9})["fairness"]["passed"] is False
+    def sign_off_gate(ctx):
+        return [gates.result("sign_off", signed_off["value"], signed_off["value"], True, "model risk sign-off")]
+
+    monkeypatch.setattr(gates, "GATES", [*gates.GATES, sign_off_gate])
+    write_run(repo, metrics={AUC: 0.81})  # every built-in gate passes
+    assert gates.main(["--root", str(repo), "--baseline-rev", "main"]) == 0
+    written = json.loads((repo / "reports/gates.json").read_text())
+    assert [g["gate"] for g in written["gates"]] == ["pipeline", "data_validation", "headline_metric", "sign_off"]
+    assert written["passed"] is True
+
+    signed_off["value"] = False
+    assert gates.main(["--root", str(repo), "--baseline-rev", "main"]) == 1
+    assert "gates: FAILED (sign_off)" in capsys.readouterr().err
+    written = json.loads((repo / "reports/gates.json").read_text())
+    assert written["passed"] is False
+    assert written["gates"][-1]["gate"] == "sign_off"
+    assert written["gates"][-1]["passed"] is False
 
 
 @pytest.mark.parametrize(
