@@ -148,9 +148,8 @@ def direct_resamples(y, flagged, groups, subjects, draws: int, seed: int) -> dic
     for g in sorted(set(groups)):
         here = groups == g
         ids, unit = np.unique(subjects[here], return_inverse=True)
-        stats = np.column_stack(
-            [np.bincount(unit, weights=w, minlength=len(ids)) for w in (np.ones(here.sum()), y[here], flagged[here], (y * flagged)[here])]
-        )
+        weights = (np.ones(here.sum()), y[here], flagged[here], (y * flagged)[here])
+        stats = np.column_stack([np.bincount(unit, weights=w, minlength=len(ids)) for w in weights])
         sums = stats[rng.integers(0, len(ids), (draws, len(ids)))].sum(axis=1)
         out[g] = {"flag_rate": sums[:, 2] / sums[:, 0], "tpr": sums[:, 3] / sums[:, 1]}
     return out
@@ -164,7 +163,9 @@ def resampler_draws(y, flagged, groups, subjects, draws: int, seed: int) -> dict
     resampler = _Resampler(codes, subjects, y, flagged, len(names))
     rng = np.random.default_rng(seed)
     sums = np.stack([resampler.sample_sums(rng) for _ in range(draws)])  # (draws, 4, groups)
-    return {str(g): {"flag_rate": sums[:, 2, i] / sums[:, 0, i], "tpr": sums[:, 3, i] / sums[:, 1, i]} for i, g in enumerate(names)}
+    return {
+        str(g): {"flag_rate": sums[:, 2, i] / sums[:, 0, i], "tpr": sums[:, 3, i] / sums[:, 1, i]} for i, g in enumerate(names)
+    }
 
 
 def test_subject_bootstrap_agrees_with_resampling_subjects_directly():

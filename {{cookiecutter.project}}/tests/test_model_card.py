@@ -204,7 +204,8 @@ def test_the_repositorys_own_card_matches_its_dvc_lock_and_mlflow_store():
     lock = lineage.read_dvc_lock(ROOT / "dvc.lock")
     assert c["data"]["files"], "the card names no data files"
     for f in c["data"]["files"]:
-        assert lineage.lock_md5(lock, f["path"])[0] == f["md5"], f"{f['path']}: the card's hash is not dvc.lock's: run `make repro`"
+        md5 = lineage.lock_md5(lock, f["path"])[0]
+        assert md5 == f["md5"], f"{f['path']}: the card's hash is not dvc.lock's: run `make repro`"
 
 
 def _card_text(have: dict[str, bool]) -> str:
