@@ -15,10 +15,10 @@ from {{ cookiecutter.package }}.core import model
 from .strategies import records
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-# Pairs drawn anywhere in a feature's range often fall in one bin of the trees (measured: a third
-# to a half of them move the score): of 100 examples, at least 15 must move it.
+# A feature with no learnt effect on a row leaves its sweep flat; measured: all 100 sweeps move
+# the score (credit and fraud), so 70 leaves room while a model that ignores them fails.
 SWEEP = settings(max_examples=100, deadline=None)
-MIN_MOVED = 15
+MIN_MOVED = 70
 
 
 @FAST
@@ -42,16 +42,17 @@ def test_declared_monotone_features_move_the_score_the_declared_way(fitted, cont
         row = data.draw(records(contract, roles=("feature",)))
         lo_bound = col.min if col.min is not None else -1e6
         hi_bound = col.max if col.max is not None else 1e6
-        a, b = sorted(data.draw(st.lists(st.floats(lo_bound, hi_bound, allow_nan=False), min_size=2, max_size=2)))
+        drawn = data.draw(st.lists(st.floats(lo_bound, hi_bound, allow_nan=False), min_size=2, max_size=2))
+        # the drawn values within a sweep of the whole range, so the score has room to move
+        values = np.unique(np.concatenate([drawn, np.linspace(lo_bound, hi_bound, 25)]))
         if col.dtype == "int":
-            a, b = np.floor(a), np.floor(b)
-        frame = pd.DataFrame([{**row, col.name: a}, {**row, col.name: b}])
-        low, high = model.scores(fitted, frame, contract)
-        if col.monotone == "increasing":
-            assert high >= low - 1e-12, f"{col.name} declared increasing but score fell from {low} to {high}"
-        else:
-            assert high <= low + 1e-12, f"{col.name} declared decreasing but score rose from {low} to {high}"
-        if abs(high - low) > 1e-12:
+            values = np.unique(np.floor(values))
+        frame = pd.DataFrame([{**row, col.name: v} for v in values])
+        score = model.scores(fitted, frame, contract)
+        sign = 1 if col.monotone == "increasing" else -1
+        worst = (sign * np.diff(score)).min()
+        assert worst >= -1e-12, f"{col.name} declared {col.monotone} but the score moves against it by {-worst:.3g}"
+        if np.ptp(score) > 1e-12:
             moved.append(col.name)
 
     check()
