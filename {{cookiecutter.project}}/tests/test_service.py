@@ -340,10 +340,11 @@ def test_every_decision_is_in_the_audit_chain_without_raw_values(client, server,
     record = logged[ids[-1]]
     assert set(record) >= {"timestamp", "decision_id", "model", "input_hash", "score", "decision", "reasons", "latency_ms"}
     assert record["input_hash"] == logged[ids[0]]["input_hash"]  # same input, same keyed hash
-    # No input value, categorical or numeric, reaches the log: compare with every value logged.
+    # No input value, categorical or numeric, reaches the log: compare with every value these
+    # decisions logged, but the chain's own record counter (`seq`), which counts past any number.
     logged_values = set()
-    for line in lines:
-        logged_values |= {json.dumps(v) for v in leaves(line)}
+    for decision_id in ids:
+        logged_values |= {json.dumps(v) for v in leaves({k: v for k, v in logged[decision_id].items() if k != "seq"})}
     for sent in batch:
         for name, value in sent.items():
             if value is None or (isinstance(value, int | float) and not isinstance(value, bool) and abs(value) < 100):
@@ -504,5 +505,9 @@ def test_the_service_loads_no_heavy_pipeline_library(run, held_out, tmp_path):
     env = {**os.environ, "SERVICE_ROOT": str(run.dir), "AUDIT_LOG_PATH": str(log)}
     done = subprocess.run([sys.executable, "-c", code], cwd=run.dir, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1] == "[]"
+    loaded = set(json.loads(done.stdout.strip().splitlines()[-1].replace("'", '"')))
+    # A use case that explains by feature contributions builds its shap explainer at start, and
+    # shap brings numba and matplotlib: that is the service's own library, not the pipeline's.
+    explainer = set() if FACTS.reason_codes else {"shap", "numba", "matplotlib"}
+    assert loaded <= explainer, f"the built service loaded pipeline libraries: {sorted(loaded - explainer)}"
     assert len(log.read_text(encoding="utf-8").splitlines()) == 1, "the built service did not audit its decision"
