@@ -206,16 +206,16 @@ def test_sections_plug_in(monkeypatch):
     """A function appended to SECTIONS is given this run's inputs, and its text takes its place in the report."""
 
     def champion_section(inp):
-        return f"### Champion\n\n{inp.headline} {inp.metrics[inp.headline]} against `{inp.baseline_rev}`"
+        return f"### Champion\n\n{inp.headline} {getattr(inp.metrics, inp.headline)} against `{inp.baseline_rev}`"
 
     def nothing_to_say(inp):
         return None
 
-    run_inputs = inputs(metrics={"auc": 0.83, "brier": 0.2}, baseline_rev="origin/release")
+    run_inputs = inputs(metrics=metrics(0.83), baseline_rev="origin/release")
     body, footer = report.render(run_inputs).split("\n\n<sub>Run:")
     monkeypatch.setattr(report, "SECTIONS", [*report.SECTIONS, champion_section, nothing_to_say])
     # after every built-in section, before the footer; a section with nothing to say leaves no trace
-    champion = "### Champion\n\nauc 0.83 against `origin/release`"
+    champion = f"### Champion\n\n{HEADLINE} 0.83 against `origin/release`"
     assert report.render(run_inputs) == f"{body}\n\n{champion}\n\n<sub>Run:{footer}"
 
 
