@@ -56,25 +56,42 @@ def test_bad_answer_stops_generation_and_leaves_nothing(tmp_path, answers, optio
     ],
 )
 def test_choice_outside_the_list_is_refused(tmp_path, option, value, allowed):
-    # cookiecutter itself refuses a value outside a choice list before the hook runs; the
-    # hook checks the same lists for replays and programmatic callers (test below).
-    result = bake_cli(tmp_path, **{option: value})
-    assert result.returncode != 0
-    assert option in result.stderr and value in result.stderr
-    assert all(a in result.stderr for a in allowed)
-    assert list(tmp_path.iterdir()) == []
+    """The hook's own check, run as cookiecutter runs it: a script rendered with the answers.
+
+    cookiecutter refuses a value outside a choice list before any hook runs; replays and
+    programmatic callers can get past that, and then this check is what stops them.
+    """
+    hook = tmp_path / "pre_gen_project.py"
+    hook.write_text(_rendered_hook({**_good_context(), option: value}))
+    result = subprocess.run([sys.executable, str(hook)], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stderr
+    [line] = [line for line in result.stderr.splitlines() if f"option '{option}'" in line]
+    assert value in line and f"must be one of {', '.join(allowed)}" in line, line
+    assert "Nothing was written" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pre_gen_project.py"]
 
 
-def _hook_problems(context: dict) -> list[str]:
-    """Run the real pre-gen hook's checks (rendered by cookiecutter) on a context."""
-    import json
+def _good_context() -> dict:
+    """The defaults of cookiecutter.json, as the hook receives them."""
+    context = json.loads((TEMPLATE / "cookiecutter.json").read_text())
+    good = {k: (v[0] if isinstance(v, list) else v) for k, v in context.items() if not k.startswith("_")}
+    good.update(project="credit-risk-model", package="credit_risk_model")
+    return good
 
+
+def _rendered_hook(context: dict) -> str:
+    """hooks/pre_gen_project.py rendered with ``context``, as cookiecutter renders it."""
     from jinja2 import Environment
 
     from cookiecutter.extensions import JsonifyExtension
 
     source = (TEMPLATE / "hooks" / "pre_gen_project.py").read_text()
-    rendered = Environment(extensions=[JsonifyExtension]).from_string(source).render(cookiecutter=context)
+    return Environment(extensions=[JsonifyExtension]).from_string(source).render(cookiecutter=context)
+
+
+def _hook_problems(context: dict) -> list[str]:
+    """Run the real pre-gen hook's checks (rendered by cookiecutter) on a context."""
+    rendered = _rendered_hook(context)
     namespace: dict = {"__name__": "hook"}
     exec(compile(rendered, "pre_gen_project.py", "exec"), namespace)
     assert namespace["CONTEXT"] == json.loads(json.dumps(context))
@@ -82,9 +99,7 @@ def _hook_problems(context: dict) -> list[str]:
 
 
 def test_hook_checks_choices_itself():
-    context = json.loads((TEMPLATE / "cookiecutter.json").read_text())
-    good = {k: (v[0] if isinstance(v, list) else v) for k, v in context.items() if not k.startswith("_")}
-    good.update(project="credit-risk-model", package="credit_risk_model")
+    good = _good_context()
     assert _hook_problems(good) == []
     found = _hook_problems({**good, "python_version": "3.10", "dvc_remote": "ftp"})
     assert any("option 'python_version'" in p and "3.11, 3.12, 3.13" in p for p in found)

@@ -86,6 +86,23 @@ def load(path: Path) -> dict:
     return data
 
 
+def checkout_state() -> str:
+    """The template checkout as git sees it, ignored files one by one (except the venv and caches)."""
+    return check(["git", "status", "--porcelain", "--ignored=traditional", "--untracked-files=all", "--", ".",
+                  ":(exclude).venv", ":(exclude).pytest_cache", ":(exclude,glob)**/__pycache__/**"], ROOT)
+
+
+@pytest.fixture(autouse=True)
+def the_checkout_is_left_alone():
+    """Every test here writes into its tmp_path only: the template checkout is unchanged afterwards."""
+    before = checkout_state()
+    yield
+    after = checkout_state()
+    assert after == before, f"the test changed the template checkout {ROOT}:\n" + "\n".join(
+        sorted(set(after.splitlines()) ^ set(before.splitlines()))
+    )
+
+
 @pytest.fixture(scope="module", params=sorted(STATIC_BAKES))
 def baked(request, tmp_path_factory) -> Path:
     return bake(tmp_path_factory.mktemp(request.param), **STATIC_BAKES[request.param])
@@ -183,6 +200,16 @@ def test_ci_security_and_shape(baked):
     assert TELEMETRY_ENV.items() <= ci["env"].items()
     assert re.fullmatch(r"\d+\.\d+\.\d+", ci["env"]["CML_VERSION"]), "CML must be installed at an exact version"
     assert set(ci["jobs"]) == {"lint", "tests", "pipeline", "comment"}
+    # The suite checks the run's own model card against its dvc.lock and MLflow store, so the
+    # tests job runs after the pipeline job, on the files that job kept for it.
+    tests = ci["jobs"]["tests"]
+    assert tests["needs"] == "pipeline" and "always()" in tests["if"]
+    kept = next(s for s in ci["jobs"]["pipeline"]["steps"] if s.get("name") == "Keep the run for the tests job")
+    assert {"dvc.lock", "mlflow.db", "models/model_meta.json", "reports/"} <= set(kept["with"]["path"].split())
+    order = [s.get("name") for s in tests["steps"]]
+    taken = next(s for s in tests["steps"] if "actions/download-artifact@" in s.get("uses", ""))
+    assert taken["with"]["name"] == kept["with"]["name"]
+    assert order.index(taken["name"]) < order.index("Unit, property and data tests")
     for job_id, job in ci["jobs"].items():
         assert isinstance(job.get("timeout-minutes"), int), f"job {job_id} has no timeout-minutes"
         writes = {k for k, v in (job.get("permissions") or {}).items() if v == "write"}
@@ -333,11 +360,10 @@ def run_act(repo: Path, work: Path, event: dict, job: str | None = None, secrets
                 pass
     calls = [json.loads(line) for line in comments.read_text().splitlines()] if comments.exists() else []
     result = ActRun(proc.returncode, seconds, events, calls, artifacts, log_path)
-    timings = ROOT / ".tmp" / "act-timings.txt"
-    timings.parent.mkdir(exist_ok=True)
-    with timings.open("a") as fh:
-        fh.write(f"{repo.name} {git(repo, 'branch', '--show-current').strip()} job={job or 'all'}: "
-                 f"{seconds:.0f}s, exit {proc.returncode}\n")
+    # The run's time, beside its log in the test's own directory (never in the template checkout).
+    timing = f"{repo.name} {git(repo, 'branch', '--show-current').strip()} job={job or 'all'}: {seconds:.0f}s, exit {proc.returncode}"
+    (work / "act-timing.txt").write_text(timing + "\n")
+    print(timing)
     print(result.describe())
     return result
 

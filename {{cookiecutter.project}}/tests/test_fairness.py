@@ -121,7 +121,7 @@ def test_group_rates_match_a_direct_count():
         assert lo <= getattr(entry, OUTCOME) <= hi
 
 
-def test_bootstrap_tables_equal_fairlearn_metricframe():
+def test_group_tables_equal_fairlearn_metricframe():
     y, score, threshold, protected = scored_groups(n=3000)
     groups = protected["attribute"].to_numpy()
     flagged = (score >= threshold).astype(int)
@@ -131,6 +131,91 @@ def test_bootstrap_tables_equal_fairlearn_metricframe():
     pd.testing.assert_frame_equal(slow[sorted(slow.columns)], fast[sorted(fast.columns)], check_dtype=False)
     # The stage's point estimates: same groups, same order, same numbers as fairlearn.
     pd.testing.assert_frame_equal(slow, group_stats.by_group(y, flagged, groups), check_dtype=False, check_names=False)
+
+
+def clustered_rows(n_subjects: int = 600, seed: int = 0):
+    """Two groups of subjects with 1-8 rows each; a subject's rows share a label and mostly a decision."""
+    rng = np.random.default_rng(seed)
+    subject = np.repeat(np.arange(n_subjects), rng.integers(1, 9, n_subjects))
+    groups = np.where(subject % 3 == 0, "a", "b")
+    y = (rng.random(n_subjects) < 0.3)[subject].astype(int)
+    risk = rng.random(n_subjects)[subject] + 0.3 * y + 0.05 * rng.standard_normal(len(subject))
+    flagged = (risk > 0.8).astype(int)
+    return y, flagged, groups, subject
+
+
+def direct_resamples(y, flagged, groups, subjects, draws: int, seed: int) -> dict[str, dict[str, np.ndarray]]:
+    """The textbook stratified cluster bootstrap: per group, draw its subjects with replacement, pool their rows."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for g in sorted(set(groups)):
+        here = groups == g
+        ids, unit = np.unique(subjects[here], return_inverse=True)
+        weights = (np.ones(here.sum()), y[here], flagged[here], (y * flagged)[here])
+        stats = np.column_stack([np.bincount(unit, weights=w, minlength=len(ids)) for w in weights])
+        sums = stats[rng.integers(0, len(ids), (draws, len(ids)))].sum(axis=1)
+        out[g] = {"flag_rate": sums[:, 2] / sums[:, 0], "tpr": sums[:, 3] / sums[:, 1]}
+    return out
+
+
+def resampler_draws(y, flagged, groups, subjects, draws: int, seed: int) -> dict[str, dict[str, np.ndarray]]:
+    """The stage's resampler (one multinomial over each group's count patterns), as many draws."""
+    from {{ cookiecutter.package }}.evaluation.group_stats import _Resampler
+
+    names, codes = np.unique(groups, return_inverse=True)
+    resampler = _Resampler(codes, subjects, y, flagged, len(names))
+    rng = np.random.default_rng(seed)
+    sums = np.stack([resampler.sample_sums(rng) for _ in range(draws)])  # (draws, 4, groups)
+    return {
+        str(g): {"flag_rate": sums[:, 2, i] / sums[:, 0, i], "tpr": sums[:, 3, i] / sums[:, 1, i]} for i, g in enumerate(names)
+    }
+
+
+def test_subject_bootstrap_agrees_with_resampling_subjects_directly():
+    """The multinomial shortcut draws what resampling whole subjects one by one draws: same means, same spread."""
+    y, flagged, groups, subjects = clustered_rows()
+    direct = direct_resamples(y, flagged, groups, subjects, draws=4000, seed=1)
+    fast = resampler_draws(y, flagged, groups, subjects, draws=4000, seed=2)
+    by_row = resampler_draws(y, flagged, groups, None, draws=4000, seed=3)
+    for g in direct:
+        for stat in ("flag_rate", "tpr"):
+            want, got = direct[g][stat], fast[g][stat]
+            assert abs(got.mean() - want.mean()) < 0.1 * want.std(), (g, stat, got.mean(), want.mean())
+            assert 0.9 < got.std() / want.std() < 1.1, (g, stat, got.std(), want.std())
+            # this data can tell the two apart: rows of one subject move together
+            assert by_row[g][stat].std() < 0.7 * want.std(), (g, stat, by_row[g][stat].std(), want.std())
+
+
+def test_row_bootstrap_agrees_with_resampling_rows_directly():
+    """With one row per subject the shortcut is the ordinary row bootstrap within groups."""
+    y, flagged, groups, _ = clustered_rows(n_subjects=200, seed=4)
+    rows = np.arange(len(y))
+    direct = direct_resamples(y, flagged, groups, rows, draws=2000, seed=5)
+    fast = resampler_draws(y, flagged, groups, None, draws=2000, seed=6)
+    for g in direct:
+        for stat in ("flag_rate", "tpr"):
+            want, got = direct[g][stat], fast[g][stat]
+            assert abs(got.mean() - want.mean()) < 0.1 * want.std(), (g, stat, got.mean(), want.mean())
+            assert 0.9 < got.std() / want.std() < 1.1, (g, stat, got.std(), want.std())
+
+
+def test_the_stage_intervals_resample_subjects_when_given_them():
+    """assess(..., subjects): each group's interval is the percentile interval of the subject-level resampling."""
+    y, flagged, groups, subjects = clustered_rows(seed=7)
+    settings = PARAMS.replace(fairness={"bootstrap": 200, "confidence": 0.9}).fairness
+    score = flagged.astype(float)  # flagged at threshold 0.5
+    report = fairness.assess(y, score, 0.5, pd.DataFrame({"attribute": groups}), settings, seed=8, subjects=subjects)
+    assert report.bootstrap_unit == "subject"
+    assert report.attributes["attribute"].bootstrap_units == len(np.unique(subjects))
+    direct = direct_resamples(y, flagged, groups, subjects, draws=4000, seed=9)
+    by_row = direct_resamples(y, flagged, groups, np.arange(len(y)), draws=1000, seed=10)
+    for g, samples in direct.items():
+        rate = samples["flag_rate"] if OUTCOME != "approval_rate" else 1.0 - samples["flag_rate"]
+        want = np.quantile(rate, [0.05, 0.95])
+        lo, hi = report.attributes["attribute"].groups[g].ci[OUTCOME]
+        assert abs(lo - want[0]) < 0.35 * rate.std() and abs(hi - want[1]) < 0.35 * rate.std(), (g, (lo, hi), want)
+        row_lo, row_hi = np.quantile(by_row[g]["flag_rate"], [0.05, 0.95])
+        assert row_hi - row_lo < 0.7 * (hi - lo), "the interval is the row bootstrap's: subjects were not resampled"
 
 
 def test_bootstrap_is_seeded():
@@ -190,10 +275,13 @@ def test_point_rule_is_stricter_than_significant():
     significant = fairness.assess(
         y, score, threshold, protected, PARAMS.replace(fairness={"rule": "significant"}).fairness, seed=1
     )
+    warned = [s.id for s in significant.gates if s.status == "warn"]
+    assert warned, "this data must hold a breach within sampling noise, or the test shows nothing"
     for p, s in zip(point.gates, significant.gates, strict=True):
+        assert p.id == s.id
         assert p.passed <= s.passed  # whatever fails under 'significant' fails under 'point'
         if s.status == "warn":
-            assert not p.passed
+            assert s.passed and not p.passed, (str(s.id), s.reason, p.reason)
 
 
 def test_small_groups_are_reported_but_not_gated():

@@ -216,10 +216,13 @@ def test_headline_metric_absent_or_nan_fails(tmp_path):
     result = verdicts(tmp_path, {AUC: 0.8})["headline_metric"]
     assert result.passed is False
     assert f"reports/metrics.json: '{AUC}': Field required" in result.reason
-    write_run(tmp_path, metrics=metrics(float("nan")))  # json.dumps writes NaN, which json.loads reads back
-    result = verdicts(tmp_path, {AUC: 0.8})["headline_metric"]
-    assert result.passed is False
-    assert "has no finite value for it (nan)" in result.reason
+    # json.dumps writes NaN and Infinity, and json.loads reads them back: a valid file whose
+    # value is not a number to compare. Infinity would pass a plain `>=` comparison.
+    for value in (float("nan"), float("inf")):
+        write_run(tmp_path, metrics=metrics(value))
+        result = verdicts(tmp_path, {AUC: 0.8})["headline_metric"]
+        assert result.passed is False, value
+        assert "has no finite value for it" in result.reason, result.reason
 
 
 def test_missing_baseline_fails_unless_explicitly_allowed(tmp_path):
@@ -240,13 +243,26 @@ def test_a_crashing_gate_is_a_failed_gate(tmp_path):
     assert result == GateVerdict(id=GateId(gate="exploding"), status="fail", reason="gate crashed: KeyError: 'boom'")
 
 
-def test_new_gates_plug_in_through_the_list(tmp_path, monkeypatch):
-    def fairness_gate(ctx):
-        return [gates.result("fairness", False, 0.7, 0.8, "group b: ratio 0.7 < 0.8")]
+def test_new_gates_plug_in_through_the_list(repo, monkeypatch, capsys):
+    """A gate appended to GATES is judged by `make gates` itself: its verdict lands in gates.json and decides the exit."""
+    signed_off = {"value": True}
 
-    write_run(tmp_path, metrics=metrics(0.9))
-    monkeypatch.setattr(gates, "GATES", [*gates.GATES, fairness_gate])
-    assert verdicts(tmp_path, {AUC: 0.9})["fairness"].passed is False
+    def sign_off_gate(ctx):
+        return [gates.result("sign_off", signed_off["value"], float(signed_off["value"]), 1.0, "model risk sign-off")]
+
+    monkeypatch.setattr(gates, "GATES", [*gates.GATES, sign_off_gate])
+    write_run(repo, metrics=metrics(0.81))  # every built-in gate passes
+    assert gates.main(["--root", str(repo), "--baseline-rev", "main"]) == 0
+    written = GatesReport.read(repo / "reports/gates.json")
+    assert [str(g.id) for g in written.gates] == ["pipeline", "data_validation", "headline_metric", "sign_off"]
+    assert written.passed is True
+
+    signed_off["value"] = False
+    assert gates.main(["--root", str(repo), "--baseline-rev", "main"]) == 1
+    assert "sign_off" in capsys.readouterr().err
+    written = GatesReport.read(repo / "reports/gates.json")
+    assert written.passed is False
+    assert str(written.gates[-1].id) == "sign_off" and written.gates[-1].passed is False
 
 
 @pytest.mark.parametrize(

@@ -148,13 +148,18 @@ def test_top_four_adverse_reasons_come_ordered_with_the_contracts_codes_and_text
 def test_worsening_one_feature_makes_it_the_first_reason(fitted):
     exp = reasons.explainer(fitted, CONTRACT)
     assert reasons.reason_codes(fitted, CONTRACT, pd.DataFrame([exp.best])) == [[]]
-    for col in [c for c in CONTRACT.columns if c.role == "feature" and c.monotone != "none"]:
+    monotone = [c for c in CONTRACT.columns if c.role == "feature" and c.monotone != "none"]
+    checked = []
+    for col in monotone:
         feature = col.name
         worst = col.max if col.monotone == "increasing" else col.min
         (codes,) = reasons.reason_codes(fitted, CONTRACT, pd.DataFrame([{**exp.best, feature: worst}]))
         contribution = reasons.contributions(fitted, CONTRACT, pd.DataFrame([{**exp.best, feature: worst}]))[feature].iloc[0]
         if contribution > reasons.MIN_ADVERSE:  # the model may have learnt no effect for a feature
             assert [r["code"] for r in codes] == [col.reason_code]
+            checked.append(feature)
+    # a weak feature may have no learnt effect, but most of the declared ones carry the signal
+    assert len(checked) >= max(1, len(monotone) // 2), f"only {checked} of {[c.name for c in monotone]} had an adverse effect"
 
 
 def test_a_model_with_interactions_is_refused():

@@ -202,16 +202,21 @@ def test_table_cells_escape_pipes():
     assert report.fmt_change(0.5) == "+0.5000"
 
 
-def test_sections_plug_in():
-    def fairness_section(inp):
-        return "### Fairness\n\nby group"
+def test_sections_plug_in(monkeypatch):
+    """A function appended to SECTIONS is given this run's inputs, and its text takes its place in the report."""
 
-    original = list(report.SECTIONS)
-    try:
-        report.SECTIONS.append(fairness_section)
-        assert "### Fairness" in report.render(inputs())
-    finally:
-        report.SECTIONS[:] = original
+    def champion_section(inp):
+        return f"### Champion\n\n{inp.headline} {getattr(inp.metrics, inp.headline)} against `{inp.baseline_rev}`"
+
+    def nothing_to_say(inp):
+        return None
+
+    run_inputs = inputs(metrics=metrics(0.83), baseline_rev="origin/release")
+    body, footer = report.render(run_inputs).split("\n\n<sub>Run:")
+    monkeypatch.setattr(report, "SECTIONS", [*report.SECTIONS, champion_section, nothing_to_say])
+    # after every built-in section, before the footer; a section with nothing to say leaves no trace
+    champion = f"### Champion\n\n{HEADLINE} 0.83 against `origin/release`"
+    assert report.render(run_inputs) == f"{body}\n\n{champion}\n\n<sub>Run:{footer}"
 
 
 def run(root: Path, *args: str) -> None:

@@ -1,14 +1,22 @@
-"""train: fails closed without passed validation; picks the cost-minimising threshold."""
+"""train: fails closed without passed validation; picks the cost-minimising threshold; a bad param is one line."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from {{ cookiecutter.package }}.core import metrics
 from {{ cookiecutter.package }}.training import train
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_training_refuses_without_a_passed_validation(tmp_path):
@@ -39,13 +47,23 @@ def test_tuned_threshold_minimises_expected_cost():
         assert best <= metrics.expected_cost(y, score >= other, 100.0, 5.0) + 1e-12
 
 
-def test_a_stage_reports_user_errors_in_one_line_and_exits_1(caplog):
-    from {{ cookiecutter.package }}.core import stage
-    from {{ cookiecutter.package }}.core.errors import ParamsError
-
-    def broken_stage() -> int:
-        raise ParamsError("params.yaml: 'split.test_fraction' must be between 0.05 and 0.5, got 2")
-
-    assert stage.run_stage(broken_stage) == 1
-    assert "'split.test_fraction' must be between 0.05 and 0.5, got 2" in caplog.text
-    assert stage.run_stage(lambda: 0) == 0
+def test_a_stage_reports_user_errors_in_one_line_and_exits_1(tmp_path):
+    """A real stage, run as DVC runs it, on a params.yaml with one bad value."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["split"]["test_fraction"] = 2
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    shutil.copy(ROOT / "contract.yaml", tmp_path / "contract.yaml")
+    proc = subprocess.run(
+        [sys.executable, "-m", "{{ cookiecutter.package }}.training.train"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "LOG_LEVEL": "INFO", "PYTHONWARNINGS": "ignore"},
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("ERROR")]
+    # the message comes from the params check, not from this test
+    assert errors == ["ERROR {{ cookiecutter.package }}: params.yaml: 'split.test_fraction' must be at most 0.5, got 2"], proc.stderr
+    assert "stage train FAILED" in proc.stderr

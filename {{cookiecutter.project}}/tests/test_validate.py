@@ -9,9 +9,12 @@ import shutil
 
 import numpy as np
 import pytest
+import yaml
 
 from {{ cookiecutter.package }}.core import config
 from {{ cookiecutter.package }}.data import validate
+
+from .pipeline_run import ROOT, make_workdir, run_stages
 
 
 def failures_for(summary, column):
@@ -83,9 +86,27 @@ def test_unseen_category_is_rejected(valid_frame, contract, params, category_fea
     assert in_set and in_set[0].unexpected_count == 2 and "martian" in in_set[0].examples
 
 
-def test_empty_file_is_rejected(valid_frame, contract, params):
-    summary = validate.run_validation(valid_frame.head(0), contract, params)
-    assert not summary.success
+def test_empty_file_is_rejected(raw):
+    """A real empty input file, then a header-only one, through the stages: neither reaches training."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params["data"]["path"] = "data/external/applications.csv"
+    workdir = make_workdir(params)
+    source = workdir / "data" / "external" / "applications.csv"
+    source.parent.mkdir(parents=True)
+    key = {"PII_HMAC_KEY": "k" * 40}  # the file is not synthetic data: prepare needs the key
+
+    source.write_text("")
+    done = run_stages(workdir, "prepare", "validate", env=key)
+    assert done.returncode != 0
+    assert "applications.csv: the file is empty (0 bytes)" in done.stderr, done.stderr[-2000:]
+    assert not (workdir / config.VALIDATION).exists(), "nothing may be judged from an empty file"
+
+    raw.head(0).to_csv(source, index=False)  # every column, no rows
+    done = run_stages(workdir, "prepare", "validate", env=key)
+    assert done.returncode != 0, "the validate stage passed a file without rows"
+    assert "stage validate exited with 1" in done.stderr, done.stderr[-2000:]
+    summary = validate.ValidationReport.read(workdir / config.VALIDATION)
+    assert summary.success is False and summary.rows == 0
     assert any(f.expectation == "expect_table_row_count_to_be_between" for f in summary.failures)
 
 
