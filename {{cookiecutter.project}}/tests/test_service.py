@@ -430,6 +430,6 @@ def test_the_service_loads_no_heavy_pipeline_library(run, held_out, tmp_path):
     loaded = set(json.loads(done.stdout.strip().splitlines()[-1].replace("'", '"')))
     # A use case that explains by feature contributions builds its shap explainer at start, and
     # shap brings numba and matplotlib: that is the service's own library, not the pipeline's.
-    explainer = set() if FACTS.reason_codes else {"shap", "numba", "matplotlib"}
+    explainer = set() if REASON_CODES else {"shap", "numba", "matplotlib"}
     assert loaded <= explainer, f"the built service loaded pipeline libraries: {sorted(loaded - explainer)}"
     assert len(log.read_text(encoding="utf-8").splitlines()) == 1, "the built service did not audit its decision"
