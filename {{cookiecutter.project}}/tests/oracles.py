@@ -52,6 +52,5 @@ def by_group_fairlearn(y: np.ndarray, flagged: np.ndarray, groups: np.ndarray) -
     table = frame.by_group.copy()
     table.index = table.index.astype(str)
     if use_case.load().fairness_outcome == "approval_rate":
-        table["approval_rate"] = 1.0 - table["flag_rate"]
-        table = table.drop(columns="flag_rate")
+        table.insert(table.columns.get_loc("flag_rate"), "approval_rate", 1.0 - table.pop("flag_rate"))
     return table
