@@ -68,7 +68,7 @@ def fresh_copy(project: Path, dst: Path) -> Path:
 
 
 @pytest.mark.parametrize("use_case", USE_CASES)
-def test_setup_repro_test_pass_on_first_try(pipeline_repo, use_case):
+def test_setup_repro_and_lint_pass_on_first_try(pipeline_repo, use_case):
     project = pipeline_repo(use_case)
     params = yaml.safe_load((project / "params.yaml").read_text())
     metrics = json.loads((project / "reports" / "metrics.json").read_text())
@@ -80,10 +80,8 @@ def test_setup_repro_test_pass_on_first_try(pipeline_repo, use_case):
     assert (project / "models" / "model.skops").is_file()
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     assert set(lock["stages"]) >= {"generate", "prepare", "validate", "train", "evaluate"}
-    tested = run(["make", "test"], cwd=project).stdout
-    # One use case per repository: after `make repro` every test of the bake applies, so none skips.
-    summary = tested.strip().splitlines()[-1]
-    assert " passed" in summary and "skipped" not in summary and "failed" not in summary, summary
+    # `make test` on this repository runs where a user's first pull request runs it: the tests job of
+    # test_workflows' act run (after the pipeline job, on its outputs), which asserts it passes and skips nothing.
     run(["make", "lint"], cwd=project)
     out = run(["make", "help"], cwd=project).stdout
     for verb in ("setup", "repro", "test", "lint", "help"):

@@ -433,6 +433,12 @@ def test_act_pull_request_passes_and_comments(champion, tmp_path):
     for step in ["Set up the environment from uv.lock", "Run the pipeline (dvc repro)", "Gates", "Report"]:
         assert result.steps[("pipeline", step)] == "success", f"{step}: {result.steps.get(('pipeline', step))}"
     assert "gates: all" in result.output("pipeline")
+    # The repository's whole suite ran on the pipeline's outputs. One use case per repository: every test
+    # applies there, so none may skip (a skip would hide a test that cannot run in a user's CI either).
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", result.output("tests"))  # pytest colours its lines on a runner
+    summaries = [line.strip() for line in plain.splitlines() if re.fullmatch(r"=+ .* in [\d.]+s( \(.*\))? =+", line.strip())]
+    assert summaries, result.describe()
+    assert " passed" in summaries[-1] and "skipped" not in summaries[-1] and "failed" not in summaries[-1], summaries
 
     report = (result.artifacts / "reports" / "report.md").read_text()
     metric = headline(repo)
