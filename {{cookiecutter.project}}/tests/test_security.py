@@ -32,8 +32,8 @@ from {{ cookiecutter.package }}.core.contract import load_contract
 from {{ cookiecutter.package }}.core.errors import ParamsError
 from {{ cookiecutter.package }}.serving import guard
 
-from .pipeline_run import ROOT
-from .test_service import Server, features, run  # noqa: F401 - run: the pipeline run the server loads
+from .pipeline_run import ROOT, pipeline_run
+from .test_service import Server, features
 
 CONTRACT = load_contract(ROOT / "contract.yaml")
 HEADER_TIMEOUT_S = 0.5
@@ -42,8 +42,15 @@ FEATURES = [c for c in CONTRACT.columns if c.role == "feature"]
 
 
 @pytest.fixture(scope="module")
+def run():
+    return pipeline_run()
+
+
+@pytest.fixture(scope="module")
 def server(run, tmp_path_factory):
-    srv = Server(run.dir, tmp_path_factory.mktemp("audit") / "decisions.jsonl", env={guard.HEADER_TIMEOUT_ENV: str(HEADER_TIMEOUT_S)})
+    srv = Server(
+        run.dir, tmp_path_factory.mktemp("audit") / "decisions.jsonl", env={guard.HEADER_TIMEOUT_ENV: str(HEADER_TIMEOUT_S)}
+    )
     yield srv
     srv.stop()
 
@@ -91,8 +98,16 @@ def test_a_feature_gets_exactly_its_json_type_or_a_400_naming_field_and_types(cl
 # --- 2. only application/json is a request -------------------------------------------------
 @pytest.mark.parametrize(
     "content_type",
-    [None, "text/plain", "application/xml", "application/x-www-form-urlencoded", "multipart/form-data",
-     "multipart/form-data; boundary=x1", "application/json; charset=latin-1", "application/jsonx"],
+    [
+        None,
+        "text/plain",
+        "application/xml",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+        "multipart/form-data; boundary=x1",
+        "application/json; charset=latin-1",
+        "application/jsonx",
+    ],
 )
 def test_anything_but_application_json_gets_415_naming_the_type(client, good, content_type):
     headers = {} if content_type is None else {"Content-Type": content_type}
@@ -211,9 +226,11 @@ def test_the_swagger_page_loads_nothing_from_a_third_party(client):
 
 
 def test_no_library_or_its_version_is_named_in_errors_the_document_or_headers(client, good):
-    leaks = {f"{name}-{version(name)}" for name in ("bentoml",)} | {
-        version(name) for name in ("bentoml", "pydantic", "starlette", "uvicorn")
-    } | {"errors.pydantic.dev", "BentoML"}
+    leaks = (
+        {f"{name}-{version(name)}" for name in ("bentoml",)}
+        | {version(name) for name in ("bentoml", "pydantic", "starlette", "uvicorn")}
+        | {"errors.pydantic.dev", "BentoML"}
+    )
     answers = [
         post(client, json.dumps({**good, "x": 1})),
         post(client, json.dumps({k: v for k, v in good.items() if k != FEATURES[0].name})),
@@ -268,7 +285,8 @@ def test_the_document_describes_bodies_refusals_and_nullable_fields(client, good
         assert operation["requestBody"]["required"] is True
         assert set(operation["requestBody"]["content"]) == {"application/json"}
         for status in ("400", "413", "415"):
-            assert operation["responses"][status]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Refusal"}
+            answer = operation["responses"][status]["content"]["application/json"]["schema"]
+            assert answer == {"$ref": "#/components/schemas/Refusal"}, (path, status)
     record = schemas["Record"]["properties"]
     assert {n for n, p in record.items() if p.get("nullable")} == {c.name for c in FEATURES if c.nullable}
     assert all("anyOf" not in p for p in record.values())  # OpenAPI 3.0 says nullable, not a null type
@@ -277,7 +295,13 @@ def test_the_document_describes_bodies_refusals_and_nullable_fields(client, good
     jsonschema.validate(refused.json(), schemas["Refusal"])
 
 
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance, negative_data_rejection]
+CHECKS = [
+    not_a_server_error,  # no 5xx
+    status_code_conformance,  # every status is one the document lists
+    content_type_conformance,
+    response_schema_conformance,  # every body is the document's shape
+    negative_data_rejection,  # no invalid request accepted
+]
 EXAMPLES = 20  # per operation and mode: this runs in every bake's suite, four times in the template's
 
 

@@ -227,9 +227,14 @@ def test_importing_the_service_patches_nothing():
     check = (
         "import asyncio.selector_events as s\n"
         "from bentoml._internal.server.http import traffic as t\n"
-        "before = (s.BaseSelectorEventLoop._accept_connection, t.TimeoutMiddleware.__call__)\n"
+        "from bentoml._internal.server.http import instruments as i\n"
+        "from uvicorn.protocols.http import auto as u\n"
+        "def methods():\n"
+        "    return (s.BaseSelectorEventLoop._accept_connection, t.TimeoutMiddleware.__call__,\n"
+        "            i.RunnerTrafficMetricsMiddleware.__call__, u.AutoHTTPProtocol.connection_made)\n"
+        "before = methods()\n"
         "import {{ cookiecutter.package }}.serving.service\n"
-        "assert (s.BaseSelectorEventLoop._accept_connection, t.TimeoutMiddleware.__call__) == before\n"
+        "assert methods() == before\n"
     )
     result = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]

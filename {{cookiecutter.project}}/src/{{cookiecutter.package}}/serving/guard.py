@@ -110,7 +110,9 @@ def check_json(body: bytes) -> None:
     except UnicodeDecodeError:
         raise Refused(400, "json_invalid", ["body"], "the body is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
-        raise Refused(400, "json_invalid", ["body"], f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise Refused(
+            400, "json_invalid", ["body"], f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
 
 
 def check_media_type(value: str | None) -> None:
