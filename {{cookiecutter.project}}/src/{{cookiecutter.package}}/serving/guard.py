@@ -136,13 +136,22 @@ class RouteLabels:
         while not hasattr(app, "routes"):  # down the middleware chain to the router
             app = app.app
         self.routes = app.routes
+        # Paths of plain routes (no parameters, not a mount): their label is the path, looked up
+        # without matching. Only routes' own paths enter it, so it cannot grow with unknown ones.
+        self.exact: dict[str, str] = {}
 
     def __call__(self, scope: dict[str, Any]) -> str:  # noqa: D102 - a label for a scope
-        from starlette.routing import Match
+        from starlette.routing import Match, Route
 
+        path = scope["path"]
+        if path in self.exact:
+            return self.exact[path]
         for route in self.routes:
             if route.matches(scope)[0] is not Match.NONE:  # a wrong method is a PARTIAL match: its route
-                return getattr(route, "path", UNMATCHED) or "/"
+                label = getattr(route, "path", UNMATCHED) or "/"
+                if isinstance(route, Route) and label == path and "{" not in label:
+                    self.exact[path] = label
+                return label
         return UNMATCHED
 
 
