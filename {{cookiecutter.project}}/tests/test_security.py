@@ -237,6 +237,7 @@ def test_no_library_or_its_version_is_named_in_errors_the_document_or_headers(cl
         post(client, '{"records": []}', "/decide_batch"),
         post(client, "[1, 2]"),
         client.get("/docs.json"),
+        client.get("/schema.json"),  # BentoML's own description of the endpoints
         client.get("/no-such-page"),
     ]
     for r in answers:

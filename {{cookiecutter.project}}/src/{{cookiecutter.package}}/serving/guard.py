@@ -319,9 +319,9 @@ class RequestGuard:
             await send(message)
 
         path, method = scope["path"], scope["method"]
-        if method == "GET" and path == "/docs.json":
+        if method in ("GET", "HEAD") and path == "/docs.json":  # (the server sends no body for a HEAD)
             await _answer(anonymous, 200, self.document)
-        elif method == "GET" and path == "/":
+        elif method in ("GET", "HEAD") and path == "/":
             await _answer(anonymous, 200, SWAGGER_PAGE, "text/html; charset=utf-8")
         elif method == "POST" and path in self.api_paths:
             await self._decision_request(scope, receive, anonymous)
