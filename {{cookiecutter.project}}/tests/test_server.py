@@ -30,7 +30,7 @@ from .pipeline_run import ROOT
 
 ORIGINAL_CALL = TimeoutMiddleware.__dict__["__call__"]
 ORIGINAL_ACCEPT = selector_events.BaseSelectorEventLoop.__dict__["_accept_connection"]
-TIMEOUT, ACCEPT = server.PATCHES
+TIMEOUT, ACCEPT, LABELS, HEADERS = server.PATCHES
 REQUEST = contextvars.ContextVar("request")  # stands for the tracing span set outside the timeout
 
 
@@ -142,11 +142,11 @@ def test_a_worker_takes_one_waiting_connection_per_wake_up():
 
 
 # --- proved where applied, applied where the server starts ------------------------------------
-def test_both_fixes_prove_themselves_and_are_installed_then_undone():
-    assert server.apply() == ["timeout", "accept"]
+def test_every_fix_proves_itself_and_is_installed_then_undone():
+    assert server.apply() == ["timeout", "accept", "route_labels", "header_timeout"]
     assert TimeoutMiddleware.__call__ is server.timeout_call
     assert selector_events.BaseSelectorEventLoop._accept_connection is not ORIGINAL_ACCEPT
-    assert server.apply() == ["timeout", "accept"]  # idempotent
+    assert server.apply() == ["timeout", "accept", "route_labels", "header_timeout"]  # idempotent
     server.undo()
     assert TimeoutMiddleware.__dict__["__call__"] is ORIGINAL_CALL
     assert selector_events.BaseSelectorEventLoop.__dict__["_accept_connection"] is ORIGINAL_ACCEPT
@@ -208,17 +208,33 @@ def test_on_versions_it_was_not_proved_on_a_fix_warns_and_is_proved_here(caplog)
     assert selector_events.BaseSelectorEventLoop.__dict__["_accept_connection"] is not ORIGINAL_ACCEPT
 
 
-def test_the_versions_proved_on_include_the_locked_bentoml():
+def test_the_versions_proved_on_include_the_locked_bentoml_and_uvicorn():
     assert TIMEOUT.versions()["bentoml"] in TIMEOUT.proved_on["bentoml"]
+    assert LABELS.versions()["bentoml"] in LABELS.proved_on["bentoml"]
+    assert HEADERS.versions()["uvicorn"] in HEADERS.proved_on["uvicorn"]
+
+
+def test_a_label_or_header_fix_that_does_not_do_its_job_is_refused(caplog):
+    # Replacements that change nothing: each proof must notice and leave the original alone.
+    for patch in (LABELS, HEADERS):
+        idle = dataclasses.replace(patch, replace=lambda original: original)
+        with caplog.at_level(logging.WARNING, logger=server.__name__):
+            assert server.install(idle) is False
+        assert f"server fix {patch.name!r} not applied" in caplog.text
 
 
 def test_importing_the_service_patches_nothing():
     check = (
         "import asyncio.selector_events as s\n"
         "from bentoml._internal.server.http import traffic as t\n"
-        "before = (s.BaseSelectorEventLoop._accept_connection, t.TimeoutMiddleware.__call__)\n"
+        "from bentoml._internal.server.http import instruments as i\n"
+        "from uvicorn.protocols.http import auto as u\n"
+        "def methods():\n"
+        "    return (s.BaseSelectorEventLoop._accept_connection, t.TimeoutMiddleware.__call__,\n"
+        "            i.RunnerTrafficMetricsMiddleware.__call__, u.AutoHTTPProtocol.connection_made)\n"
+        "before = methods()\n"
         "import {{ cookiecutter.package }}.serving.service\n"
-        "assert (s.BaseSelectorEventLoop._accept_connection, t.TimeoutMiddleware.__call__) == before\n"
+        "assert methods() == before\n"
     )
     result = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -55,7 +55,16 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
-        environment = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "AUDIT_LOG_PATH": str(log), **(env or {})}
+        # Its own BentoML home: the metrics of every process share its multiprocess directory,
+        # which each server clears when it starts (another server's start would empty /metrics).
+        home = log.parent / "bentoml-home"
+        environment = {
+            **os.environ,
+            "BENTOML_DO_NOT_TRACK": "true",
+            "BENTOML_HOME": str(home),
+            "AUDIT_LOG_PATH": str(log),
+            **(env or {}),
+        }
         # The server's output goes to a file: an unread pipe fills up and blocks the server.
         self.output = log.with_suffix(".server.log")
         with self.output.open("w") as out:

@@ -191,6 +191,15 @@ class MonitorParams(_Section):
         return self
 
 
+class ServingParams(_Section):
+    """``serving``: what the decision service refuses before it parses a request (docs/serving.md)."""
+
+    # A batch of 1,000 records is about 400 KB of JSON: 1 MiB leaves room and stops a padded body.
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
+    # Seconds a connection may take to send a request's headers before it is closed (slow-header clients).
+    header_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+
+
 class MlflowParams(_Section):
     """``mlflow``: the experiment name."""
 
@@ -227,6 +236,7 @@ class Params(_Section):
     fairness: FairnessParams
     monitor: MonitorParams
     mlflow: MlflowParams
+    serving: ServingParams = ServingParams()
     gates: GatesParams = GatesParams()
     _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
 

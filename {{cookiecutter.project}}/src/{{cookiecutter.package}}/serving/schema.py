@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
+from pydantic_core import PydanticCustomError
 
 from ..core.contract import Column, Contract
 from ..core.use_case import Explanations
@@ -30,17 +31,54 @@ _WHY = {
 }
 
 
+def _json_type(value: Any) -> str:
+    """How a JSON value was sent, for an error message (``true``, ``a string``, ...)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, float):
+        return f"the number {value!r}"
+    return {int: "an integer", list: "an array", dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def _number(value: Any) -> Any:
+    # A decision is made on what was sent: pydantic would turn true into 1.0 and "4.9e4" into
+    # 49000.0, so anything but a JSON number is refused before it can be coerced.
+    if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        return value
+    raise PydanticCustomError("number_type", "expected a JSON number, got {got}", {"got": _json_type(value)})
+
+
+def _integer(value: Any) -> Any:
+    # JSON has one number type, and JSON Schema's "integer" (the OpenAPI document's type for
+    # these fields) is any number without a fractional part: 3.0 is the integer 3, as a JavaScript
+    # or pandas client may write it; 3.5, true and "3" are refused.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise PydanticCustomError("integer_type", "expected a JSON integer, got {got}", {"got": _json_type(value)})
+
+
 def _field(col: Column) -> tuple[Any, Any]:
-    """The pydantic type and default of one feature."""
+    """The pydantic type and default of one feature: strictly the JSON type the contract's dtype names."""
     if col.categories:
         kind: Any = Literal[tuple(col.categories)]
     else:
         bounds = {k: v for k, v in (("ge", col.min), ("le", col.max)) if v is not None}
-        base = int if col.dtype == "int" else float
-        kind = Annotated[base, Field(allow_inf_nan=False, **bounds)] if base is float else Annotated[base, Field(**bounds)]
+        if col.dtype == "int":
+            kind, strict = Annotated[int, Field(strict=True, **bounds)], _integer
+        else:
+            kind, strict = Annotated[float, Field(allow_inf_nan=False, **bounds)], _number
     description = col.description or col.name
     if col.nullable:
-        return kind | None, Field(default=None, description=description)
+        kind = kind | None
+    if not col.categories:
+        # Outside the union, so a wrong type is one error naming the field, not one per member.
+        kind = Annotated[kind, BeforeValidator(strict)]
+    if col.nullable:
+        return kind, Field(default=None, description=description)
     return kind, Field(description=description)
 
 

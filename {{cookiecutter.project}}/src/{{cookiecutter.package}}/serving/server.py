@@ -1,7 +1,8 @@
-"""Two fixes to the HTTP server the service runs in, proved and applied when a worker starts.
+"""Four fixes to the HTTP server the service runs in, proved and applied when a worker starts.
 
-Both were found by tracing the p99 at 32 clients (``make bench``, which measures them again on
-your machine), which they brought within the latency objective.
+The first two were found by tracing the p99 at 32 clients (``make bench``, which measures them
+again on your machine), which they brought within the latency objective; the last two by a
+security review.
 
 1. **A request's timer outlived it.** BentoML's ``TimeoutMiddleware`` (the ``traffic.timeout``
    guard) schedules a timer per request and never cancels it. The timer holds the request's
@@ -16,8 +17,17 @@ your machine), which they brought within the latency objective.
    worker accepts one connection per wake-up and goes back to its loop (nginx's default,
    ``multi_accept off``), so an idle worker gets the next one and a busy worker takes fewer.
    (It is asyncio's selector loop's, which the server runs on while uvloop is not installed.)
+3. **Every unknown path added series to /metrics.** BentoML's request counters, histograms and
+   gauges label ``endpoint`` with the raw path, so a scan of random paths grew ``/metrics``
+   without bound (about 21 series per path). Here they are labelled with the route template the
+   request matched (``guard.RouteLabels``), and every unknown path with one value, ``unmatched``;
+   the application below still sees the real path.
+4. **Slow headers held connections open.** uvicorn times out an idle kept-alive connection but
+   not one that trickles its request line and headers (or sends nothing): a few hundred such
+   clients hold every connection. Here a connection that has waited for a request's headers for
+   a whole ``serving.header_timeout_s`` (params.yaml) is closed, within twice that time.
 
-Both replace private methods of other people's code, so neither is trusted on its shape: before
+All four replace private methods of other people's code, so neither is trusted on its shape: before
 it is installed, each :class:`Patch` runs the original and its replacement on a tiny real case
 (a request through a throwaway app; a listening socket with waiting connections) and is
 installed only if the original behaves as the fix assumes and the replacement behaves as the
@@ -30,6 +40,7 @@ warning says so and the proof decides. The service applies them in its startup h
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import gc
@@ -46,12 +57,21 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-# The versions each proof passed on when the fix was written (the lock pins BentoML; Python is
-# the project's python_version). Elsewhere the proof still runs and decides; a warning says so.
+# The versions each proof passed on when the fix was written (the lock pins BentoML and uvicorn;
+# Python is the project's python_version). Elsewhere the proof still runs and decides; a warning says so.
 PROVED_ON: dict[str, dict[str, tuple[str, ...]]] = {
     "timeout": {"bentoml": ("1.4.40",), "python": ("3.11",)},
     "accept": {"python": ("3.11",)},
+    "route_labels": {"bentoml": ("1.4.40",)},
+    "header_timeout": {"uvicorn": ("0.54.0",)},
 }
+# Set by the service from params.yaml before it applies the fixes (``configure``).
+SETTINGS = {"header_timeout_s": 10.0}
+
+
+def configure(header_timeout_s: float) -> None:
+    """The header-read timeout the ``header_timeout`` fix enforces."""
+    SETTINGS["header_timeout_s"] = header_timeout_s
 
 
 # --- 1. a request timeout that ends with the request ---------------------------------------
@@ -243,6 +263,207 @@ def _accept_target() -> tuple[type, str]:
     return selector_events.BaseSelectorEventLoop, "_accept_connection"
 
 
+# --- 3. metrics labelled by route, not by path ---------------------------------------------
+class _Relabelled:
+    """BentoML's metrics middleware as seen by one request: its own state, an inner app given the real path."""
+
+    def __init__(self, middleware: Any, path: str) -> None:
+        self._middleware, self._path = middleware, path
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._middleware, name)
+
+    async def app(self, scope: dict, receive: Any, send: Any) -> None:
+        await self._middleware.app({**scope, "path": self._path}, receive, send)
+
+
+def labelled_by_route(original: Callable) -> Callable:
+    """``RunnerTrafficMetricsMiddleware.__call__`` labelling ``endpoint`` with the route template."""
+
+    async def __call__(self: Any, scope: dict, receive: Any, send: Any) -> None:
+        from .guard import route_labels
+
+        if scope["type"] != "http":
+            await original(self, scope, receive, send)
+            return
+        label = route_labels(self)(scope)
+        if label == scope["path"]:
+            await original(self, scope, receive, send)
+        else:  # it labels with scope["path"]: give it the label, and the app below the real path
+            await original(_Relabelled(self, scope["path"]), {**scope, "path": label}, receive, send)
+
+    return __call__
+
+
+class _Metric:
+    """Stands for a prometheus metric: records the labels it is given."""
+
+    def __init__(self, seen: list[dict]) -> None:
+        self.seen = seen
+
+    def labels(self, **labels: Any) -> _Metric:
+        self.seen.append(labels)
+        return self
+
+    def __getattr__(self, name: str) -> Any:  # inc, observe, set_to_current_time, ...
+        return lambda *args, **kwargs: None
+
+    def track_inprogress(self) -> Any:
+        return contextlib.nullcontext()
+
+
+async def _prove_route_labels(original: Callable, replacement: Callable) -> list[str]:
+    """The endpoint labels, and the path the application sees, for a known and an unknown path."""
+    from bentoml._internal.server.http.instruments import RunnerTrafficMetricsMiddleware
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route, Router
+
+    from .guard import UNMATCHED
+
+    async def decide(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    router = Router([Route("/decide", decide, methods=["POST"])])
+    seen_paths: list[str] = []
+
+    class Recorder:  # between the middleware and the router, as the service's own middlewares are
+        app = router
+
+        async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+            seen_paths.append(scope["path"])
+            await router(scope, receive, send)
+
+    outcomes = {}
+    for name, call in (("original", original), ("replacement", replacement)):
+        labels: list[dict] = []
+        middleware = RunnerTrafficMetricsMiddleware(Recorder())
+        middleware._is_setup = True
+        for metric in ("request_duration", "request_total", "request_in_progress", "last_request_timestamp"):
+            setattr(middleware, f"metrics_{metric}", _Metric(labels))
+        seen_paths.clear()
+        statuses = []
+        for path in ("/decide", "/no-such-path-7f3a"):
+            sent = []
+
+            async def send(message: dict, sent: list = sent) -> None:
+                sent.append(message)
+
+            async def receive() -> dict:
+                return {"type": "http.request", "body": b""}
+
+            scope = {"type": "http", "method": "POST", "path": path, "headers": [], "query_string": b"", "root_path": ""}
+            await call(middleware, scope, receive, send)
+            statuses.append(next(m["status"] for m in sent if m["type"] == "http.response.start"))
+        endpoints = sorted({labels_["endpoint"] for labels_ in labels if "endpoint" in labels_})
+        outcomes[name] = endpoints, list(seen_paths), statuses
+    problems = []
+    if outcomes["original"][0] != ["/decide", "/no-such-path-7f3a"]:
+        problems.append(f"BentoML's metrics labelled endpoint {outcomes['original'][0]}, not by the raw path")
+    if outcomes["replacement"][0] != sorted(["/decide", UNMATCHED]):
+        problems.append(f"the replacement labelled endpoint {outcomes['replacement'][0]}, not by route")
+    if outcomes["replacement"][1:] != outcomes["original"][1:] or outcomes["original"][2] != [200, 404]:
+        problems.append(f"the application saw and answered {outcomes['replacement'][1:]}, not {outcomes['original'][1:]}")
+    return problems
+
+
+def _route_labels_target() -> tuple[type, str]:
+    from bentoml._internal.server.http.instruments import RunnerTrafficMetricsMiddleware
+
+    return RunnerTrafficMetricsMiddleware, "__call__"
+
+
+# --- 4. a header-read timeout --------------------------------------------------------------
+def _watch_headers(protocol: Any, timeout: float, waited_since: Any) -> None:
+    """Close ``protocol``'s connection if it has waited for a request's headers since the last check."""
+    import h11
+
+    if protocol.transport is None or protocol.transport.is_closing():
+        return
+    waiting = protocol.conn.their_state is h11.IDLE
+    # A weak reference: the check must not keep a finished request's cycle alive.
+    current = weakref.ref(protocol.cycle) if protocol.cycle is not None else _NO_CYCLE
+    if waiting and waited_since is not None and (waited_since is current or waited_since() is protocol.cycle):
+        with contextlib.suppress(h11.LocalProtocolError):
+            protocol.conn.send(h11.ConnectionClosed())
+        protocol.transport.close()
+        return
+    protocol.loop.call_later(timeout, _watch_headers, protocol, timeout, current if waiting else None)
+
+
+def _no_cycle() -> None:
+    return None
+
+
+_NO_CYCLE = _no_cycle  # "no request yet": calling it gives None, as a dead weak reference would
+
+
+def header_deadline(original: Callable) -> Callable:
+    """``H11Protocol.connection_made`` that also closes the connection when headers take too long."""
+
+    def connection_made(self: Any, transport: Any) -> None:
+        original(self, transport)
+        timeout = SETTINGS["header_timeout_s"]
+        self.loop.call_later(timeout, _watch_headers, self, timeout, None)
+
+    return connection_made
+
+
+async def _prove_header_timeout(original: Callable, replacement: Callable) -> list[str]:
+    """Whether a connection that trickles its headers is closed, and a prompt request still answered."""
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    owner, _ = _header_target()
+    loop = asyncio.get_running_loop()
+
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    config = uvicorn.Config(app, lifespan="off", log_config=None, access_log=False, timeout_keep_alive=30)
+    config.load()
+    saved, SETTINGS["header_timeout_s"] = SETTINGS["header_timeout_s"], 0.05
+    outcomes = {}
+    try:
+        for name, call in (("original", original), ("replacement", replacement)):
+            probe = type("Probe", (owner,), {"connection_made": call})
+            state = ServerState()
+            listener = await loop.create_server(lambda: probe(config, state, {}, loop), "127.0.0.1", 0)  # noqa: B023
+            port = listener.sockets[0].getsockname()[1]
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n")  # and the rest never comes
+                try:
+                    closed = await asyncio.wait_for(reader.read(), 0.4) == b""
+                except TimeoutError:
+                    closed = False
+                writer.close()
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                answered = (await asyncio.wait_for(reader.readline(), 2)).startswith(b"HTTP/1.1 200")
+                writer.close()
+            finally:
+                for connection in list(state.connections):
+                    connection.transport.close()
+                listener.close()
+                await listener.wait_closed()
+            outcomes[name] = closed, answered
+    finally:
+        SETTINGS["header_timeout_s"] = saved
+    problems = []
+    if outcomes["original"] != (False, True):
+        problems.append(f"uvicorn's connection (closed, answered) was {outcomes['original']}, not (False, True)")
+    if outcomes["replacement"] != (True, True):
+        problems.append(f"with the replacement (closed, answered) was {outcomes['replacement']}, not (True, True)")
+    return problems
+
+
+def _header_target() -> tuple[type, str]:
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol  # what the server runs: h11 here
+
+    return AutoHTTPProtocol, "connection_made"
+
+
 # --- proving and installing ----------------------------------------------------------------
 @dataclass(frozen=True)
 class Patch:
@@ -265,6 +486,8 @@ class Patch:
 PATCHES = (
     Patch("timeout", _timeout_target, lambda original: timeout_call, _prove_timeout, PROVED_ON["timeout"]),
     Patch("accept", _accept_target, accept_one, _prove_accept, PROVED_ON["accept"]),
+    Patch("route_labels", _route_labels_target, labelled_by_route, _prove_route_labels, PROVED_ON["route_labels"]),
+    Patch("header_timeout", _header_target, header_deadline, _prove_header_timeout, PROVED_ON["header_timeout"]),
 )
 _APPLIED: dict[str, Callable] = {}  # name -> the original it replaced
 

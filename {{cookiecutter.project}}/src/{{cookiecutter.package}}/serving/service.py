@@ -26,10 +26,11 @@ import bentoml  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 from starlette.responses import Response  # noqa: E402
 
+from .. import __version__  # noqa: E402
 from ..core import config  # noqa: E402
 from ..core.contract import load_contract  # noqa: E402
 from ..core.reports import ModelMeta  # noqa: E402
-from . import schema, server  # noqa: E402
+from . import guard, schema, server  # noqa: E402
 from .audit import AuditLog, audit_key  # noqa: E402
 from .batcher import MicroBatcher  # noqa: E402
 from .decider import Decider  # noqa: E402
@@ -38,6 +39,8 @@ ROOT = Path(os.environ.get("SERVICE_ROOT", "."))
 CONTRACT = load_contract(ROOT / "contract.yaml")
 Record = schema.record_model(CONTRACT, ModelMeta.read(ROOT / config.MODEL_META).explanations)
 Batch = schema.batch_model(Record)
+# params.yaml's serving section (body size limit, header-read timeout), or the environment's overrides.
+LIMITS = guard.settings(ROOT)
 
 DECISIONS = bentoml.metrics.Counter(name="decisions", documentation="Decisions by outcome", labelnames=["outcome"])
 SCORES = bentoml.metrics.Histogram(
@@ -75,7 +78,8 @@ logging.getLogger("bentoml._internal.server.http_app").addFilter(_NoTracebackFor
 class CountRefusals:
     """Counts every 4xx answer: the request was refused, whatever refused it.
 
-    A plain ASGI middleware: Starlette's BaseHTTPMiddleware wraps each response in a stream
+    Labelled by route template, not by path: a scan of random paths adds one series, not one per
+    path. A plain ASGI middleware: Starlette's BaseHTTPMiddleware wraps each response in a stream
     and can stall when a response carries background tasks, as BentoML's do.
     """
 
@@ -90,7 +94,7 @@ class CountRefusals:
         async def observe(message) -> None:
             if message["type"] == "http.response.start" and 400 <= message["status"] < 500:
                 reason = REFUSAL.get(message["status"], str(message["status"]))
-                REFUSED.labels(endpoint=scope.get("path", ""), reason=reason).inc()
+                REFUSED.labels(endpoint=guard.route_labels(self)(scope), reason=reason).inc()
             await send(message)
 
         await self.app(scope, receive, observe)
@@ -173,9 +177,11 @@ class DecisionService:
 
     @bentoml.on_startup
     def _fix_server(self) -> None:
-        # A leak-free request timeout and fair accepts across workers (see server.py), each
-        # proved before it is installed. Here, in each worker before it accepts connections,
-        # not at import: importing the service (the tests do) leaves asyncio and BentoML alone.
+        # A leak-free request timeout, fair accepts across workers, metrics labelled by route and
+        # a header-read timeout (see server.py), each proved before it is installed. Here, in each
+        # worker before it accepts connections, not at import: importing the service (the tests
+        # do) leaves asyncio, uvicorn and BentoML alone.
+        server.configure(header_timeout_s=LIMITS.header_timeout_s)
         server.apply()
 
     @bentoml.on_shutdown
@@ -187,4 +193,11 @@ class DecisionService:
         self.audit.close()
 
 
+# In this order: CountRefusals sees the guard's 413 and 415 too.
 DecisionService.add_asgi_middleware(CountRefusals)
+DecisionService.add_asgi_middleware(
+    guard.RequestGuard,
+    api_paths=("/decide", "/decide_batch"),
+    limits=LIMITS,
+    document=guard.document("decision_service", __version__, Record, Batch, LIMITS),
+)
