@@ -242,7 +242,8 @@ def add_key(path: Path, key_id: str) -> str:
     text = path.read_text(encoding="utf-8") if path.exists() else "# API keys of the decision service: key_id:sha256(key)\n"
     # Hashes only: the hash of a 256-bit random key gives nothing to guess from, so the file may
     # be readable by the service's user in a container (compose bind-mounts it as it is).
-    path.write_text(text + ("" if text.endswith("\n") or not text else "\n") + f"{key_id}:{digest(key).hex()}\n", encoding="utf-8")
+    line = f"{key_id}:{digest(key).hex()}\n"
+    path.write_text(text + ("" if text.endswith("\n") or not text else "\n") + line, encoding="utf-8")
     return key
 
 
