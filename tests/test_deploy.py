@@ -118,6 +118,23 @@ def test_the_deployment_is_locked_down_scaled_and_watched(k8s_repo, overlay):
     assert kinds["NetworkPolicy"]["spec"]["egress"] == []
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_deployment_takes_its_audit_keys_and_api_keys_from_the_secret(k8s_repo, overlay):
+    pod = by_kind(render(k8s_repo, overlay))["Deployment"]["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    refs = {name: env[name]["valueFrom"]["secretKeyRef"] for name in ("AUDIT_HMAC_KEY", "AUDIT_CHAIN_KEY")}
+    assert {r["name"] for r in refs.values()} == {"decision-service"}
+    assert refs["AUDIT_HMAC_KEY"]["key"] != refs["AUDIT_CHAIN_KEY"]["key"], "one secret would key both the hashes and the chain"
+    assert "SERVICE_MODE" not in env, "a deployment must not run in development mode"
+    # API_KEYS_FILE names a file of a read-only mount of the Secret.
+    keys_file = env["API_KEYS_FILE"]["value"]
+    [mount] = [m for m in container["volumeMounts"] if keys_file.startswith(m["mountPath"].rstrip("/") + "/")]
+    volume = {v["name"]: v for v in pod["volumes"]}[mount["name"]]
+    assert mount["readOnly"] is True and volume["secret"]["secretName"] == "decision-service"
+    assert {"key": "api-keys", "path": keys_file.removeprefix(mount["mountPath"].rstrip("/") + "/")} in volume["secret"]["items"]
+
+
 def checkov(repo: Path, manifests: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
     for name, text in manifests.items():
         (tmp_path / name).write_text(text)
@@ -241,6 +258,35 @@ def test_compose_stack_matches_the_compose_spec_and_mounts_what_exists(k8s_repo)
     assert scrape["scrape_configs"][0]["static_configs"][0]["targets"] == ["service:3000"]
     assert "/var/lib/audit" in compose["services"]["service"]["environment"]["AUDIT_LOG_PATH"]
     check([promtool(), "check", "config", "prometheus.yml"], k8s_repo / "deploy/prometheus")
+
+
+def test_compose_publishes_on_loopback_and_takes_the_service_keys_from_secrets(k8s_repo):
+    compose = yaml.safe_load((k8s_repo / "deploy/compose.yaml").read_text())
+    for name, service in compose["services"].items():
+        assert all(str(p).startswith("127.0.0.1:") for p in service.get("ports", [])), (name, service["ports"])
+    service = compose["services"]["service"]
+    env = service["environment"]
+    for name in ("AUDIT_HMAC_KEY", "AUDIT_CHAIN_KEY"):
+        # From the caller's environment or deploy/.env, and compose refuses to start without it.
+        assert re.fullmatch(rf"\$\{{{name}:\?[^}}]+\}}", env[name]), env[name]
+    assert "SERVICE_MODE" not in env
+    [secret] = service["secrets"]
+    assert env["API_KEYS_FILE"] == f"/run/secrets/{secret}"
+    assert (k8s_repo / "deploy" / compose["secrets"][secret]["file"]).resolve() == (k8s_repo / "secrets/api-keys").resolve()
+    assert "secrets/" in (k8s_repo / ".gitignore").read_text().splitlines(), "the keys file must stay out of git"
+
+
+def test_bentocloud_takes_the_service_keys_from_its_secrets(tmp_path):
+    repo = bake(tmp_path, deploy_target="bentocloud")
+    config = yaml.safe_load((repo / "deploy/bentocloud/deployment.yaml").read_text())
+    env = {e["name"]: e["value"] for e in config["envs"]}
+    assert not {"AUDIT_HMAC_KEY", "AUDIT_CHAIN_KEY", "SERVICE_MODE"} & env.keys(), "keys come from secrets, not literals"
+    assert set(config["secrets"]) == {"decision-service-audit", "decision-service-api-keys"}
+    # BentoCloud mounts file secrets under BENTOML_HOME (/home/bentoml/bentoml in the image).
+    assert env["API_KEYS_FILE"].startswith("/home/bentoml/bentoml/")
+    # What the Secret must hold, and how to create it, is in the docs the file points to.
+    docs = (repo / "docs/serving.md").read_text()
+    assert "bentoml secret create decision-service-audit" in docs and "decision-service-api-keys" in docs
 
 
 def test_compose_schema_check_is_not_a_rubber_stamp(k8s_repo, tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -294,10 +295,16 @@ def test_the_built_bento_serves_decisions(pipeline_repo, use_case, tmp_path):
     empty.mkdir()
     port = free_port()
     audit_log = tmp_path / "audit" / "decisions.jsonl"
+    # As a deployment runs it: its secrets, an API key file, no development mode.
+    key = secrets.token_urlsafe(32)
+    keys = tmp_path / "api-keys"
+    keys.write_text(f"e2e:{hashlib.sha256(key.encode()).hexdigest()}\n")
+    deployed = {"AUDIT_HMAC_KEY": secrets.token_hex(32), "AUDIT_CHAIN_KEY": secrets.token_hex(32), "API_KEYS_FILE": str(keys)}
     proc = subprocess.Popen(
         [str(project / ".venv" / "bin" / "bentoml"), "serve", tag, "--host", "127.0.0.1", "--port", str(port)],
         cwd=empty,
-        env=helpers.env(BENTOML_HOME=str(home), BENTOML_DO_NOT_TRACK="true", AUDIT_LOG_PATH=str(audit_log)),
+        env={**helpers.env(BENTOML_HOME=str(home), BENTOML_DO_NOT_TRACK="true", AUDIT_LOG_PATH=str(audit_log), **deployed),
+             "SERVICE_MODE": "production"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -318,7 +325,7 @@ def test_the_built_bento_serves_decisions(pipeline_repo, use_case, tmp_path):
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/decide",
             data=json.dumps(record).encode(),
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
         )
         if proc.poll() is None:
             with urllib.request.urlopen(request, timeout=120) as response:
@@ -332,7 +339,7 @@ def test_the_built_bento_serves_decisions(pipeline_repo, use_case, tmp_path):
     assert answer["model"]["contract"] == contract["name"]
     assert answer["threshold"] == meta["threshold"] and 0.0 <= answer["score"] <= 1.0
     logged = [json.loads(line) for line in audit_log.read_text().splitlines()]
-    assert [r["decision_id"] for r in logged] == [answer["decision_id"]]
+    assert [(r["decision_id"], r["key_id"]) for r in logged] == [(answer["decision_id"], "e2e")]
     if by_features:
         assert 1 <= len(answer["top_features"]) <= 4
         assert logged[0]["top_features"] == [t["feature"] for t in answer["top_features"]]

@@ -79,6 +79,10 @@ def over_http(rows: list[dict], requests: int) -> list[str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "AUDIT_LOG_PATH": str(Path(tempfile.mkdtemp()) / "audit.jsonl")}
+    # What explanations cost, not authentication (benchmarks/serve.py measures that): no secrets,
+    # no API key, as `make serve` runs.
+    env["SERVICE_MODE"] = "development"
+    env.pop("API_KEYS_FILE", None)
     log = open(Path(tempfile.mkdtemp()) / "serve.log", "w")  # noqa: SIM115 - closed below
     target = f"{PACKAGE}.serving.service:DecisionService"
     proc = subprocess.Popen(

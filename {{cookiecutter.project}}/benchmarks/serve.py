@@ -9,9 +9,9 @@ Everything compared is measured in the same run, on the same machine:
 
 - the floor: the model's own time per record in this process, one record at a time and in
   batches (what no server can beat);
-- the decision service (``bentoml serve``: validation, score, reasons on declines, audit log,
-  metrics) and a minimal FastAPI + uvicorn app with the same request model and the same
-  decisions (one process, no batching, no audit log);
+- the decision service (``bentoml serve`` as deployed: API key checked on every request,
+  validation, score, reasons on declines, audit log, metrics) and a minimal FastAPI + uvicorn
+  app with the same request model and the same decisions (one process, no batching, no audit log);
 - closed loop (wrk; each client sends its next request when the last is answered), POST
   /decide bodies cycling through held-out rows, at each concurrency: requests/s, p50, p99,
   p99.9, non-2xx. A closed loop hides queueing: a slow server is sent less work;
@@ -20,6 +20,11 @@ Everything compared is measured in the same run, on the same machine:
   way HdrHistogram does (a reply later than the send interval also delayed the sends behind
   it; those missed sends are counted with the latency they would have seen);
 - the batch endpoint's records per second.
+
+Every request to the service carries its API key (wrk and hey send the header), and the service
+runs with a deployment's secrets (fresh audit keys, a keys file). ``--auth-cost`` measures what
+authentication costs instead: the service with keys and the service in development mode with
+none, alternately, at 32 clients.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import json
 import os
 import platform
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -50,6 +56,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = next(p.name for p in (ROOT / "src").iterdir() if (p / "serving").is_dir())
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "BENTOML_DO_NOT_TRACK": "true", "PYTHONWARNINGS": "ignore"}
+ENV.pop("SERVICE_MODE", None)  # measured as deployed, whatever the shell says
 SERVERS = ("bentoml", "fastapi")
 
 # wrk prints its own summary; this adds p99.9 and the error counts as one JSON line.
@@ -103,14 +110,25 @@ def baseline(port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
-def start(kind: str, port: int, audit_dir: Path) -> subprocess.Popen:
-    """Start one server and wait until it answers /readyz."""
+def deployment_secrets(directory: Path) -> tuple[dict[str, str], str]:
+    """A deployment's secrets for the service (fresh audit keys, a keys file of one key) and that API key."""
+    auth = _package("serving.auth")
+    key = auth.new_key()
+    directory.mkdir(parents=True, exist_ok=True)
+    keys = directory / "api-keys"
+    keys.write_text(f"bench:{auth.digest(key).hex()}\n", encoding="utf-8")
+    env = {"AUDIT_HMAC_KEY": secrets.token_hex(32), "AUDIT_CHAIN_KEY": secrets.token_hex(32), auth.KEYS_ENV: str(keys)}
+    return env, key
+
+
+def start(kind: str, port: int, audit_dir: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start one server (``env`` added to its environment) and wait until it answers /readyz."""
     if kind == "bentoml":
         cmd = [sys.executable, "-m", "bentoml", "serve", f"{PACKAGE}.serving.service:DecisionService"]
         cmd += ["--host", "127.0.0.1", "--port", str(port)]
     else:
         cmd = [sys.executable, __file__, "--baseline", str(port)]
-    env = {**ENV, "AUDIT_LOG_PATH": str(audit_dir / "decisions.jsonl")}
+    env = {**ENV, "AUDIT_LOG_PATH": str(audit_dir / "decisions.jsonl"), **(env or {})}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -132,13 +150,15 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=60)
 
 
-def lua_script(path: Path, bodies: list[str], endpoint: str = "/decide") -> Path:
-    """A wrk script posting the bodies round-robin and reporting p99.9."""
+def lua_script(path: Path, bodies: list[str], endpoint: str = "/decide", key: str = "") -> Path:
+    """A wrk script posting the bodies round-robin (with the API key, if any) and reporting p99.9."""
     quoted = ",\n".join("[==[" + b + "]==]" for b in bodies)
     path.write_text(
         "local bodies = {\n" + quoted + "\n}\nlocal i = 0\n"
         'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-        f"request = function()\n  i = i % #bodies + 1\n  return wrk.format(nil, '{endpoint}', nil, bodies[i])\nend\n" + WRK_DONE,
+        + (f'wrk.headers["Authorization"] = "Bearer {key}"\n' if key else "")
+        + f"request = function()\n  i = i % #bodies + 1\n  return wrk.format(nil, '{endpoint}', nil, bodies[i])\nend\n"
+        + WRK_DONE,
         encoding="utf-8",
     )
     return path
@@ -183,11 +203,12 @@ def corrected_latencies(latencies_ms: np.ndarray, interval_ms: float) -> np.ndar
     return np.concatenate([latencies_ms, *extra]) if extra else latencies_ms
 
 
-def fixed_rate(port: int, body: Path, rate: float, concurrency: int, duration: float) -> dict[str, float]:
-    """Hey at ``rate`` requests/s in all, spread over ``concurrency`` clients."""
+def fixed_rate(port: int, body: Path, rate: float, concurrency: int, duration: float, key: str = "") -> dict[str, float]:
+    """Hey at ``rate`` requests/s in all, spread over ``concurrency`` clients (sending the API key, if any)."""
     per_client = rate / concurrency
     out = subprocess.run(
         ["hey", "-z", f"{max(1, round(duration))}s", "-c", str(concurrency), "-q", f"{per_client:.3f}", "-m", "POST"]
+        + (["-H", f"Authorization: Bearer {key}"] if key else [])
         + ["-T", "application/json", "-D", str(body), "-o", "csv", f"http://127.0.0.1:{port}/decide"],
         capture_output=True,
         text=True,
@@ -258,15 +279,20 @@ def run(duration: float = 10, concurrency: list[int] | None = None, rows: int = 
     scores = _package("serving.decider").Decider(ROOT).decide(records)
     worst = next((i for i, d in enumerate(scores) if d.get("reasons")), 0)
     with tempfile.TemporaryDirectory() as tmp:
-        script = lua_script(Path(tmp) / "post.lua", bodies)
-        batch_script = lua_script(Path(tmp) / "batch.lua", [json.dumps({"records": records[:100]})], "/decide_batch")
+        secret_env, key = deployment_secrets(Path(tmp) / "secrets")
+        script = lua_script(Path(tmp) / "post.lua", bodies, key=key)  # FastAPI ignores the key
+        batch_script = lua_script(Path(tmp) / "batch.lua", [json.dumps({"records": records[:100]})], "/decide_batch", key)
         body = Path(tmp) / "body.json"
         body.write_text(bodies[worst], encoding="utf-8")
         # FastAPI first: the fixed-rate run of the service is set from its peak.
         for kind in ("fastapi", "bentoml"):
             port = free_port()
-            proc = start(kind, port, Path(tmp) / kind)
+            proc = start(kind, port, Path(tmp) / kind, secret_env if kind == "bentoml" else None)
             try:
+                if kind == "bentoml":  # the figures are of the service with authentication on: check it is
+                    result["settings"]["unauthenticated_status"] = httpx.post(
+                        f"http://127.0.0.1:{port}/decide", content=bodies[0], headers={"Content-Type": "application/json"}
+                    ).status_code
                 closed_loop(port, script, 8, min(3, duration))  # warm-up, not measured
                 result["closed_loop"][kind] = {str(c): closed_loop(port, script, c, duration) for c in concurrency}
                 if kind == "bentoml":
@@ -276,12 +302,12 @@ def run(duration: float = 10, concurrency: list[int] | None = None, rows: int = 
                     rate = 3 * max(v["rps"] for v in result["closed_loop"]["fastapi"].values())
                     result["fixed_rate"] = {
                         "settings": {"clients": clients, "rate_rps": rate, "basis": "3x FastAPI's closed-loop peak"},
-                        "bentoml": fixed_rate(port, body, rate, clients, duration),
+                        "bentoml": fixed_rate(port, body, rate, clients, duration, key),
                     }
                     # Latency against offered load, for capacity planning: the highest rate that
                     # keeps p99 within the objective is what one instance carries.
                     result["load_curve"] = [
-                        fixed_rate(port, body, r, clients, duration) for r in load_rates(rate, quick=duration <= 1)
+                        fixed_rate(port, body, r, clients, duration, key) for r in load_rates(rate, quick=duration <= 1)
                     ]
                     batch = closed_loop(port, batch_script, 4, duration)
                     result["batch_endpoint"] = {"records_per_request": 100, "records_per_s": batch["rps"] * 100, **batch}
@@ -291,6 +317,59 @@ def run(duration: float = 10, concurrency: list[int] | None = None, rows: int = 
         c: result["closed_loop"]["bentoml"][c]["rps"] / result["closed_loop"]["fastapi"][c]["rps"] for c in map(str, concurrency)
     }
     return result
+
+
+def auth_cost(duration: float = 10, clients: int = 32, rounds: int = 3, rows: int = 500) -> dict[str, Any]:
+    """Requests/s and p99 at ``clients`` of the service with API keys ("on") and in development mode without ("off").
+
+    Both servers run side by side and are measured in turns (on, off, on, off, ...), so a busy
+    moment of the machine falls on both; each figure is the median of its rounds.
+    """
+    contract = _package("core.contract").load_contract(ROOT / "contract.yaml")
+    test = pd.read_parquet(ROOT / "data/prepared/test.parquet")[contract.features].head(rows)
+    bodies = [json.dumps(r) for r in json.loads(test.to_json(orient="records"))]
+    out: dict[str, Any] = {"settings": {"clients": clients, "duration_s": duration, "rounds": rounds}}
+    with tempfile.TemporaryDirectory() as tmp:
+        secret_env, key = deployment_secrets(Path(tmp) / "secrets")
+        setups = {"on": (secret_env, key), "off": ({"SERVICE_MODE": "development"}, "")}
+        servers = {}
+        try:
+            for name, (env, k) in setups.items():
+                port = free_port()
+                script = lua_script(Path(tmp) / f"{name}.lua", bodies, key=k)
+                servers[name] = (port, start("bentoml", port, Path(tmp) / name, env), script)
+            for port, _, script in servers.values():
+                closed_loop(port, script, 8, min(3, duration))  # warm-up, not measured
+            runs: dict[str, list[dict[str, float]]] = {name: [] for name in setups}
+            for _ in range(rounds):
+                for name, (port, _, script) in servers.items():
+                    runs[name].append(closed_loop(port, script, clients, duration))
+        finally:
+            for _, proc, _ in servers.values():
+                stop(proc)
+    for name, cells in runs.items():
+        out[name] = {
+            "rps": float(np.median([c["rps"] for c in cells])),
+            "p99_ms": float(np.median([c["p99_ms"] for c in cells])),
+            "non2xx": sum(c["non2xx"] + c["socket_errors"] for c in cells),
+            "rounds": cells,
+        }
+    out["rps_ratio"] = out["on"]["rps"] / out["off"]["rps"]
+    out["p99_ratio"] = out["on"]["p99_ms"] / out["off"]["p99_ms"]
+    return out
+
+
+def auth_markdown(result: dict[str, Any]) -> str:
+    """The cost of authentication as a Markdown table and a sentence."""
+    rows = [f"| {n} | {r['rps']:.0f} | {r['p99_ms']:.1f} | {r['non2xx']} |" for n, r in ((n, result[n]) for n in ("on", "off"))]
+    s = result["settings"]
+    return "\n".join(
+        ["| authentication | req/s | p99 ms | non-2xx |", "|---|---:|---:|---:|", *rows, ""]
+        + [
+            f"With authentication: {result['rps_ratio']:.3f}x the requests/s and {result['p99_ratio']:.3f}x the p99 "
+            f"({s['clients']} clients, median of {s['rounds']} alternating rounds of {s['duration_s']:.0f} s)."
+        ]
+    )
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -347,6 +426,7 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=500, help="held-out rows cycled through as request bodies")
     parser.add_argument("--quick", action="store_true", help="1 s per cell at 1 and 8 clients: checks it runs, measures nothing")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--auth-cost", action="store_true", help="only: the service with API keys vs without, 32 clients")
     parser.add_argument("--baseline", type=int, help=argparse.SUPPRESS)  # internal: run the FastAPI app on this port
     args = parser.parse_args()
     if args.baseline:
@@ -354,10 +434,13 @@ def main() -> int:
         return 0
     if args.quick:
         args.duration, args.concurrency, args.rows = 1, [1, 8], 50
-    result = run(args.duration, args.concurrency, args.rows)
+    result = auth_cost(args.duration, rows=args.rows) if args.auth_cost else run(args.duration, args.concurrency, args.rows)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    if args.auth_cost:
+        print(auth_markdown(result))
+        return 0
     print(markdown(result))
     return 0
 

@@ -20,7 +20,7 @@ from {{ cookiecutter.package }}.serving import audit
 from {{ cookiecutter.package }}.serving.schema import MAX_EXPLAIN
 
 from .pipeline_run import ROOT, pipeline_run
-from .test_service import CONTRACT, Server, features, refusal, valid_record
+from .test_service import AUTH, CONTRACT, Server, features, refusal, valid_record
 
 # The service gives contributions when params.yaml says so (the default here); with
 # model.explanations: reason_codes it refuses "explain" instead (test_service.py checks that).
@@ -44,7 +44,7 @@ def server(run, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(server):
-    with httpx.Client(base_url=server.url, timeout=30) as c:
+    with httpx.Client(base_url=server.url, timeout=30, headers=AUTH) as c:
         yield c
 
 

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from {{ cookiecutter.package }}.core import model, reasons, use_case
 from {{ cookiecutter.package }}.core.contract import load_contract
 from {{ cookiecutter.package }}.core.params import load_params
 from {{ cookiecutter.package }}.core.use_case import Explanations
-from {{ cookiecutter.package }}.serving import audit, schema
+from {{ cookiecutter.package }}.serving import audit, auth, schema
 from {{ cookiecutter.package }}.serving.schema import MAX_BATCH
 
 from .pipeline_run import ROOT, pipeline_run
@@ -39,6 +40,9 @@ FACTS = use_case.load()
 # How the pipeline's model explains its decisions (params.yaml: model.explanations).
 REASON_CODES = load_params(ROOT / "params.yaml").model.explanations is Explanations.REASON_CODES
 SERVICE = "{{ cookiecutter.package }}.serving.service:DecisionService"
+# The tests' client key (the servers below accept it): every request but a probe must carry it.
+API_KEY_ID, API_KEY = "tests", auth.new_key()
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
 HEAVY = ("great_expectations", "matplotlib", "fairlearn", "dvc", "mlflow", "shap", "numba")
 
 
@@ -48,13 +52,36 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Server:
-    """A `bentoml serve` process on loopback; stopped with SIGTERM."""
+def loopback(port: int) -> list[str]:
+    return ["--host", "127.0.0.1", "--port", str(port)]
 
-    def __init__(self, workdir: Path, log: Path, target: str = SERVICE, env: dict[str, str] | None = None) -> None:
+
+def keys_file(path: Path) -> Path:
+    """A keys file (API_KEYS_FILE) holding the tests' key."""
+    path.write_text(f"# the tests' key\n{API_KEY_ID}:{auth.digest(API_KEY).hex()}\n", encoding="utf-8")
+    return path
+
+
+class Server:
+    """A `bentoml serve` process on loopback (or ``command(port)``); stopped with SIGTERM.
+
+    It asks for the tests' API key (``AUTH``); the audit keys are left to development mode, so the
+    tests read the log with the same keys as the service wrote it.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        log: Path,
+        target: str = SERVICE,
+        env: dict[str, str] | None = None,
+        command: Callable[[int], list[str]] | None = None,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
+        log.parent.mkdir(parents=True, exist_ok=True)
+        keys = keys_file(log.with_name("api-keys"))
         # Its own BentoML home: the metrics of every process share its multiprocess directory,
         # which each server clears when it starts (another server's start would empty /metrics).
         home = log.parent / "bentoml-home"
@@ -63,13 +90,15 @@ class Server:
             "BENTOML_DO_NOT_TRACK": "true",
             "BENTOML_HOME": str(home),
             "AUDIT_LOG_PATH": str(log),
+            "SERVICE_MODE": "development",
+            "API_KEYS_FILE": str(keys),
             **(env or {}),
         }
         # The server's output goes to a file: an unread pipe fills up and blocks the server.
         self.output = log.with_suffix(".server.log")
         with self.output.open("w") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(self.port)],
+                command(self.port) if command else [sys.executable, "-m", "bentoml", "serve", target, *loopback(self.port)],
                 cwd=workdir,
                 env=environment,
                 stdout=out,
@@ -114,7 +143,7 @@ def server(run, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(server):
-    with httpx.Client(base_url=server.url, timeout=30) as c:
+    with httpx.Client(base_url=server.url, timeout=30, headers=AUTH) as c:
         yield c
 
 
@@ -397,7 +426,7 @@ def test_sigterm_during_a_burst_loses_no_answered_decision(run, held_out, tmp_pa
 
     def call(i):
         try:
-            r = httpx.post(f"{srv.url}/decide", json=bodies[i % len(bodies)], timeout=10)
+            r = httpx.post(f"{srv.url}/decide", json=bodies[i % len(bodies)], timeout=10, headers=AUTH)
         except httpx.HTTPError:
             return
         if r.status_code == 200:

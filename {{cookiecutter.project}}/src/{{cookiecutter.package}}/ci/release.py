@@ -274,6 +274,8 @@ def smoke(url: str, tag: str, request: dict[str, Any], timeout: float = 10.0) ->
         raise ReleaseError(f"smoke URL '{url}' is not http(s)")
     body = json.dumps(request).encode()
     headers = {"Content-Type": "application/json"}
+    if key := os.environ.get("SMOKE_API_KEY"):  # the service asks every caller for an API key
+        headers["Authorization"] = f"Bearer {key}"
     req = urllib.request.Request(f"{url.rstrip('/')}/decide", data=body, headers=headers)  # noqa: S310 (http(s) only)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (URL given by the workflow)

@@ -3,7 +3,8 @@
 ``POST /decide`` takes one record (the contract's features as JSON fields), ``POST
 /decide_batch`` takes ``{"records": [...]}``; both answer with a decision per record and
 append it to the audit log. ``/livez``, ``/readyz`` and ``/metrics`` are BentoML's, and
-``/metrics`` also carries the domain metrics listed in ``docs/metrics.md``.
+``/metrics`` also carries the domain metrics listed in ``docs/metrics.md``. Every other request
+needs an API key, and the service starts only with a deployment's secrets (``auth.py``).
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from .. import __version__  # noqa: E402
 from ..core import config  # noqa: E402
 from ..core.contract import load_contract  # noqa: E402
 from ..core.reports import ModelMeta  # noqa: E402
-from . import guard, schema, server  # noqa: E402
-from .audit import AuditLog, audit_key  # noqa: E402
+from . import auth, guard, schema, server  # noqa: E402
+from .audit import DEV_KEY, AuditLog, audit_key  # noqa: E402
 from .batcher import MicroBatcher  # noqa: E402
 from .decider import Decider  # noqa: E402
 
@@ -57,7 +58,11 @@ BATCH = bentoml.metrics.Histogram(
     documentation="Records scored together in one model call (adaptive micro-batching)",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048),
 )
+# The key under which a record carries its caller (key id, request id) to the audit record;
+# not a contract field name (those are identifiers), so it cannot collide with a feature.
+CALLER = "@caller"
 REFUSAL = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type"}
+REFUSAL[401] = "unauthorized"  # no valid API key (auth.py)
 
 
 class _NoTracebackForRefusals(logging.Filter):
@@ -135,6 +140,7 @@ class DecisionService:
 
     def _decide(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         explain = [bool(r.pop(schema.EXPLAIN, False)) for r in records]  # a request option, not an input feature
+        callers = [r.pop(CALLER, (None, "")) for r in records]  # who asked, and in which request (see auth.py)
         start = time.perf_counter()
         BATCH.observe(len(records))
         decisions = self.decider.decide(records, explain=explain)
@@ -152,8 +158,10 @@ class DecisionService:
                 "reasons": [x["code"] for x in d.get("reasons", [])],
                 **({"top_features": [x["feature"] for x in d["top_features"]]} if "top_features" in d else {}),
                 "latency_ms": round(batch_ms, 3),
+                "key_id": key_id,
+                "request_id": request_id,
             }
-            for d, r in zip(decisions, records, strict=True)
+            for d, r, (key_id, request_id) in zip(decisions, records, callers, strict=True)
         )
         for d in decisions:
             DECISIONS.labels(outcome=d["decision"]).inc()
@@ -166,14 +174,22 @@ class DecisionService:
     async def decide(self, **record: Any) -> dict[str, Any]:
         """One decision."""
         batcher = self.explaining if record.get(schema.EXPLAIN) else self.batcher
+        record[CALLER] = auth.CALLER.get()
         return _json((await batcher.submit([record]))[0])
 
     @bentoml.api(input_spec=Batch)
     async def decide_batch(self, records: list[Any]) -> dict[str, Any]:
         """Up to ``MAX_BATCH`` decisions, in request order."""
-        dumped = [r.model_dump() for r in records]
+        caller = auth.CALLER.get()
+        dumped = [{**r.model_dump(), CALLER: caller} for r in records]
         batcher = self.explaining if any(d.get(schema.EXPLAIN) for d in dumped) else self.batcher
         return _json({"decisions": await batcher.submit(dumped)})
+
+    @bentoml.on_deployment
+    def _check_secrets() -> None:
+        # Once, in the process that starts the workers: outside SERVICE_MODE=development, no
+        # start without API keys or on a development audit key (one line naming the variable).
+        auth.check_startup(os.environ, (DEV_KEY,))
 
     @bentoml.on_startup
     def _fix_server(self) -> None:
@@ -195,6 +211,9 @@ class DecisionService:
 
 # In this order: CountRefusals sees the guard's 413 and 415 too.
 DecisionService.add_asgi_middleware(CountRefusals)
+# Inside CountRefusals, so a 401 is counted; before anything reads the body, so an unknown caller
+# costs no parsing (the guard below parses). Each worker loads API_KEYS_FILE when it builds its app.
+DecisionService.add_asgi_middleware(auth.Authenticate)
 DecisionService.add_asgi_middleware(
     guard.RequestGuard,
     api_paths=("/decide", "/decide_batch"),
