@@ -33,7 +33,7 @@ from {{ cookiecutter.package }}.core.errors import ParamsError
 from {{ cookiecutter.package }}.serving import guard
 
 from .pipeline_run import ROOT, pipeline_run
-from .test_service import Server, features
+from .test_service import AUTH, Server, features
 
 CONTRACT = load_contract(ROOT / "contract.yaml")
 HEADER_TIMEOUT_S = 0.5
@@ -57,7 +57,7 @@ def server(run, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(server):
-    with httpx.Client(base_url=server.url, timeout=30) as c:
+    with httpx.Client(base_url=server.url, timeout=30, headers=AUTH) as c:
         yield c
 
 
@@ -139,6 +139,10 @@ def test_a_key_sent_twice_is_refused_by_name_at_any_depth(client, good):
 
 
 # --- 4. body size ---------------------------------------------------------------------------
+# A caller with a key: the guard below stands behind authentication (an unknown caller gets its 401 first).
+RAW_AUTH = "".join(f"{name}: {value}\r\n" for name, value in AUTH.items()).encode()
+
+
 def raw_exchange(server: Server, head: bytes, chunks=(), timeout: float = 10) -> tuple[bytes, int]:
     """The answer to ``head`` (+ ``chunks``) up to the server's close, and how many chunks were sent before it came."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as s:
@@ -160,13 +164,14 @@ def test_a_body_over_the_limit_gets_413_before_it_is_read(server, client, good):
     # Declared: answered from the headers alone, without a byte of the body sent.
     head = (
         b"POST /decide HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + RAW_AUTH
         + f"Content-Length: {100 * MAX_BODY}\r\n\r\n".encode()
     )
     answer, _ = raw_exchange(server, head)
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert str(MAX_BODY).encode() in answer
     # Streamed (chunked, no length): refused once past the limit, long before 64 MiB arrive.
-    head = b"POST /decide HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    head = b"POST /decide HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + RAW_AUTH + b"Transfer-Encoding: chunked\r\n\r\n"
     chunk = b"10000\r\n" + b" " * 0x10000 + b"\r\n"
     answer, sent = raw_exchange(server, head, [chunk] * 1024)
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
@@ -272,7 +277,7 @@ def test_a_connection_slow_to_send_its_headers_is_closed(server, client, good):
         trickling.close()
     assert closed == {"silent": True, "trickling": True}, closed
     # A client that sends its request promptly is answered, twice on one kept-alive connection.
-    with httpx.Client(base_url=server.url) as keep:
+    with httpx.Client(base_url=server.url, headers=AUTH) as keep:
         for _ in range(2):
             assert keep.post("/decide", json=good).status_code == 200
 
@@ -319,7 +324,7 @@ def unexplained(case):
 def test_fuzzed_requests_get_no_5xx_no_answer_outside_the_document_and_no_invalid_one_accepted(server):
     # Each operation of the live document, with bodies that satisfy it and bodies that do not.
     # (schemathesis' pytest loader needs pytest internals that pytest 9 removed: its strategies are used here.)
-    schema = schemathesis.openapi.from_url(f"{server.url}/docs.json")
+    schema = schemathesis.openapi.from_url(f"{server.url}/docs.json", headers=AUTH)
     operations = [result.ok() for result in schema.get_all_operations()]
     assert {f"{op.method.upper()} {op.path}" for op in operations} >= {"POST /decide", "POST /decide_batch"}
     for operation in operations:
@@ -331,6 +336,6 @@ def test_fuzzed_requests_get_no_5xx_no_answer_outside_the_document_and_no_invali
             @settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
             @given(case=strategy.map(unexplained) if mode is GenerationMode.POSITIVE else strategy)
             def exchange(case):
-                case.call_and_validate(checks=CHECKS)
+                case.call_and_validate(checks=CHECKS, headers=AUTH)
 
             exchange()

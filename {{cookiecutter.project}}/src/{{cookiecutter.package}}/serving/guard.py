@@ -229,10 +229,12 @@ def document(title: str, version: str, record: type[BaseModel], batch: type[Base
         return {
             "post": {
                 "summary": summary,
+                "security": [{"bearer": []}, {"apiKey": []}],
                 "requestBody": {"required": True, "content": {MEDIA_TYPE: {"schema": {"$ref": f"#/components/schemas/{model}"}}}},
                 "responses": {
                     "200": {"description": "The decision(s)", "content": {MEDIA_TYPE: {"schema": {"type": "object"}}}},
                     "400": refused("Not JSON, a key twice, or a field missing, mistyped, out of bounds or not accepted"),
+                    "401": error("No valid API key (Authorization: Bearer <key>, or X-API-Key)"),
                     "413": refused(f"The body is larger than {limits.max_body_bytes} bytes"),
                     "415": refused(f"The Content-Type is not {MEDIA_TYPE}"),
                     "500": error("An unexpected error (the server log has it)"),
@@ -259,7 +261,14 @@ def document(title: str, version: str, record: type[BaseModel], batch: type[Base
             "/readyz": probe("Readiness"),
             "/metrics": probe("Prometheus metrics"),
         },
-        "components": {"schemas": {**_schemas(record, batch), "Refusal": _REFUSAL, "Error": _ERROR}},
+        "components": {
+            "schemas": {**_schemas(record, batch), "Refusal": _REFUSAL, "Error": _ERROR},
+            # What serving/auth.py checks: a key from API_KEYS_FILE, either way (docs/serving.md, Authentication).
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            },
+        },
     }
 
 
