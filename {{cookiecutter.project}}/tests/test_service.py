@@ -49,18 +49,27 @@ def free_port() -> int:
 
 
 class Server:
-    """A `bentoml serve` process on loopback; stopped with SIGTERM."""
+    """A `bentoml serve` process on loopback (run through ``wrap``, a command prefix, if given); stopped with SIGTERM."""
 
-    def __init__(self, workdir: Path, log: Path, target: str = SERVICE, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, workdir: Path, log: Path, target: str = SERVICE, env: dict[str, str] | None = None, wrap: tuple[str, ...] = ()
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
-        environment = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "AUDIT_LOG_PATH": str(log), **(env or {})}
+        self.checkpoints = log.with_suffix(".checkpoints.jsonl")  # each server its own chain and anchor
+        environment = {
+            **os.environ,
+            "BENTOML_DO_NOT_TRACK": "true",
+            "AUDIT_LOG_PATH": str(log),
+            "AUDIT_CHECKPOINT_PATH": str(self.checkpoints),
+            **(env or {}),
+        }
         # The server's output goes to a file: an unread pipe fills up and blocks the server.
         self.output = log.with_suffix(".server.log")
         with self.output.open("w") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(self.port)],
+                [*wrap, sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(self.port)],
                 cwd=workdir,
                 env=environment,
                 stdout=out,
@@ -424,7 +433,12 @@ def test_the_service_loads_no_heavy_pipeline_library(run, held_out, tmp_path):
             "print(sorted(set(m.split('.')[0] for m in sys.modules) & set(" + repr(HEAVY) + ")))",
         ]
     )
-    env = {**os.environ, "SERVICE_ROOT": str(run.dir), "AUDIT_LOG_PATH": str(log)}
+    env = {
+        **os.environ,
+        "SERVICE_ROOT": str(run.dir),
+        "AUDIT_LOG_PATH": str(log),
+        "AUDIT_CHECKPOINT_PATH": str(tmp_path / "cp.jsonl"),
+    }
     done = subprocess.run([sys.executable, "-c", code], cwd=run.dir, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     loaded = set(json.loads(done.stdout.strip().splitlines()[-1].replace("'", '"')))
