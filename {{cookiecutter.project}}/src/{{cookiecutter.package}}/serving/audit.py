@@ -309,14 +309,17 @@ class AuditLog:
             self._size = self.file.size()
 
     def writable(self) -> bool:
-        """Ready to record decisions: the last append succeeded, or the stores have room again."""
-        if self.failure is None:
-            return True
-        stores = [self.path] + ([self.checkpoints.path] if self.checkpoints else [])
+        """Ready to record decisions: every store has room, and is writable again if an append failed.
+
+        Asked by each worker's /readyz; the free space is the same for every worker, so all of them
+        report not ready together, before or after the write that fails.
+        """
+        stores = [self.path.parent] + ([self.checkpoints.path.parent] if self.checkpoints else [])
         try:
-            return all(_free(p.parent) >= HEADROOM for p in stores)
-        except OSError:
+            room = all(_free(d) >= HEADROOM for d in stores)
+        except OSError:  # a store's directory is gone
             return False
+        return room and (self.failure is None or all(os.access(d, os.W_OK) for d in stores))
 
     def close(self) -> None:
         """Fsync: the records survive the machine, not only the process."""
