@@ -39,7 +39,9 @@ KEYS = {"AUDIT_CHAIN_KEY": CHAIN_KEY, "AUDIT_HMAC_KEY": INPUT_KEY, "SERVICE_MODE
 def tmpfs_works() -> bool:
     if os.geteuid() != 0 or not shutil.which("unshare"):
         return False
-    probe = subprocess.run(["unshare", "-m", "--propagation", "private", "mount", "-t", "tmpfs", "tmpfs", "/mnt"], capture_output=True)
+    probe = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "mount", "-t", "tmpfs", "tmpfs", "/mnt"], capture_output=True
+    )
     return probe.returncode == 0
 
 
@@ -56,7 +58,7 @@ class Service:
         wrap: tuple[str, ...] = ()
         if TMPFS:
             # `exec` keeps the server's pid, so /proc/<pid>/root shows its mount namespace.
-            mount = f"mount -t tmpfs -o size=4m tmpfs {self.dir} && exec \"$0\" \"$@\""
+            mount = f'mount -t tmpfs -o size=4m tmpfs {self.dir} && exec "$0" "$@"'
             wrap = ("unshare", "-m", "--propagation", "private", "sh", "-c", mount)
         self.server = Server(run.dir, log, env={**KEYS, "AUDIT_CHECKPOINT_PATH": str(base / "checkpoints.jsonl")}, wrap=wrap)
         self.server.checkpoints = base / "checkpoints.jsonl"
@@ -124,7 +126,9 @@ def rechain(records: list[dict], start: int, sign) -> list[dict]:
 
 # --- 7: the chain is keyed and anchored outside the file ---------------------------------
 @pytest.mark.parametrize("attack", ["dropped_tail", "rewritten_without_key", "rewritten_with_key", "forged_append"])
-def test_verify_names_a_dropped_tail_a_rewrite_and_a_forged_record(client, service, bodies, tmp_path, monkeypatch, capsys, attack):
+def test_verify_names_a_dropped_tail_a_rewrite_and_a_forged_record(
+    client, service, bodies, tmp_path, monkeypatch, capsys, attack
+):
     for i in range(4):
         assert client.post("/decide_batch", json={"records": bodies[i * 5 : i * 5 + 5]}).status_code == 200
     records = lines_of(service.log)
