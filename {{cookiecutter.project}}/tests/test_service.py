@@ -63,7 +63,7 @@ def keys_file(path: Path) -> Path:
 
 
 class Server:
-    """A `bentoml serve` process on loopback (or ``command(port)``); stopped with SIGTERM.
+    """A `bentoml serve` process on loopback (or ``command(port)``; run through ``wrap``, a command prefix, if given); stopped with SIGTERM.
 
     It asks for the tests' API key (``AUTH``); the audit keys are left to development mode, so the
     tests read the log with the same keys as the service wrote it.
@@ -76,10 +76,12 @@ class Server:
         target: str = SERVICE,
         env: dict[str, str] | None = None,
         command: Callable[[int], list[str]] | None = None,
+        wrap: tuple[str, ...] = (),
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
+        self.checkpoints = log.with_suffix(".checkpoints.jsonl")  # each server its own chain and anchor
         log.parent.mkdir(parents=True, exist_ok=True)
         keys = keys_file(log.with_name("api-keys"))
         # Its own BentoML home: the metrics of every process share its multiprocess directory,
@@ -90,6 +92,7 @@ class Server:
             "BENTOML_DO_NOT_TRACK": "true",
             "BENTOML_HOME": str(home),
             "AUDIT_LOG_PATH": str(log),
+            "AUDIT_CHECKPOINT_PATH": str(self.checkpoints),
             "SERVICE_MODE": "development",
             "API_KEYS_FILE": str(keys),
             **(env or {}),
@@ -98,7 +101,7 @@ class Server:
         self.output = log.with_suffix(".server.log")
         with self.output.open("w") as out:
             self.proc = subprocess.Popen(
-                command(self.port) if command else [sys.executable, "-m", "bentoml", "serve", target, *loopback(self.port)],
+                [*wrap, *(command(self.port) if command else [sys.executable, "-m", "bentoml", "serve", target, *loopback(self.port)])],
                 cwd=workdir,
                 env=environment,
                 stdout=out,
@@ -462,7 +465,12 @@ def test_the_service_loads_no_heavy_pipeline_library(run, held_out, tmp_path):
             "print(sorted(set(m.split('.')[0] for m in sys.modules) & set(" + repr(HEAVY) + ")))",
         ]
     )
-    env = {**os.environ, "SERVICE_ROOT": str(run.dir), "AUDIT_LOG_PATH": str(log)}
+    env = {
+        **os.environ,
+        "SERVICE_ROOT": str(run.dir),
+        "AUDIT_LOG_PATH": str(log),
+        "AUDIT_CHECKPOINT_PATH": str(tmp_path / "cp.jsonl"),
+    }
     done = subprocess.run([sys.executable, "-c", code], cwd=run.dir, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     loaded = set(json.loads(done.stdout.strip().splitlines()[-1].replace("'", '"')))

@@ -58,6 +58,10 @@ IMPORTANCE_PLOT = PLOTS / "permutation_importance.png"
 # The decision audit log the service appends to and the monitor reads; AUDIT_LOG_ENV moves it.
 AUDIT_LOG = Path("logs/audit/decisions.jsonl")
 AUDIT_LOG_ENV = "AUDIT_LOG_PATH"
+# Signed checkpoints of the log's chain (head hash, record count): an anchor kept apart from the
+# log, on another volume in a deployment, so a rewritten or shortened log shows.
+AUDIT_CHECKPOINTS = Path("logs/audit-checkpoints/checkpoints.jsonl")
+AUDIT_CHECKPOINTS_ENV = "AUDIT_CHECKPOINT_PATH"
 
 SYNTHETIC_MARKER = b"fintech_mlops.synthetic"
 # Rows are keyed by the contract's id column; data without one gets this key from `prepare`
@@ -68,3 +72,8 @@ ROW_KEY = "_row_key"
 def audit_log() -> Path:
     """The decision audit log: ``$AUDIT_LOG_PATH``, else ``logs/audit/decisions.jsonl`` under the working directory."""
     return Path(os.environ.get(AUDIT_LOG_ENV) or AUDIT_LOG)
+
+
+def audit_checkpoints() -> Path:
+    """The audit chain's checkpoints: ``$AUDIT_CHECKPOINT_PATH``, else ``logs/audit-checkpoints/checkpoints.jsonl``."""
+    return Path(os.environ.get(AUDIT_CHECKPOINTS_ENV) or AUDIT_CHECKPOINTS)

@@ -102,9 +102,11 @@ def read_audit_scores(path: Path, run_id: str, since: datetime | None) -> dict[s
         for number, line in enumerate(fh, 1):
             if not line.strip():
                 continue
-            lines += 1
             try:
                 record = json.loads(line)
+                if isinstance(record, dict) and "event" in record:
+                    continue  # a chain event (a file replaced while serving), not a decision
+                lines += 1
                 stamp = datetime.fromisoformat(str(record["timestamp"]).replace("Z", "+00:00"))
                 score = float(record["score"])
                 record_run = record["model"]["run_id"]

@@ -19,6 +19,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import gc  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -32,7 +33,7 @@ from ..core import config  # noqa: E402
 from ..core.contract import load_contract  # noqa: E402
 from ..core.reports import ModelMeta  # noqa: E402
 from . import auth, guard, schema, server  # noqa: E402
-from .audit import DEV_KEY, AuditLog, audit_key  # noqa: E402
+from .audit import DEV_CHAIN_KEY, DEV_KEY, AuditLog, AuditUnavailable, KeyRing, audit_key, check_writable  # noqa: E402
 from .batcher import MicroBatcher  # noqa: E402
 from .decider import Decider  # noqa: E402
 
@@ -61,6 +62,16 @@ BATCH = bentoml.metrics.Histogram(
 # The key under which a record carries its caller (key id, request id) to the audit record;
 # not a contract field name (those are identifiers), so it cannot collide with a feature.
 CALLER = "@caller"
+# The chain's length and head, as the audit log's checkpoints hold them: a second anchor, kept by
+# Prometheus, for "the log ends at record N" (the head as the integer of its first 13 hex digits).
+CHAIN_RECORDS = bentoml.metrics.Gauge(
+    name="audit_chain_records", documentation="Records in the audit log's chain", multiprocess_mode="max"
+)
+CHAIN_HEAD = bentoml.metrics.Gauge(
+    name="audit_chain_head",
+    documentation="First 52 bits of the audit chain's head hash",
+    multiprocess_mode="mostrecent",
+)
 REFUSAL = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type"}
 REFUSAL[401] = "unauthorized"  # no valid API key (auth.py)
 
@@ -112,6 +123,12 @@ def _json(body: dict[str, Any]) -> Response:
     return Response(json.dumps(body, separators=(",", ":")).encode(), media_type="application/json")
 
 
+def _unavailable(exc: AuditUnavailable) -> Response:
+    # Nothing is answered without its record: 503, the audit store named, until it can be written.
+    body = {"error": "audit_log_unavailable", "detail": f"{exc}; the decision was not made, retry later"}
+    return Response(json.dumps(body).encode(), status_code=503, media_type="application/json", headers={"Retry-After": "5"})
+
+
 @bentoml.service(
     name="decision_service",
     # One process per CPU the service may use (BentoML reads the container's CPU quota), or
@@ -127,7 +144,7 @@ class DecisionService:
 
     def __init__(self) -> None:
         self.decider = Decider(ROOT)
-        self.audit = AuditLog(config.audit_log(), audit_key())
+        self.audit = AuditLog(config.audit_log(), audit_key(), KeyRing.from_env(), config.audit_checkpoints())
         # A batch request is never split, and its records plus a queue's worth of single ones
         # are scored together: at most MAX_BATCH + 1024 records per model call.
         self.batcher = MicroBatcher(self._decide, max_items=schema.MAX_BATCH + 1024)
@@ -163,6 +180,8 @@ class DecisionService:
             }
             for d, r, (key_id, request_id) in zip(decisions, records, callers, strict=True)
         )
+        CHAIN_RECORDS.set(self.audit.seq)
+        CHAIN_HEAD.set(int(self.audit.prev[:13], 16))
         for d in decisions:
             DECISIONS.labels(outcome=d["decision"]).inc()
             SCORES.observe(d["score"])
@@ -175,7 +194,10 @@ class DecisionService:
         """One decision."""
         batcher = self.explaining if record.get(schema.EXPLAIN) else self.batcher
         record[CALLER] = auth.CALLER.get()
-        return _json((await batcher.submit([record]))[0])
+        try:
+            return _json((await batcher.submit([record]))[0])
+        except AuditUnavailable as exc:
+            return _unavailable(exc)
 
     @bentoml.api(input_spec=Batch)
     async def decide_batch(self, records: list[Any]) -> dict[str, Any]:
@@ -183,13 +205,31 @@ class DecisionService:
         caller = auth.CALLER.get()
         dumped = [{**r.model_dump(), CALLER: caller} for r in records]
         batcher = self.explaining if any(d.get(schema.EXPLAIN) for d in dumped) else self.batcher
-        return _json({"decisions": await batcher.submit(dumped)})
+        try:
+            return _json({"decisions": await batcher.submit(dumped)})
+        except AuditUnavailable as exc:
+            return _unavailable(exc)
+
+    def __is_ready__(self) -> bool:
+        # BentoML's /readyz asks this: not ready while the audit log cannot be written.
+        return self.audit.writable()
+
+    @bentoml.on_deployment
+    def _check_audit_store() -> None:  # type: ignore[misc] - BentoML calls it once, before any worker
+        # An unwritable log or checkpoint store, or a chain key equal to the input-hash key, stops
+        # `bentoml serve` here with one line, instead of workers failing and restarting forever.
+        try:
+            KeyRing.from_env()
+            check_writable(config.audit_log(), config.audit_checkpoints())
+        except (AuditUnavailable, ValueError) as exc:
+            print(f"decision service: {exc}", file=sys.stderr)
+            sys.exit(2)
 
     @bentoml.on_deployment
     def _check_secrets() -> None:
         # Once, in the process that starts the workers: outside SERVICE_MODE=development, no
         # start without API keys or on a development audit key (one line naming the variable).
-        auth.check_startup(os.environ, (DEV_KEY,))
+        auth.check_startup(os.environ, (DEV_KEY, DEV_CHAIN_KEY))
 
     @bentoml.on_startup
     def _fix_server(self) -> None:
