@@ -15,10 +15,10 @@ import secrets
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import httpx
 
 from helpers import run
 
@@ -73,6 +73,24 @@ def local_base() -> str:
     # An imported image has no PATH of its own.
     podman("import", "--change", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", str(tar), ref)
     return ref
+
+
+def http(method: str, url: str, body: bytes | dict | None = None, headers: dict | None = None, timeout: float = 30) -> tuple[int, str]:
+    """(status, body) of one request; a refusal is an answer, not an exception. Raises OSError if nothing answered."""
+    data = json.dumps(body).encode() if isinstance(body, dict) else body
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 (loopback only)
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def ready(url: str) -> bool:
+    try:
+        return http("GET", f"{url}/readyz", timeout=1)[0] == 200
+    except OSError:
+        return False
 
 
 def free_port() -> int:
@@ -135,11 +153,8 @@ class Container:
             state = json.loads(podman("inspect", "--format", "json", self.name).stdout)[0]["State"]
             if not state["Running"]:
                 raise RuntimeError(f"the container exited ({state['ExitCode']}) before it was ready:\n{self.logs()[-4000:]}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return time.monotonic() - started
-            except httpx.HTTPError:
-                pass
+            if ready(self.url):
+                return time.monotonic() - started
             time.sleep(0.2)
         raise RuntimeError(f"the container was not ready in {timeout} s:\n{self.logs()[-4000:]}")
 
