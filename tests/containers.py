@@ -67,7 +67,7 @@ def local_base() -> str:
     CACHE.mkdir(parents=True, exist_ok=True)
     tar = CACHE / f"bookworm-{key}.tar"
     if not tar.exists():
-        partial = tar.with_suffix(".partial")
+        partial = tar.with_suffix(".partial.tar")  # mmdebstrap writes a tarball for a name ending .tar
         subprocess.run(["mmdebstrap", "--quiet", *MMDEBSTRAP, str(partial)], check=True, timeout=900)
         partial.rename(tar)
     # An imported image has no PATH of its own.
