@@ -18,11 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import yaml
 
 from containers import GRACE_S, PIPELINE_ONLY, USER, Keys, free_port, http, podman, ready
-from helpers import env, run
-
-pytestmark = pytest.mark.e2e
+from helpers import bake, env, run
 
 PACKAGE = "acme_credit_scoring"  # conftest's pipeline_repo bakes "Acme Credit Scoring"
 SERVICE = f"{PACKAGE}.serving.service:DecisionService"
@@ -44,6 +43,26 @@ print(json.dumps({{"records": records, "scores": [float(s) for s in scores],
 """
 
 
+# --- the Dockerfile, without building it ---------------------------------------------------
+@pytest.mark.parametrize("python_version", ["3.11", "3.12", "3.13"])
+def test_the_default_base_is_pinned_by_digest_where_dependabot_watches_it(tmp_path, python_version):
+    project = bake(tmp_path, python_version=python_version)
+    dockerfile = project / "deploy/image/Dockerfile"
+    text = dockerfile.read_text()
+    froms = [line.split() for line in text.splitlines() if line.startswith("FROM ")]
+    # A literal FROM (Dependabot reads FROM lines, not ARG defaults), of the project's Python, by digest.
+    assert froms[0][1].startswith(f"docker.io/library/python:{python_version}-slim-bookworm@sha256:")
+    assert len(froms[0][1].split("@sha256:")[1]) == 64 and froms[0][2:] == ["AS", "default-base"]
+    assert "ARG BASE_IMAGE=default-base" in text and all(f[1] == "${BASE_IMAGE}" for f in froms[1:])
+    updates = yaml.safe_load((project / ".github/dependabot.yml").read_text())["updates"]
+    assert {"package-ecosystem": "docker", "directory": "/deploy/image"}.items() <= next(
+        u for u in updates if u["package-ecosystem"] == "docker"
+    ).items()
+    done = run(["hadolint", "--config", ".hadolint.yaml", "deploy/image/Dockerfile"], cwd=project, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+# --- the image, run -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory):
     return Keys(tmp_path_factory.mktemp("keys"))
@@ -113,6 +132,7 @@ def records_in(log: Path) -> list[dict]:
 
 
 # --- how it runs --------------------------------------------------------------------------
+@pytest.mark.e2e
 def test_the_image_runs_as_non_root_on_a_read_only_root_without_capabilities(service_image, container):
     image = json.loads(podman("image", "inspect", service_image.ref).stdout)[0]
     # The image's own user, not only the one the run asks for: `docker run IMAGE` is non-root too.
@@ -132,6 +152,7 @@ def test_the_image_runs_as_non_root_on_a_read_only_root_without_capabilities(ser
     assert int(eff, 16) == 0 and int(prm, 16) == 0, f"capabilities left: {eff} {prm}"
 
 
+@pytest.mark.e2e
 def test_the_images_python_finds_no_pipeline_package(container, service_image):
     code = (
         "import importlib.util, importlib.metadata as m, json\n"
@@ -152,6 +173,7 @@ def test_the_images_python_finds_no_pipeline_package(container, service_image):
 
 
 # --- what it answers ----------------------------------------------------------------------
+@pytest.mark.e2e
 def test_decisions_equal_the_pipelines_scores_bitwise_with_the_same_reasons(client, expected):
     records = expected["records"]
     answers = []
@@ -187,6 +209,7 @@ def bad_requests(good: dict) -> dict[str, tuple[str, dict]]:
     }
 
 
+@pytest.mark.e2e
 def test_every_refusal_of_the_source_service_is_the_containers(client, source, expected):
     good = expected["records"][0]
     compared = 0
@@ -208,6 +231,7 @@ def test_every_refusal_of_the_source_service_is_the_containers(client, source, e
 
 
 # --- stopping and restarting --------------------------------------------------------------
+@pytest.mark.e2e
 def test_sigterm_during_a_burst_loses_no_answered_decision_and_a_restart_continues_the_chain(service_image, keys, expected, tmp_path):
     audit_dir = tmp_path / "audit"
     first = service_image.container(audit_dir, keys)
