@@ -148,7 +148,7 @@ class Container:
         )  # fmt: skip
         self.ready_s = self.wait_ready(started)
 
-    def wait_ready(self, started: float, timeout: float = 120) -> float:
+    def wait_ready(self, started: float, timeout: float = 180) -> float:
         while time.monotonic() - started < timeout:
             state = json.loads(podman("inspect", "--format", "json", self.name).stdout)[0]["State"]
             if not state["Running"]:

@@ -255,10 +255,11 @@ def test_sigterm_during_a_burst_loses_no_answered_decision_and_a_restart_continu
             code, took = first.stop()
             for f in futures:
                 f.cancel()
+        output = first.logs()
     finally:
         first.remove()
     print(f"\nSIGTERM after {len(answered)} answers: exit {code} in {took:.1f} s")
-    assert code == 0, f"the container did not stop cleanly on SIGTERM (exit {code}):\n{first.logs()[-3000:]}"
+    assert code == 0, f"the container did not stop cleanly on SIGTERM (exit {code}):\n{output[-3000:]}"
     assert took < GRACE_S, f"the container took {took:.1f} s to stop: the kubelet kills it after {GRACE_S} s"
     assert len(answered) >= 100, "too few requests were answered before the stop"
     log = audit_dir / "decisions.jsonl"
