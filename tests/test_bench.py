@@ -14,19 +14,22 @@ import subprocess
 import pytest
 import yaml
 
+from containers import containers_env
 from helpers import run
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def bench(pipeline_repo):
+def bench(pipeline_repo, service_image):
     if shutil.which("wrk") is None or shutil.which("hey") is None:
         pytest.fail("wrk and hey must be installed (.ci/run installs them: apt-get install wrk hey)")
     project = pipeline_repo("credit_scoring")
+    assert service_image.project == project  # the session's image of this very repository
     out = project / "reports" / "bench"
     shutil.rmtree(out, ignore_errors=True)
-    done = run(["make", "bench", "BENCH_ARGS=--quick"], cwd=project)
+    done = run(["make", "bench", "IMAGE_ENGINE=podman", f"BENCH_ARGS=--quick --image {service_image.ref}"], cwd=project,
+               **containers_env())  # fmt: skip
     return project, json.loads((out / "bench.json").read_text()), (out / "bench.md").read_text(), done.stdout
 
 
@@ -55,6 +58,20 @@ def test_serving_figures_cover_both_servers_at_each_concurrency(bench):
     assert all(v > 0 for v in s["floor"].values())
 
 
+def test_the_image_is_loaded_beside_the_source_service(bench):
+    _, result, report, _ = bench
+    s = result["serving"]
+    for c in ("1", "8"):
+        cell = s["closed_loop"]["container"][c]
+        assert cell["rps"] > 0 and 0 < cell["p50_ms"] <= cell["p99_ms"] <= cell["p999_ms"]
+        assert cell["non2xx"] == 0 and cell["socket_errors"] == 0, (c, cell)
+    assert set(s["start_to_ready_s"]) == {"fastapi", "bentoml", "container"}
+    assert all(v > 0 for v in s["start_to_ready_s"].values())
+    ratio = s["closed_loop"]["container"]["8"]["rps"] / s["closed_loop"]["bentoml"]["8"]["rps"]
+    assert f"8 clients: {ratio:.0%} of the throughput" in report
+    assert f"The image `{s['image']}`" in report and "| 8 | container |" in report
+
+
 def test_pipeline_figures_cover_every_stage_at_each_size(bench):
     project, result, _, _ = bench
     p = result["pipeline"]
@@ -77,7 +94,7 @@ def test_report_tables_plots_and_versions(bench):
     project, result, report, stdout = bench
     assert "## Pipeline" in report and "## Serving" in report
     assert "| 8 | bentoml |" in report and "| 8 | fastapi |" in report
-    assert "Command: `make bench BENCH_ARGS='--quick'`" in report
+    assert f"Command: `make bench BENCH_ARGS='--quick --image {result['serving']['image']}'`" in report
     assert result["versions"]["bentoml"] and result["versions"]["wrk"].startswith("wrk")
     for name in ("latency.png", "pipeline.png"):
         assert (project / "reports" / "bench" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -127,7 +127,7 @@ def test_image_is_pushed_scanned_signed_and_attested_by_digest(baked):
 def test_release_attaches_what_a_reviewer_signs_off(baked):
     create = steps(release(baked), "release")["Create the GitHub release"]["run"]
     for attached in ["reports/model_card.md", "reports/metrics.json", "reports/fairness.json", "release/lineage.json",
-                     "release/requirements.txt", "--notes-file release/notes.md", "--verify-tag"]:
+                     "release/requirements.txt", "dist/image/sbom.cdx.json", "--notes-file release/notes.md", "--verify-tag"]:
         assert attached in create
     register = steps(release(baked), "register")["Register the model as champion"]
     assert register["env"]["MLFLOW_TRACKING_URI"] == "${{ secrets.MLFLOW_TRACKING_URI }}"

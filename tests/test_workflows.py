@@ -120,7 +120,7 @@ def test_workflows_and_dependabot_match_githubs_schemas(baked):
     check([tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", *map(str, workflows(baked))], baked)
     check([tool("check-jsonschema"), "--builtin-schema", "vendor.dependabot", ".github/dependabot.yml"], baked)
     ecosystems = {u["package-ecosystem"] for u in yaml.safe_load((baked / ".github/dependabot.yml").read_text())["updates"]}
-    assert {"github-actions", "uv"} <= ecosystems
+    assert {"github-actions", "uv", "docker"} <= ecosystems
 
 
 @pytest.mark.parametrize("persona", ["regular", "pedantic"])

@@ -9,6 +9,7 @@ absolute figures from different machines.
     uv run python benchmarks/run.py                       # 10k/100k/1M rows, 10 s per load cell
     uv run python benchmarks/run.py --quick               # seconds: checks everything runs
     uv run python benchmarks/run.py --only serving        # or: --only pipeline
+    uv run python benchmarks/run.py --image NAME:TAG      # also the image from `make image`, beside the source
 """
 
 from __future__ import annotations
@@ -130,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000], help="pipeline rows")
     parser.add_argument("--duration", type=float, default=10, help="seconds per load cell (default 10)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
+    parser.add_argument("--image", help="also load this image of the service (`make image`), run as production runs it")
     args = parser.parse_args(argv)
     if not (ROOT / "models" / "model_meta.json").exists() and args.only != "pipeline":
         raise SystemExit("models/model_meta.json not found: run `make repro` first (the serving benchmark serves its model)")
@@ -145,9 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         result["pipeline"] = pipeline(args.sizes, args.quick)
     if args.only in (None, "serving"):
         if args.quick:
-            result["serving"] = serve.run(duration=1, concurrency=[1, 8], rows=50)
+            result["serving"] = serve.run(duration=1, concurrency=[1, 8], rows=50, image=args.image)
         else:
-            result["serving"] = serve.run(duration=args.duration, concurrency=args.concurrency)
+            result["serving"] = serve.run(duration=args.duration, concurrency=args.concurrency, image=args.image)
     # Written only once every figure is in: a failed run leaves the last complete report.
     tmp = OUT / "bench.json.tmp"
     tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -19,12 +19,16 @@ Everything compared is measured in the same run, on the same machine:
   arriving at 3x the rate the FastAPI app peaked at, corrected for coordinated omission the
   way HdrHistogram does (a reply later than the send interval also delayed the sends behind
   it; those missed sends are counted with the latency they would have seen);
-- the batch endpoint's records per second.
+- the batch endpoint's records per second;
+- with ``--image REF`` (``make image`` builds it), the same service from its container image,
+  run as production runs it (read-only root, uid 1034, no capabilities, the audit log on a
+  volume, the port on loopback), under the same closed loop: the image's cost against source,
+  and the time each takes from start to ready.
 
 Every request to the service carries its API key (wrk and hey send the header), and the service
-runs with a deployment's secrets (fresh audit keys, a keys file). ``--auth-cost`` measures what
-authentication costs instead: the service with keys and the service in development mode with
-none, alternately, at 32 clients.
+(from source and from its image) runs with a deployment's secrets (fresh audit keys, a keys
+file). ``--auth-cost`` measures what authentication costs instead: the service with keys and the
+service in development mode with none, alternately, at 32 clients.
 """
 
 from __future__ import annotations
@@ -57,7 +61,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = next(p.name for p in (ROOT / "src").iterdir() if (p / "serving").is_dir())
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "BENTOML_DO_NOT_TRACK": "true", "PYTHONWARNINGS": "ignore"}
 ENV.pop("SERVICE_MODE", None)  # measured as deployed, whatever the shell says
-SERVERS = ("bentoml", "fastapi")
+SERVERS = ("bentoml", "fastapi", "container")
+# What the container is given of the source service's environment (the API keys file is mounted).
+CONTAINER_ENV = ("SERVICE_MODE", "AUDIT_HMAC_KEY", "AUDIT_CHAIN_KEY", "PII_HMAC_KEY", "API_KEYS_FILE")
 
 # wrk prints its own summary; this adds p99.9 and the error counts as one JSON line.
 WRK_DONE = """
@@ -121,24 +127,44 @@ def deployment_secrets(directory: Path) -> tuple[dict[str, str], str]:
     return env, key
 
 
-def start(kind: str, port: int, audit_dir: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """Start one server (``env`` added to its environment) and wait until it answers /readyz."""
+def container_cmd(image: str, port: int, audit_dir: Path, env: dict[str, str]) -> list[str]:
+    """`docker/podman run` in the foreground, as the Deployment runs the image; SIGTERM reaches the container."""
+    engine = os.environ.get("IMAGE_ENGINE") or "podman"
+    audit_dir.mkdir(parents=True, exist_ok=True)
+    audit_dir.chmod(0o777)  # the image's uid 1034 writes the audit log here
+    cmd = [engine, "run", "--rm", "--read-only", "--user", "1034:1034", "--cap-drop=ALL", "--security-opt", "no-new-privileges"]
+    cmd += ["--tmpfs", "/tmp:rw,size=256m,mode=1777", "-v", f"{audit_dir}:/var/lib/audit", "-p", f"127.0.0.1:{port}:3000"]  # noqa: S108 - the container's own tmpfs
+    for name in CONTAINER_ENV:
+        if name == "API_KEYS_FILE" and env.get(name):
+            cmd += ["-v", f"{Path(env[name]).resolve()}:/run/secrets/api_keys:ro", "-e", "API_KEYS_FILE=/run/secrets/api_keys"]
+        elif env.get(name):
+            cmd += ["-e", f"{name}={env[name]}"]
+    return [*cmd, image]
+
+
+def start(
+    kind: str, port: int, audit_dir: Path, env: dict[str, str] | None = None, image: str | None = None
+) -> tuple[subprocess.Popen, float]:
+    """Start one server (``env`` added to its environment) and wait until it answers /readyz; (process, seconds to ready)."""
+    env = {**ENV, "AUDIT_LOG_PATH": str(audit_dir / "decisions.jsonl"), **(env or {})}
     if kind == "bentoml":
         cmd = [sys.executable, "-m", "bentoml", "serve", f"{PACKAGE}.serving.service:DecisionService"]
         cmd += ["--host", "127.0.0.1", "--port", str(port)]
+    elif kind == "container":
+        cmd = container_cmd(image or "", port, audit_dir, env)
     else:
         cmd = [sys.executable, __file__, "--baseline", str(port)]
-    env = {**ENV, "AUDIT_LOG_PATH": str(audit_dir / "decisions.jsonl"), **(env or {})}
+    started = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 120
+    deadline = started + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"{kind} exited with {proc.returncode} before it was ready: run `{' '.join(cmd)}` to see why")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return proc
+                return proc, time.monotonic() - started
         except httpx.HTTPError:
-            time.sleep(0.3)
+            time.sleep(0.1)
     stop(proc)
     raise SystemExit(f"{kind} did not become ready in 120 s")
 
@@ -258,7 +284,7 @@ def floor(records: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
-def run(duration: float = 10, concurrency: list[int] | None = None, rows: int = 500) -> dict[str, Any]:
+def run(duration: float = 10, concurrency: list[int] | None = None, rows: int = 500, image: str | None = None) -> dict[str, Any]:
     """The whole serving benchmark; returns the figures (see the module docstring)."""
     concurrency = concurrency or [1, 8, 32, 64]
     missing = [tool for tool in ("wrk", "hey") if shutil.which(tool) is None]
@@ -274,6 +300,7 @@ def run(duration: float = 10, concurrency: list[int] | None = None, rows: int = 
         "floor": floor(records[:200]),
         "closed_loop": {},
         "fixed_rate": {},
+        "start_to_ready_s": {},
     }
     # The fixed-rate body: a declined applicant where the use case gives reasons (the costlier path).
     scores = _package("serving.decider").Decider(ROOT).decide(records)
@@ -285,9 +312,10 @@ def run(duration: float = 10, concurrency: list[int] | None = None, rows: int = 
         body = Path(tmp) / "body.json"
         body.write_text(bodies[worst], encoding="utf-8")
         # FastAPI first: the fixed-rate run of the service is set from its peak.
-        for kind in ("fastapi", "bentoml"):
+        for kind in ("fastapi", "bentoml", *(["container"] if image else [])):
             port = free_port()
-            proc = start(kind, port, Path(tmp) / kind, secret_env if kind == "bentoml" else None)
+            secrets_for = secret_env if kind in ("bentoml", "container") else None
+            proc, result["start_to_ready_s"][kind] = start(kind, port, Path(tmp) / kind, secrets_for, image)
             try:
                 if kind == "bentoml":  # the figures are of the service with authentication on: check it is
                     result["settings"]["unauthenticated_status"] = httpx.post(
@@ -316,6 +344,8 @@ def run(duration: float = 10, concurrency: list[int] | None = None, rows: int = 
     result["ratio"] = {
         c: result["closed_loop"]["bentoml"][c]["rps"] / result["closed_loop"]["fastapi"][c]["rps"] for c in map(str, concurrency)
     }
+    if image:
+        result["image"] = image
     return result
 
 
@@ -337,7 +367,7 @@ def auth_cost(duration: float = 10, clients: int = 32, rounds: int = 3, rows: in
             for name, (env, k) in setups.items():
                 port = free_port()
                 script = lua_script(Path(tmp) / f"{name}.lua", bodies, key=k)
-                servers[name] = (port, start("bentoml", port, Path(tmp) / name, env), script)
+                servers[name] = (port, start("bentoml", port, Path(tmp) / name, env)[0], script)
             for port, _, script in servers.values():
                 closed_loop(port, script, 8, min(3, duration))  # warm-up, not measured
             runs: dict[str, list[dict[str, float]]] = {name: [] for name in setups}
@@ -379,13 +409,29 @@ def markdown(result: dict[str, Any]) -> str:
         "|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for c in map(str, result["settings"]["concurrency"]):
-        for kind in SERVERS:
+        for kind in (k for k in SERVERS if k in result["closed_loop"]):
             r = result["closed_loop"][kind][c]
-            ratio = f"{result['ratio'][c]:.1f}x" if kind == "bentoml" else "1.0x"
+            ratio = f"{r['rps'] / result['closed_loop']['fastapi'][c]['rps']:.1f}x"
             lines.append(
                 f"| {c} | {kind} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['p999_ms']:.1f} "
                 f"| {r['non2xx'] + r['socket_errors']} | {ratio} |"
             )
+    if "container" in result["closed_loop"]:
+        src, ctr = result["closed_loop"]["bentoml"], result["closed_loop"]["container"]
+        lines += [
+            "",
+            f"The image `{result['image']}` (read-only root, uid 1034, no capabilities) against the same service from "
+            "source: "
+            + "; ".join(
+                f"{c} clients: {ctr[c]['rps'] / src[c]['rps']:.0%} of the throughput, p99 {ctr[c]['p99_ms']:.1f} ms "
+                f"against {src[c]['p99_ms']:.1f} ms"
+                for c in map(str, result["settings"]["concurrency"])
+            )
+            + ".",
+        ]
+    ready = result.get("start_to_ready_s", {})
+    if ready:
+        lines += ["", "Start to ready: " + ", ".join(f"{k} {v:.1f} s" for k, v in ready.items()) + "."]
     fr = result["fixed_rate"]
     s, b = fr["settings"], fr["bentoml"]
     lines += [
@@ -427,6 +473,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="1 s per cell at 1 and 8 clients: checks it runs, measures nothing")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--auth-cost", action="store_true", help="only: the service with API keys vs without, 32 clients")
+    parser.add_argument("--image", help="also load the service's image (`make image`), run as production runs it")
     parser.add_argument("--baseline", type=int, help=argparse.SUPPRESS)  # internal: run the FastAPI app on this port
     args = parser.parse_args()
     if args.baseline:
@@ -434,7 +481,10 @@ def main() -> int:
         return 0
     if args.quick:
         args.duration, args.concurrency, args.rows = 1, [1, 8], 50
-    result = auth_cost(args.duration, rows=args.rows) if args.auth_cost else run(args.duration, args.concurrency, args.rows)
+    if args.auth_cost:
+        result = auth_cost(args.duration, rows=args.rows)
+    else:
+        result = run(args.duration, args.concurrency, args.rows, args.image)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
