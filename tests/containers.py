@@ -119,6 +119,11 @@ class Keys:
         self.headers = {"Authorization": f"Bearer {self.client_key}"}
 
 
+def checkpoints_dir(audit_dir: Path) -> Path:
+    """The second volume a container's audit chain is anchored in (the Deployment's audit-checkpoints)."""
+    return audit_dir.with_name(audit_dir.name + "-checkpoints")
+
+
 @dataclass
 class Container:
     """One run of the image, as the Deployment runs it; `stop()` sends SIGTERM and times the exit."""
@@ -133,6 +138,9 @@ class Container:
     def __post_init__(self) -> None:
         self.audit_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.audit_dir, 0o777)  # the container's uid 1034 writes here (an fsGroup in Kubernetes)
+        self.checkpoints = checkpoints_dir(self.audit_dir)
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.checkpoints, 0o777)
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**self.keys.env, "API_KEYS_FILE": "/run/secrets/api_keys"}
         started = time.monotonic()
@@ -141,6 +149,7 @@ class Container:
             "--read-only", "--user", USER, "--cap-drop=ALL", "--security-opt", "no-new-privileges",
             "--tmpfs", "/tmp:rw,size=256m,mode=1777",
             "-v", f"{self.audit_dir}:/var/lib/audit:rw",
+            "-v", f"{self.checkpoints}:/var/lib/audit-checkpoints:rw",
             "-v", f"{self.keys.dir / 'api_keys'}:/run/secrets/api_keys:ro",
             *[a for k, v in env.items() for a in ("-e", f"{k}={v}")],
             "-p", f"127.0.0.1:{self.port}:3000",

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from containers import GRACE_S, PIPELINE_ONLY, USER, Keys, free_port, http, podman, ready
+from containers import GRACE_S, PIPELINE_ONLY, USER, Keys, checkpoints_dir, free_port, http, podman, ready
 from helpers import bake, env, run
 
 PACKAGE = "acme_credit_scoring"  # conftest's pipeline_repo bakes "Acme Credit Scoring"
@@ -107,7 +107,7 @@ def source(service_image, keys, tmp_path_factory):
     out = log.with_suffix(".server.log").open("w")
     proc = subprocess.Popen(
         ["uv", "run", "--locked", "python", "-m", "bentoml", "serve", SERVICE, "--host", "127.0.0.1", "--port", str(port)],
-        cwd=service_image.project, env=env(**keys.env, AUDIT_LOG_PATH=str(log)),
+        cwd=service_image.project, env=env(**keys.env, AUDIT_LOG_PATH=str(log), AUDIT_CHECKPOINT_PATH=str(log.with_suffix(".checkpoints.jsonl"))),
         stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -124,7 +124,11 @@ def source(service_image, keys, tmp_path_factory):
 
 def audit_verify(project: Path, log: Path, keys: Keys) -> subprocess.CompletedProcess:
     """The project's own verifier (`make audit-verify`) over a log the container wrote."""
-    return run(["make", "audit-verify", f"AUDIT_LOG_PATH={log}"], cwd=project, check=False, **keys.env, AUDIT_LOG_PATH=str(log))
+    checkpoints = checkpoints_dir(log.parent) / "checkpoints.jsonl"  # where the image writes them (its ENV)
+    return run(
+        ["make", "audit-verify", f"AUDIT_LOG_PATH={log}", f"AUDIT_CHECKPOINT_PATH={checkpoints}"],
+        cwd=project, check=False, **keys.env, AUDIT_LOG_PATH=str(log), AUDIT_CHECKPOINT_PATH=str(checkpoints),
+    )  # fmt: skip
 
 
 def records_in(log: Path) -> list[dict]:

@@ -133,7 +133,11 @@ def container_cmd(image: str, port: int, audit_dir: Path, env: dict[str, str]) -
     audit_dir.mkdir(parents=True, exist_ok=True)
     audit_dir.chmod(0o777)  # the image's uid 1034 writes the audit log here
     cmd = [engine, "run", "--rm", "--read-only", "--user", "1034:1034", "--cap-drop=ALL", "--security-opt", "no-new-privileges"]
+    checkpoints = audit_dir / "checkpoints"  # the chain's anchor: another volume in a deployment
+    checkpoints.mkdir(exist_ok=True)
+    checkpoints.chmod(0o777)
     cmd += ["--tmpfs", "/tmp:rw,size=256m,mode=1777", "-v", f"{audit_dir}:/var/lib/audit", "-p", f"127.0.0.1:{port}:3000"]  # noqa: S108 - the container's own tmpfs
+    cmd += ["-v", f"{checkpoints}:/var/lib/audit-checkpoints"]
     for name in CONTAINER_ENV:
         if name == "API_KEYS_FILE" and env.get(name):
             cmd += ["-v", f"{Path(env[name]).resolve()}:/run/secrets/api_keys:ro", "-e", "API_KEYS_FILE=/run/secrets/api_keys"]
