@@ -263,6 +263,7 @@ def test_an_unwritable_audit_path_stops_the_service_at_start_naming_it(tmp_path)
 
 # --- 11: the log file removed while the service runs -------------------------------------
 def test_a_log_removed_while_running_continues_linked_and_nothing_answered_is_lost(client, service, bodies, monkeypatch, capsys):
+    assert client.post("/decide_batch", json={"records": bodies[:5]}).status_code == 200
     head = lines_of(service.log)[-1]
     answered: list[str] = []
     after: list[str] = []  # decisions asked for once the file was gone: their records must be in the new file
