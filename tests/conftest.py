@@ -28,3 +28,17 @@ def pipeline_repo(tmp_path_factory):
 
     get.repro_logs = {}
     return get
+
+
+@pytest.fixture(scope="session")
+def service_image(pipeline_repo):
+    """The credit decision service's image, built ONCE per session: `make bento image` in the credit
+    pipeline repository, with podman on a local Debian bookworm base (tests/containers.py).
+
+    Gives a containers.ServiceImage: `.ref` (name:tag), `.id`, `.project` (the repository),
+    `.size_bytes`, `.build_s`, `.base`, `.sbom`, and `.container(audit_dir, keys)` to run it as
+    production does (read-only root, uid 1034, no capabilities, tmpfs /tmp, audit volume).
+    """
+    from containers import build_service_image
+
+    return build_service_image(pipeline_repo("credit_scoring"))
