@@ -231,6 +231,11 @@ def register(tag: str, image: str, name: str) -> str:
     return f"Registered {name} version {version.version} as champion (run {run.info.run_id})."
 
 
+def on_loopback(reference: str) -> bool:
+    """Whether an image reference's registry is this machine's loopback (a test's registry: plain HTTP)."""
+    return reference.split("/", 1)[0].rsplit(":", 1)[0] in ("127.0.0.1", "localhost")
+
+
 def push(to: str, built: Path = Path("dist/image/image.json"), engine: str = "") -> str:
     """Push the image `make image` built (recorded in ``built``) to repository ``to``; its reference by digest.
 
@@ -242,8 +247,7 @@ def push(to: str, built: Path = Path("dist/image/image.json"), engine: str = "")
     local = json.loads(built.read_text(encoding="utf-8"))["image"]
     remote = f"{to}:{local.rsplit(':', 1)[1]}"
     engine = engine or ("docker" if subprocess.run(["docker", "info"], capture_output=True).returncode == 0 else "podman")
-    # a registry on this machine's loopback (a test's) serves plain HTTP
-    insecure = ["--tls-verify=false"] if engine == "podman" and to.split("/")[0].split(":")[0] in ("127.0.0.1", "localhost") else []
+    insecure = ["--tls-verify=false"] if engine == "podman" and on_loopback(to) else []
     subprocess.run([engine, "tag", local, remote], check=True)
     digestfile = built.with_name("pushed.digest")
     digestfile.unlink(missing_ok=True)  # only this push's digest may be read back

@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from {{ cookiecutter.package }}.ci.release import ReleaseError, set_image, write_output
+from {{ cookiecutter.package }}.ci.release import ReleaseError, on_loopback, set_image, write_output
 from {{ cookiecutter.package }}.core.errors import UserError
 from {{ cookiecutter.package }}.core.stage import setup_logging
 
@@ -92,9 +92,11 @@ class Kubectl:
         return proc.stdout.strip() if proc.returncode == 0 else ""
 
     def apply(self, objects: list[dict[str, Any]]) -> None:
+        """`kubectl apply` of the rendered objects (what `kubectl apply -k <overlay>` sends)."""
         run(["kubectl", "apply", "-f", "-"], stdin=yaml.safe_dump_all(objects, sort_keys=False))
 
     def wait_ready(self, objects: list[dict[str, Any]]) -> None:
+        """Until the Deployment's rollout completes (its pods ready), or ReleaseError after the timeout."""
         run(["kubectl", "-n", self.namespace, "rollout", "status", f"deployment/{DEPLOYMENT}", f"--timeout={self.timeout}"])
 
 
@@ -108,13 +110,16 @@ class Podman:
 
     @property
     def pod(self) -> str:
+        """The pod `kube play` names after the Deployment."""
         return f"{DEPLOYMENT}-pod-0"
 
     @property
     def container(self) -> str:
+        """The service's container in that pod."""
         return f"{self.pod}-{CONTAINER}"
 
     def current_image(self) -> str:
+        """The image the pod's service container runs; empty when there is no pod."""
         proc = subprocess.run(["podman", "container", "inspect", "--format", "{% raw %}{{.ImageName}}{% endraw %}", self.container],
                               capture_output=True, text=True)  # fmt: skip
         return proc.stdout.strip() if proc.returncode == 0 else ""
@@ -142,16 +147,15 @@ class Podman:
             run(["podman", "secret", "create", name, "-"], stdin=json.dumps(data))
 
     def apply(self, objects: list[dict[str, Any]]) -> None:
+        """`podman kube play --replace` of the Deployment, its Secrets and its claim's volume first."""
         self.create_secrets(objects)
         for volume in deployment_of(objects)["spec"]["template"]["spec"].get("volumes", []):
             if claim := volume.get("persistentVolumeClaim"):
                 # the claim's data outlives a rollout, as a PersistentVolume's does
                 if subprocess.run(["podman", "volume", "exists", claim["claimName"]]).returncode != 0:
                     run(["podman", "volume", "create", claim["claimName"]])
-        image = service_container(deployment_of(objects))["image"]
-        registry = image.split("/", 1)[0]
         # a registry on this machine's loopback serves plain HTTP; any other is verified
-        insecure = ["--tls-verify=false"] if registry.split(":")[0] in ("127.0.0.1", "localhost") else []
+        insecure = ["--tls-verify=false"] if on_loopback(service_container(deployment_of(objects))["image"]) else []
         run(["podman", "kube", "play", "--replace", *insecure, "-"], stdin=yaml.safe_dump_all(self.playable(objects)))
 
     def wait_ready(self, objects: list[dict[str, Any]]) -> None:
