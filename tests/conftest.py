@@ -42,3 +42,13 @@ def service_image(pipeline_repo):
     from containers import build_service_image
 
     return build_service_image(pipeline_repo("credit_scoring"))
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory):
+    """One real OCI registry per session on 127.0.0.1 (Debian's docker-registry, storage in tmp): a registry.Registry."""
+    from registry import Registry
+
+    served = Registry(tmp_path_factory.mktemp("registry"))
+    yield served
+    served.stop()

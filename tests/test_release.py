@@ -106,17 +106,20 @@ def test_verify_checks_tag_model_and_gates_before_building(baked):
 def test_image_is_pushed_scanned_signed_and_attested_by_digest(baked):
     wf = release(baked)
     image = steps(wf, "image")
-    push = image["Build and push"]["with"]
-    assert push["push"] is True and push["sbom"] is True and push["provenance"] == "mode=max"
-    assert push["file"] == "bento/env/docker/Dockerfile"
-    assert "docker/metadata-action" in image["Image labels and tags"]["uses"]
+    # The image is `make image`'s (what the template's tests build and run), from the bento verify built.
+    build = image["Build the image (make image, from the bento verify built)"]
+    assert build["run"].rstrip().splitlines()[-1].strip() == "make image"
+    assert build["env"]["BENTO"] == "${{ needs.verify.outputs.bento }}"
+    push = image["Push (every later step names the image by the digest the registry answered)"]
+    assert push["id"] == "push" and 'ci.release push --to "ghcr.io/${REPOSITORY,,}"' in push["run"]
+    assert list(image).index("docker/login-action") < list(image).index(push["name"])
     scan = image["Scan (fixable HIGH and CRITICAL fail the release)"]
-    assert scan["with"]["image-ref"] == "${{ steps.ref.outputs.image }}"
+    assert scan["with"]["image-ref"] == "${{ steps.push.outputs.image }}"
     assert scan["with"]["ignore-unfixed"] is True and scan["with"]["exit-code"] == "1"
     assert scan["with"]["version"] == "${{ env.TRIVY_VERSION }}" and re.fullmatch(r"v\d+\.\d+\.\d+", wf["env"]["TRIVY_VERSION"])
-    assert image["Sign (keyless)"]["env"]["IMAGE"] == "${{ steps.ref.outputs.image }}"
+    assert image["Sign (keyless)"]["env"]["IMAGE"] == "${{ steps.push.outputs.image }}"
     assert image["Attest build provenance"]["with"]["subject-digest"] == "${{ steps.push.outputs.digest }}"
-    assert "@$DIGEST" in image["Image reference by digest"]["run"]
+    assert wf["jobs"]["image"]["outputs"] == {"image": "${{ steps.push.outputs.image }}", "digest": "${{ steps.push.outputs.digest }}"}
     # After the push, the image is named only by digest (needs.image.outputs.image).
     text = (baked / ".github/workflows/release.yml").read_text()
     later = text.split("\n  register:", 1)[1]
@@ -148,32 +151,39 @@ def test_deploy_waits_for_approval_smoke_tests_and_rolls_back(baked, options):
     assert rollback["if"].startswith("failure() && steps.apply.outputs.previous") and rollback["run"].rstrip().endswith("exit 1")
     assert list(named).index(rollback.get("name")) == len(named) - 1
     if options["deploy_target"] == "kubernetes":
-        assert 'rollout undo deployment/decision-service --to-revision="$PREVIOUS"' in rollback["run"]
-        assert "ci.release set-image --overlay deploy/k8s/overlays/production" in named["Deploy the image by digest"]["run"]
+        # deploy and rollback are one path (ci.rollout; run for real under podman kube play by test_rollout.py)
+        assert 'ci.rollout rollback --overlay deploy/k8s/overlays/production --previous "$PREVIOUS"' in rollback["run"]
+        assert 'ci.rollout deploy --overlay deploy/k8s/overlays/production --image "$IMAGE"' in named["Deploy the image by digest"]["run"]
     else:
         assert "bentoml deployment update" in rollback["run"] and "--bento \"$PREVIOUS\"" in rollback["run"]
 
 
 def test_kubernetes_deploy_and_rollback_scripts_with_a_recording_kubectl(tmp_path):
-    """The deploy step's and rollback step's shell, run as GitHub runs them, against a recording kubectl.
+    """The deploy and rollback steps' shell, run as GitHub runs them, against a recording kubectl.
 
-    `uv run` runs the helper's set-image for real (with the template's Python and PyYAML).
+    `uv run` runs the project's ci.rollout for real (with the template's Python and PyYAML) and
+    `kubectl kustomize` is the real one; get/apply/rollout are recorded. test_rollout.py runs the
+    same steps on podman kube play with the real image.
     """
     repo = bake(tmp_path / "bake", deploy_target="kubernetes")
     named = steps(release(repo), "deploy")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    # records its arguments; `get` answers with the deployment's revision annotation
+    # records its arguments; `get` answers with the image serving now; `apply` keeps the image it got
     (bin_dir / "kubectl").write_text('#!/usr/bin/env bash\necho "$*" >> "$KUBECTL_LOG"\n'
-                                     'if [ "$3" = get ]; then printf %s "$FAKE_REVISION"; fi\n')
+                                     'if [ "$1" = kustomize ]; then exec "$REAL_KUBECTL" "$@"; fi\n'
+                                     'if [ "$3" = get ]; then printf %s "$FAKE_IMAGE"; fi\n'
+                                     'if [ "$1" = apply ]; then grep -o "image: .*" >> "$KUBECTL_APPLIED"; fi\n')
     (bin_dir / "kubectl").chmod(0o755)
     # `uv run --locked python -m <pkg>...` without a set-up environment: the helper module itself.
     (bin_dir / "uv").write_text(f'#!/usr/bin/env bash\nshift 3\nPYTHONPATH=src exec {sys.executable} "$@"\n')
     (bin_dir / "uv").chmod(0o755)
+    old = "ghcr.io/acme/credit-risk-model@sha256:" + "cd" * 32
     image = "ghcr.io/acme/credit-risk-model@sha256:" + "ab" * 32
     environ = {"PATH": f"{bin_dir}:/usr/bin:/bin", "KUBECTL_LOG": str(tmp_path / "kubectl.log"), "RUNNER_TEMP": str(tmp_path),
+               "KUBECTL_APPLIED": str(tmp_path / "applied"), "REAL_KUBECTL": tool("kubectl"),
                "NAMESPACE": "credit-risk-model-production", "IMAGE": image, "KUBECONFIG_DATA": "apiVersion: v1",
-               "PACKAGE": "credit_risk_model"}
+               "PACKAGE": "credit_risk_model"}  # fmt: skip
     (tmp_path / "github_output").touch()
     environ["GITHUB_OUTPUT"] = str(tmp_path / "github_output")
 
@@ -183,27 +193,26 @@ def test_kubernetes_deploy_and_rollback_scripts_with_a_recording_kubectl(tmp_pat
         return subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)], cwd=repo,
                               capture_output=True, text=True, env={**environ, **extra}, timeout=60)
 
-    assert step("Deploy the image by digest", FAKE_REVISION="3").returncode == 0
-    assert (tmp_path / "github_output").read_text() == "previous=3\n"
-    # the new revision (4) failed its smoke test: back to 3, and the run fails
-    proc = step("Roll back to the previous revision", FAKE_REVISION="4", PREVIOUS="3")
-    assert proc.returncode == 1 and "revision 3 serves again" in proc.stdout
-    # nothing new was rolled out (apply failed): nothing is undone, the run still fails
-    proc = step("Roll back to the previous revision", FAKE_REVISION="3", PREVIOUS="3")
+    proc = step("Deploy the image by digest", FAKE_IMAGE=old)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / "github_output").read_text() == f"previous={old}\n"
+    # the new image failed its smoke test: back to the old digest, and the run fails
+    proc = step("Roll back to the previous image", FAKE_IMAGE=image, PREVIOUS=old)
+    assert proc.returncode == 1 and f"{old} serves again" in proc.stdout, proc.stdout + proc.stderr
+    # nothing new was rolled out (apply failed): nothing is applied, the run still fails
+    proc = step("Roll back to the previous image", FAKE_IMAGE=old, PREVIOUS=old)
     assert proc.returncode == 1 and "nothing new was rolled out" in proc.stdout
     get = "-n credit-risk-model-production get deployment/decision-service -o " \
-          "jsonpath={.metadata.annotations.deployment\\.kubernetes\\.io/revision}"
+          'jsonpath={.spec.template.spec.containers[?(@.name=="service")].image}'
+    render = "kustomize deploy/k8s/overlays/production"
     status = "-n credit-risk-model-production rollout status deployment/decision-service --timeout=10m"
     calls = (tmp_path / "kubectl.log").read_text().splitlines()
-    assert calls == [
-        get, "apply -k deploy/k8s/overlays/production", status,
-        get, "-n credit-risk-model-production rollout undo deployment/decision-service --to-revision=3", status,
-        get,
-    ]
+    assert calls == [get, render, "apply -f -", status, get, render, "apply -f -", status, get]
+    assert (tmp_path / "applied").read_text().splitlines() == [f"image: {image}", f"image: {old}"]
     assert (tmp_path / "kubeconfig").stat().st_mode & 0o077 == 0, "the kubeconfig must be private"
-    # The overlay the deploy applied names the image by this digest, and kustomize agrees.
+    # The overlay the rollback applied names the old image by digest, and kustomize agrees.
     rendered = check([tool("kubectl"), "kustomize", "deploy/k8s/overlays/production"], repo)
-    assert f"image: {image}" in rendered
+    assert f"image: {old}" in rendered
 
 
 # --- the helper and act ----------------------------------------------------------------

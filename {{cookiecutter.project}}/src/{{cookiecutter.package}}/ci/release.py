@@ -5,6 +5,7 @@
     python -m {{ cookiecutter.package }}.ci.release notes --tag v1.2.0 [--image ghcr.io/o/r@sha256:...]
     python -m {{ cookiecutter.package }}.ci.release lineage --tag v1.2.0 --image ghcr.io/o/r@sha256:...
     python -m {{ cookiecutter.package }}.ci.release register --tag v1.2.0 --image ghcr.io/o/r@sha256:...
+    python -m {{ cookiecutter.package }}.ci.release push --to ghcr.io/o/r   (the image `make image` built)
     python -m {{ cookiecutter.package }}.ci.release set-image --overlay deploy/k8s/overlays/production --image ...@sha256:...
     python -m {{ cookiecutter.package }}.ci.release smoke-request
     python -m {{ cookiecutter.package }}.ci.release smoke --url http://127.0.0.1:3000 --tag v1.2.0
@@ -230,6 +231,39 @@ def register(tag: str, image: str, name: str) -> str:
     return f"Registered {name} version {version.version} as champion (run {run.info.run_id})."
 
 
+def on_loopback(reference: str) -> bool:
+    """Whether an image reference's registry is this machine's loopback (a test's registry: plain HTTP)."""
+    return reference.split("/", 1)[0].rsplit(":", 1)[0] in ("127.0.0.1", "localhost")
+
+
+def push(to: str, built: Path = Path("dist/image/image.json"), engine: str = "") -> str:
+    """Push the image `make image` built (recorded in ``built``) to repository ``to``; its reference by digest.
+
+    The digest is the one the registry answered the push with, never computed beforehand:
+    every later step (scan, signature, attestation, deployment) names the image by it.
+    """
+    if not built.exists():
+        raise ReleaseError(f"{built} is missing: `make image` writes it when it builds the image")
+    local = json.loads(built.read_text(encoding="utf-8"))["image"]
+    remote = f"{to}:{local.rsplit(':', 1)[1]}"
+    engine = engine or ("docker" if subprocess.run(["docker", "info"], capture_output=True).returncode == 0 else "podman")
+    insecure = ["--tls-verify=false"] if engine == "podman" and on_loopback(to) else []
+    subprocess.run([engine, "tag", local, remote], check=True)
+    digestfile = built.with_name("pushed.digest")
+    digestfile.unlink(missing_ok=True)  # only this push's digest may be read back
+    cmd = [engine, "push", *insecure, *(["--digestfile", str(digestfile)] if engine == "podman" else []), remote]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ReleaseError(f"`{' '.join(cmd)}` failed: {proc.stderr.strip()[-2000:]}")
+    # docker prints "<tag>: digest: sha256:... size: N"; podman writes the digest to a file
+    found = re.search(r"digest: (sha256:[0-9a-f]{64})", proc.stdout) if engine != "podman" else None
+    digest = found[1] if found else digestfile.read_text(encoding="utf-8").strip() if digestfile.exists() else ""
+    image = f"{to}@{digest}"
+    if IMAGE.fullmatch(image) is None:
+        raise ReleaseError(f"`{engine} push {remote}` reported no digest ({digest!r}): the image cannot be named by digest")
+    return image
+
+
 def set_image(overlay: Path, image: str) -> None:
     """Point a Kustomize overlay's `decision-service` image at ``image`` (by digest only)."""
     if IMAGE.fullmatch(image) is None:
@@ -311,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--image", required=name != "notes")
         p.add_argument("--out", type=Path)
     sub.choices["register"].add_argument("--name", default=Path.cwd().name)
+    p = sub.add_parser("push")
+    p.add_argument("--to", required=True, help="registry/repository (lower case), e.g. ghcr.io/owner/repo")
+    p.add_argument("--engine", default=os.environ.get("IMAGE_ENGINE", ""))
     p = sub.add_parser("set-image")
     p.add_argument("--overlay", type=Path, required=True)
     p.add_argument("--image", required=True)
@@ -340,6 +377,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {out}")
         elif args.command == "register":
             print(register(args.tag, args.image, args.name))
+        elif args.command == "push":
+            image = push(args.to, engine=args.engine)
+            write_output(image=image, digest=image.split("@", 1)[1])
+            print(f"pushed {image}")
         elif args.command == "set-image":
             set_image(args.overlay, args.image)
             print(f"{args.overlay}: decision-service = {args.image}")
