@@ -109,6 +109,7 @@ def serving(engine: dict[str, str]) -> str:
 def remove(engine: dict[str, str]) -> None:
     """What the test's `kube play` made: the pod, the audit claim's volume, the Secret."""
     for args in (["pod", "rm", "-f", "decision-service-pod-0"], ["volume", "rm", "-f", "decision-audit"],
+                 ["volume", "rm", "-f", "decision-audit-checkpoints"],
                  ["secret", "rm", "decision-service"]):  # fmt: skip
         subprocess.run(["podman", *args], env={**os.environ, **engine}, capture_output=True, timeout=120)
 
@@ -148,8 +149,11 @@ def test_release_rolls_out_by_digest_under_kube_play_and_back(repo, images, engi
 
     def smoke() -> None:
         """release.yml's smoke step (the helper's `smoke`) against the pod's published port."""
-        proc = helper(repo, "python", "-m", f"{package(repo)}.ci.release", "smoke", "--url", f"http://127.0.0.1:{port}",
-                      "--tag", TAG, "--request", str(request))  # fmt: skip
+        # SMOKE_API_KEY: the release's smoke secret; the service asks every caller for a key.
+        proc = run(["uv", "run", "--locked", "python", "-m", f"{package(repo)}.ci.release", "smoke",
+                    "--url", f"http://127.0.0.1:{port}", "--tag", TAG, "--request", str(request)],
+                   repo, SMOKE_API_KEY=keys.client_key)  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
         assert f"serves release {TAG}" in proc.stdout, proc.stdout + proc.stderr
 
     remove(engine)  # a first deploy: nothing of an earlier run serves
