@@ -171,7 +171,8 @@ def test_a_body_over_the_limit_gets_413_before_it_is_read(server, client, good):
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert str(MAX_BODY).encode() in answer
     # Streamed (chunked, no length): refused once past the limit, long before 64 MiB arrive.
-    head = b"POST /decide HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + RAW_AUTH + b"Transfer-Encoding: chunked\r\n\r\n"
+    head = b"POST /decide HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    head += RAW_AUTH + b"Transfer-Encoding: chunked\r\n\r\n"
     chunk = b"10000\r\n" + b" " * 0x10000 + b"\r\n"
     answer, sent = raw_exchange(server, head, [chunk] * 1024)
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]

@@ -63,7 +63,9 @@ def keys_file(path: Path) -> Path:
 
 
 class Server:
-    """A `bentoml serve` process on loopback (or ``command(port)``; run through ``wrap``, a command prefix, if given); stopped with SIGTERM.
+    """A `bentoml serve` process on loopback (or ``command(port)``); stopped with SIGTERM.
+
+    ``wrap`` is a command prefix the process runs through, if given.
 
     It asks for the tests' API key (``AUTH``); the audit keys are left to development mode, so the
     tests read the log with the same keys as the service wrote it.
@@ -99,9 +101,10 @@ class Server:
         }
         # The server's output goes to a file: an unread pipe fills up and blocks the server.
         self.output = log.with_suffix(".server.log")
+        served = command(self.port) if command else [sys.executable, "-m", "bentoml", "serve", target, *loopback(self.port)]
         with self.output.open("w") as out:
             self.proc = subprocess.Popen(
-                [*wrap, *(command(self.port) if command else [sys.executable, "-m", "bentoml", "serve", target, *loopback(self.port)])],
+                [*wrap, *served],
                 cwd=workdir,
                 env=environment,
                 stdout=out,
