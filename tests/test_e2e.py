@@ -339,7 +339,7 @@ def test_the_built_bento_serves_decisions(pipeline_repo, use_case, tmp_path):
     assert answer["model"]["contract"] == contract["name"]
     assert answer["threshold"] == meta["threshold"] and 0.0 <= answer["score"] <= 1.0
     logged = [json.loads(line) for line in audit_log.read_text().splitlines()]
-    assert [(r["decision_id"], r["key_id"]) for r in logged] == [(answer["decision_id"], "e2e")]
+    assert [(r["decision_id"], r["api_key_id"]) for r in logged] == [(answer["decision_id"], "e2e")]
     if by_features:
         assert 1 <= len(answer["top_features"]) <= 4
         assert logged[0]["top_features"] == [t["feature"] for t in answer["top_features"]]

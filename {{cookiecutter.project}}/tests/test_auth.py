@@ -140,7 +140,7 @@ def test_a_good_key_is_served_and_audited_with_its_id_and_the_request_id(server,
     logged = {r["decision_id"]: r for r in records(server.log)}
     ids = [by_bearer.json()["decision_id"], by_header.json()["decision_id"]] + [d["decision_id"] for d in odd.json()["decisions"]]
     expected = [by_bearer.headers["x-request-id"], by_header.headers["x-request-id"]] + [odd.headers["x-request-id"]] * 2
-    assert [(logged[i]["key_id"], logged[i]["request_id"]) for i in ids] == [(API_KEY_ID, e) for e in expected]
+    assert [(logged[i]["api_key_id"], logged[i]["request_id"]) for i in ids] == [(API_KEY_ID, e) for e in expected]
 
 
 def test_outside_development_mode_the_service_refuses_to_start_without_api_keys(run, tmp_path):

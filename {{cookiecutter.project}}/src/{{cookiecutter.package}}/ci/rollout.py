@@ -14,9 +14,11 @@ Two backends run the same steps (`--backend`, or ROLLOUT_BACKEND):
 - `podman` (the template's tests, or a laptop): `podman kube play --replace` of the rendered
   Deployment, on one pod with its port published on 127.0.0.1. Kubernetes objects podman cannot
   run (Service, HPA, PDB, NetworkPolicy, ServiceMonitor, PrometheusRule, ServiceAccount) are
-  left out; the namespace is ignored; the audit claim becomes a podman volume of that name;
-  Secrets become podman secrets; readiness is the Deployment's readinessProbe, asked from the
-  host (podman 4 runs no readiness probe of its own).
+  left out; the namespace is ignored; the audit claims become podman volumes of their names;
+  Secrets become podman secrets, and a Secret mounted as files a read-only hostPath directory
+  the backend writes (podman 4.3's kube play crashes on a Deployment's secret volume);
+  readiness is the Deployment's readinessProbe, asked from the host (podman 4 runs no
+  readiness probe of its own).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -124,9 +127,38 @@ class Podman:
                               capture_output=True, text=True)  # fmt: skip
         return proc.stdout.strip() if proc.returncode == 0 else ""
 
+    def secret_objects(self, objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The rendered Secrets and those given with ``secrets``."""
+        found = [o for o in objects if o.get("kind") == "Secret"]
+        if self.secrets is not None:
+            found += [d for d in yaml.safe_load_all(self.secrets.read_text(encoding="utf-8")) if d and d.get("kind") == "Secret"]
+        return found
+
+    def secret_files(self, secret: dict[str, Any], items: list[dict[str, Any]]) -> Path:
+        """A Secret's keys as files in a directory (``items`` maps keys to paths, as a secret volume's)."""
+        values = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
+        values.update({k: v.encode() for k, v in (secret.get("stringData") or {}).items()})
+        directory = Path(os.environ.get("RUNNER_TEMP") or tempfile.gettempdir()) / "rollout-secrets" / secret["metadata"]["name"]
+        directory.mkdir(parents=True, exist_ok=True)
+        directory.chmod(0o755)
+        for item in items or [{"key": k, "path": k} for k in values]:
+            if item["key"] not in values:
+                raise ReleaseError(f"Secret {secret['metadata']['name']} has no key '{item['key']}' the Deployment mounts")
+            path = directory / item["path"]
+            path.write_bytes(values[item["key"]])
+            path.chmod(0o444)  # the pod's non-root user reads it; nothing writes it
+        return directory
+
     def playable(self, objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The Deployment as podman runs it: one replica, the http port published on loopback."""
         deployment = json.loads(json.dumps(deployment_of(objects)))
+        secrets = {o["metadata"]["name"]: o for o in self.secret_objects(objects)}
+        for volume in deployment["spec"]["template"]["spec"].get("volumes", []):
+            if source := volume.pop("secret", None):
+                name = source["secretName"]
+                if name not in secrets:
+                    raise ReleaseError(f"the Deployment mounts Secret {name}, which neither the overlay nor --secrets holds")
+                volume["hostPath"] = {"path": str(self.secret_files(secrets[name], source.get("items", []))), "type": "Directory"}
         # one pod: a second replica would publish the same host port
         deployment["spec"]["replicas"] = 1
         for port in service_container(deployment).get("ports", []):
@@ -136,10 +168,7 @@ class Podman:
 
     def create_secrets(self, objects: list[dict[str, Any]]) -> None:
         """Secrets as podman 4's kube play reads a secretKeyRef: a JSON object of base64 values."""
-        found = [o for o in objects if o.get("kind") == "Secret"]
-        if self.secrets is not None:
-            found += [d for d in yaml.safe_load_all(self.secrets.read_text(encoding="utf-8")) if d and d.get("kind") == "Secret"]
-        for secret in found:
+        for secret in self.secret_objects(objects):
             data = dict(secret.get("data") or {})
             data.update({k: base64.b64encode(v.encode()).decode() for k, v in (secret.get("stringData") or {}).items()})
             name = secret["metadata"]["name"]

@@ -175,7 +175,7 @@ class DecisionService:
                 "reasons": [x["code"] for x in d.get("reasons", [])],
                 **({"top_features": [x["feature"] for x in d["top_features"]]} if "top_features" in d else {}),
                 "latency_ms": round(batch_ms, 3),
-                "key_id": key_id,
+                "api_key_id": key_id,  # the caller (auth.py); "key_id" names the chain key (audit.py)
                 "request_id": request_id,
             }
             for d, r, (key_id, request_id) in zip(decisions, records, callers, strict=True)
