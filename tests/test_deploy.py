@@ -83,7 +83,8 @@ def test_schema_validation_rejects_a_misspelt_field(k8s_repo):
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_deployment_is_locked_down_scaled_and_watched(k8s_repo, overlay):
-    kinds = by_kind(render(k8s_repo, overlay))
+    docs = render(k8s_repo, overlay)
+    kinds = by_kind(docs)
     deployment = kinds["Deployment"]
     assert deployment["metadata"]["namespace"] == f"{k8s_repo.name}-{overlay}"
     pod = deployment["spec"]["template"]["spec"]
@@ -105,7 +106,14 @@ def test_the_deployment_is_locked_down_scaled_and_watched(k8s_repo, overlay):
     # The audit log goes to a persistent volume, one file per pod.
     assert env["AUDIT_LOG_PATH"]["value"].startswith("/var/lib/audit/$(POD_NAME)")
     volumes = {v["name"]: v for v in pod["volumes"]}
-    assert volumes["audit"]["persistentVolumeClaim"]["claimName"] == kinds["PersistentVolumeClaim"]["metadata"]["name"]
+    claims = {d["metadata"]["name"] for d in docs if d["kind"] == "PersistentVolumeClaim"}
+    assert volumes["audit"]["persistentVolumeClaim"]["claimName"] in claims
+    # The chain's signed checkpoints on a second claim: a rewrite of the log's volume cannot reach its anchor.
+    assert env["AUDIT_CHECKPOINT_PATH"]["value"].startswith("/var/lib/audit-checkpoints/$(POD_NAME)")
+    anchor = volumes["audit-checkpoints"]["persistentVolumeClaim"]["claimName"]
+    assert anchor in claims and anchor != volumes["audit"]["persistentVolumeClaim"]["claimName"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts["audit"] == "/var/lib/audit" and mounts["audit-checkpoints"] == "/var/lib/audit-checkpoints"
     hpa, pdb = kinds["HorizontalPodAutoscaler"], kinds["PodDisruptionBudget"]
     assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
     assert 1 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]

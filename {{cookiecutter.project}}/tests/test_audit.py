@@ -29,7 +29,7 @@ import pytest
 from {{ cookiecutter.package }}.serving import audit
 
 from .pipeline_run import pipeline_run
-from .test_service import SERVICE, Server, features, free_port
+from .test_service import SERVICE, Server, features, free_port, keys_file
 
 CHAIN_KEY = "chain-key-for-the-audit-tests-0123456789"
 INPUT_KEY = "input-key-for-the-audit-tests-0123456789"
@@ -60,7 +60,10 @@ class Service:
             # `exec` keeps the server's pid, so /proc/<pid>/root shows its mount namespace.
             mount = f'mount -t tmpfs -o size=4m tmpfs {self.dir} && exec "$0" "$@"'
             wrap = ("unshare", "-m", "--propagation", "private", "sh", "-c", mount)
-        self.server = Server(run.dir, log, env={**KEYS, "AUDIT_CHECKPOINT_PATH": str(base / "checkpoints.jsonl")}, wrap=wrap)
+        # The keys file beside the volume: the tmpfs mounted over it would hide one written inside.
+        keys = keys_file(base / "api-keys")
+        env = {**KEYS, "API_KEYS_FILE": str(keys), "AUDIT_CHECKPOINT_PATH": str(base / "checkpoints.jsonl")}
+        self.server = Server(run.dir, log, env=env, wrap=wrap)
         self.server.checkpoints = base / "checkpoints.jsonl"
         self.url = self.server.url
 

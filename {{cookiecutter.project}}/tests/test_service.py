@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -86,8 +85,7 @@ class Server:
         self.log = log
         self.checkpoints = log.with_suffix(".checkpoints.jsonl")  # each server its own chain and anchor
         log.parent.mkdir(parents=True, exist_ok=True)
-        # Beside, not in, the log's directory: a test may mount a filesystem over that one.
-        keys = keys_file(Path(tempfile.mkdtemp(prefix="api-keys-")) / "api-keys")
+        keys = keys_file(log.with_name("api-keys"))
         # Its own BentoML home: the metrics of every process share its multiprocess directory,
         # which each server clears when it starts (another server's start would empty /metrics).
         home = log.parent / "bentoml-home"

@@ -57,6 +57,11 @@ def run(args: list[str], stdin: str | None = None) -> str:
     return proc.stdout
 
 
+def go_template(field: str) -> str:
+    """A Go template printing ``field`` (podman's --format), built so no template engine reads it as its own."""
+    return "{" * 2 + field + "}" * 2
+
+
 def render(overlay: Path) -> list[dict[str, Any]]:
     """The objects `kubectl apply -k <overlay>` would send: `kubectl kustomize`'s output."""
     return [doc for doc in yaml.safe_load_all(run(["kubectl", "kustomize", str(overlay)])) if doc]
@@ -89,7 +94,7 @@ class Kubectl:
         """The image the Deployment runs now; empty when there is no Deployment yet."""
         proc = subprocess.run(
             ["kubectl", "-n", self.namespace, "get", f"deployment/{DEPLOYMENT}", "-o",
-             f'jsonpath={% raw %}{{.spec.template.spec.containers[?(@.name=="{CONTAINER}")].image}}{% endraw %}'],
+             'jsonpath={.spec.template.spec.containers[?(@.name=="' + CONTAINER + '")].image}'],
             capture_output=True, text=True,
         )  # fmt: skip
         return proc.stdout.strip() if proc.returncode == 0 else ""
@@ -123,7 +128,7 @@ class Podman:
 
     def current_image(self) -> str:
         """The image the pod's service container runs; empty when there is no pod."""
-        proc = subprocess.run(["podman", "container", "inspect", "--format", "{% raw %}{{.ImageName}}{% endraw %}", self.container],
+        proc = subprocess.run(["podman", "container", "inspect", "--format", go_template(".ImageName"), self.container],
                               capture_output=True, text=True)  # fmt: skip
         return proc.stdout.strip() if proc.returncode == 0 else ""
 
@@ -196,7 +201,7 @@ class Podman:
         url = f"http://127.0.0.1:{self.port}{probe['path']}"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            state = run(["podman", "container", "inspect", "--format", "{% raw %}{{.State.Status}}{% endraw %}", self.container]).strip()
+            state = run(["podman", "container", "inspect", "--format", go_template(".State.Status"), self.container]).strip()
             if state not in ("running", "created", "configured"):
                 logs = subprocess.run(["podman", "logs", "--tail", "20", self.container], capture_output=True, text=True)
                 raise ReleaseError(f"pod {self.pod} is {state}, not ready; its last lines:\n{logs.stdout}{logs.stderr}")
