@@ -29,7 +29,7 @@ import pytest
 from {{ cookiecutter.package }}.serving import audit
 
 from .pipeline_run import pipeline_run
-from .test_service import SERVICE, Server, features, free_port, keys_file
+from .test_service import AUTH, SERVICE, Server, features, free_port, keys_file
 
 CHAIN_KEY = "chain-key-for-the-audit-tests-0123456789"
 INPUT_KEY = "input-key-for-the-audit-tests-0123456789"
@@ -85,7 +85,7 @@ def service(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(service):
-    with httpx.Client(base_url=service.url, timeout=30) as c:
+    with httpx.Client(base_url=service.url, timeout=30, headers=AUTH) as c:
         yield c
 
 
@@ -275,7 +275,7 @@ def test_a_log_removed_while_running_continues_linked_and_nothing_answered_is_lo
 
     def call(i: int) -> None:
         late = removed.is_set()
-        r = httpx.post(f"{service.url}/decide", json=bodies[i % len(bodies)], timeout=30)
+        r = httpx.post(f"{service.url}/decide", json=bodies[i % len(bodies)], timeout=30, headers=AUTH)
         statuses.append(r.status_code)
         if r.status_code == 200:
             (after if late else answered).append(r.json()["decision_id"])
