@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -88,7 +89,8 @@ class Server:
         keys = keys_file(log.with_name("api-keys"))
         # Its own BentoML home: the metrics of every process share its multiprocess directory,
         # which each server clears when it starts (another server's start would empty /metrics).
-        home = log.parent / "bentoml-home"
+        # Not beside the log: a test fills the log's filesystem, which BentoML's files must not share.
+        home = Path(tempfile.mkdtemp(prefix="bentoml-home-"))
         environment = {
             **os.environ,
             "BENTOML_DO_NOT_TRACK": "true",
