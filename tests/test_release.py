@@ -108,10 +108,14 @@ def test_image_is_pushed_scanned_signed_and_attested_by_digest(baked):
     image = steps(wf, "image")
     # The image is `make image`'s (what the template's tests build and run), from the bento verify built.
     build = image["Build the image (make image, from the bento verify built)"]
-    assert build["run"].rstrip().splitlines()[-1].strip() == "make image"
+    assert build["run"].rstrip().splitlines()[-1].strip() == 'make image BENTO_VERSION="${BENTO#*:}" BASE_IMAGE="$BASE_IMAGE"'
     assert build["env"]["BENTO"] == "${{ needs.verify.outputs.bento }}"
+    # Production unless a repository variable says otherwise: GHCR, the Dockerfile's pinned base.
+    assert build["env"]["BASE_IMAGE"] == "${{ vars.BASE_IMAGE }}"
+    assert wf["jobs"]["image"]["env"] == {"REGISTRY": "${{ vars.IMAGE_REGISTRY || 'ghcr.io' }}"}
+    assert image["docker/login-action"]["with"]["registry"] == "${{ env.REGISTRY }}"
     push = image["Push (every later step names the image by the digest the registry answered)"]
-    assert push["id"] == "push" and 'ci.release push --to "ghcr.io/${REPOSITORY,,}"' in push["run"]
+    assert push["id"] == "push" and 'ci.release push --to "$REGISTRY/${REPOSITORY,,}"' in push["run"]
     assert list(image).index("docker/login-action") < list(image).index(push["name"])
     scan = image["Scan (fixable HIGH and CRITICAL fail the release)"]
     assert scan["with"]["image-ref"] == "${{ steps.push.outputs.image }}"

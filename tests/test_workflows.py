@@ -308,12 +308,14 @@ def pull_request_event(repo: Path, branch: str, number: int, fork: bool = False)
 
 def run_act(repo: Path, work: Path, event: dict, job: str | None = None, secrets: dict[str, str] | None = None,
             workflow: str = "ci.yml", event_name: str = "pull_request",
-            standins: dict[str, Path] | None = None, act_env: dict[str, str] | None = None) -> ActRun:
+            standins: dict[str, Path] | None = None, act_env: dict[str, str] | None = None,
+            act_vars: dict[str, str] | None = None) -> ActRun:
     """Run ``event_name`` (the pull_request event of ci.yml by default) on the checked-out branch of ``repo``.
 
     Every action of ci.yml must have a stand-in. For another workflow run with ``job``,
     actions without one are left unmapped: they belong to jobs act does not run.
-    ``standins`` adds stand-ins (owner/repo -> directory) for that run.
+    ``standins`` adds stand-ins (owner/repo -> directory) for that run; ``act_vars`` are the
+    repository variables (``vars.X``) the run sees.
     """
     work.mkdir(parents=True, exist_ok=True)
     event_path = work / "event.json"
@@ -341,6 +343,7 @@ def run_act(repo: Path, work: Path, event: dict, job: str | None = None, secrets
             *[arg for name, value in (secrets or {}).items() for arg in ("--secret", f"{name}={value}")],
             "--env", f"ACT_ARTIFACTS_DIR={artifacts}",
             *[arg for name, value in (act_env or {}).items() for arg in ("--env", f"{name}={value}")],
+            *[arg for name, value in (act_vars or {}).items() for arg in ("--var", f"{name}={value}")],
             "--env", f"CML_STANDIN_LOG={comments}",
             "--env", f"npm_config_registry={registry}",
             "--env", f"npm_config_cache={work / 'npm-cache'}",
