@@ -1,4 +1,4 @@
-"""The generated release workflow: checked as GitHub would, then its verify job run with act.
+"""The generated release workflow: checked as GitHub would, then its verify and image jobs run with act.
 
 Static checks (GitHub's schema, zizmor pedantic, shellcheck of every run script, SHA pins,
 least-privilege permissions, images by digest) run on bakes of every deploy_target; the
@@ -7,9 +7,12 @@ kubernetes bakes of test_workflows.py check release.yml alongside ci.yml too.
 The act tests push a tag to a copy of the baked, reproduced credit repository (the session
 `pipeline_repo`) and run the `verify` job in host mode: the tag/version/main checks, the
 model check against dvc.lock, the gates, the bento build and the release notes run for
-real. The jobs after it (image push, signing, registry, GitHub release, deploy) need GHCR,
-Sigstore, GitHub or a cluster: they are checked statically here, and their logic
-(`<package>.ci.release`) is run directly against real MLflow and a real HTTP service.
+real. For a good tag the `image` job runs too: `make image` with podman on the session's
+local base and the push to the session's loopback registry (repository variables
+IMAGE_REGISTRY and BASE_IMAGE); the login, Trivy, cosign and the attestation are stand-ins
+that record their inputs (tests/act/). Signing, attesting, the registry, the GitHub release
+and deploy need Sigstore, GitHub or a cluster: they are checked statically here, and their
+logic (`<package>.ci.release`) is run directly against real MLflow and a real HTTP service.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 from helpers import bake, copy_project
-from test_workflows import OWNER, check, git, load, make, run, run_act, run_scripts, shellcheck, tool
+from test_workflows import OWNER, STANDINS, check, git, load, make, run, run_act, run_scripts, shellcheck, tool
 
 RELEASE_BAKES = {
     "kubernetes-s3": {"deploy_target": "kubernetes", "dvc_remote": "s3"},
@@ -305,14 +308,34 @@ def tag_event(repo: Path, tag: str) -> dict:
     }
 
 
-def act_release(repo: Path, work: Path, tag: str):
+# The image job's actions that need GHCR, Sigstore or GitHub: stand-ins that record their inputs
+# (tests/act/record.py) to $ACT_STANDIN_LOG.
+RELEASE_STANDINS = {
+    "docker/login-action": "login",
+    "aquasecurity/trivy-action": "trivy",
+    "sigstore/cosign-installer": "cosign-installer",
+    "actions/attest-build-provenance": "attest",
+}
+
+
+def act_release(repo: Path, work: Path, tag: str, job: str = "verify", act_env: dict | None = None,
+                act_vars: dict | None = None):
     git(repo, "tag", "-f", tag)
     try:
         # A bento store of its own, as on a fresh runner (BentoML refuses to overwrite a bento tag).
-        return run_act(repo, work, tag_event(repo, tag), job="verify", workflow="release.yml", event_name="push",
-                       act_env={"BENTOML_HOME": str(work / "bentoml")})
+        return run_act(repo, work, tag_event(repo, tag), job=job, workflow="release.yml", event_name="push",
+                       act_env={"BENTOML_HOME": str(work / "bentoml"), **(act_env or {})}, act_vars=act_vars,
+                       standins={action: STANDINS / d for action, d in RELEASE_STANDINS.items()})
     finally:
         git(repo, "tag", "-d", tag)
+
+
+def standin_calls(log: Path) -> dict[str, list[dict]]:
+    calls: dict[str, list[dict]] = {}
+    for line in log.read_text().splitlines() if log.exists() else []:
+        call = json.loads(line)
+        calls.setdefault(call["action"], []).append(call["inputs"])
+    return calls
 
 
 @pytest.mark.e2e
@@ -325,10 +348,19 @@ def test_act_release_refuses_a_tag_that_is_not_the_package_version(release_repo,
 
 
 @pytest.mark.e2e
-def test_act_release_builds_the_bento_and_notes_for_a_good_tag(release_repo, tmp_path):
+def test_act_release_builds_pushes_and_names_the_image_by_digest_for_a_good_tag(release_repo, service_image, registry, tmp_path):
+    """verify, then the image job for real: `make image` with podman on the session's local base
+    (its layers cached by the session's build), pushed to the loopback registry by digest."""
+    from containers import containers_env
+
     repo = release_repo
-    result = act_release(repo, tmp_path, "v0.1.0")
-    assert result.returncode == 0, result.describe()
+    record = tmp_path / "standin-calls.jsonl"
+    result = act_release(repo, tmp_path, "v0.1.0", job="image",
+                         act_env={**containers_env(), "ACT_STANDIN_RECORD": str(STANDINS / "record.py"),
+                                  "ACT_STANDIN_LOG": str(record)},
+                         act_vars={"IMAGE_REGISTRY": registry.host, "BASE_IMAGE": service_image.base})
+    assert result.returncode == 0, result.describe() + "\n" + result.output("image")[-4000:]
+    assert result.jobs == {"verify": "success", "image": "success"}, result.describe()
     for step in ["Check the tag", "Get the model of this commit", "Gates", "Build the bento",
                  "Release notes and smoke request"]:
         assert result.steps[("verify", step)] == "success", f"{step}: {result.describe()}"
@@ -349,6 +381,25 @@ def test_act_release_builds_the_bento_and_notes_for_a_good_tag(release_repo, tmp
     shutil.copy(dockerfile, tmp_path / "Dockerfile")
     proc = run([tool("hadolint"), "--config", str(repo / ".hadolint.yaml"), str(tmp_path / "Dockerfile")], repo)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    # The image job: the digest the push answered is the one the registry serves for the tag.
+    repository = f"{OWNER}/{repo.name}".lower()
+    pushed = re.search(rf"{re.escape(registry.host)}/{re.escape(repository)}@(sha256:[0-9a-f]{{64}})", result.output("image"))
+    assert pushed, result.output("image")[-3000:]
+    digest = pushed[1]
+    assert registry.digest(repository, "0.1.0") == digest
+    image = f"{registry.host}/{repository}@{digest}"
+    sbom = json.loads((result.artifacts / "sbom/sbom.cdx.json").read_text())
+    assert sbom["bomFormat"] == "CycloneDX" and any(c["name"] == "bentoml" for c in sbom["components"])
+    # Scan, signature and attestation were handed the digest reference, never a tag.
+    calls = standin_calls(record)
+    [login] = calls["docker/login-action"]
+    assert login["registry"] == registry.host and login["password-given"] == "yes", login
+    [scan] = calls["aquasecurity/trivy-action"]
+    assert scan["image-ref"] == image and scan["exit-code"] == "1" and scan["ignore-unfixed"] == "true", scan
+    assert calls["cosign"] == [{"args": f"sign --yes {image}"}], calls
+    [attest] = calls["actions/attest-build-provenance"]
+    assert attest["subject-digest"] == digest and attest["subject-name"].lower() == f"{registry.host}/{repository}", attest
 
 
 @pytest.mark.e2e
