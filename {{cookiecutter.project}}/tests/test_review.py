@@ -191,3 +191,31 @@ def test_the_stop_switch_refers_everything_is_recorded_shown_and_lifted(client, 
     assert metric(client, "stop_switch") == 0 and client.get("/readyz").headers["x-stop-switch"] == "off"
     assert [x["stopped"] for x in records(server) if x.get("event") == "stop_switch"][-2:] == [True, False]
     assert audit.verify(server.log, audit.KeyRing.from_env(), server.checkpoints)[1] is None
+
+
+def test_monitoring_reports_the_override_rate_from_the_audit_log(tmp_path):
+    from {{ cookiecutter.package }}.monitoring import monitor
+
+    log = tmp_path / "decisions.jsonl"
+    writer = audit.AuditLog(log, audit.DEV_KEY)
+    model = {"run_id": "r"}
+    made = [(FAVOURABLE, 0.1), (ADVERSE, 0.9), (REFER, 0.5), (FAVOURABLE, 0.2)]
+    writer.append(
+        {"timestamp": "2026-01-01T00:00:00Z", "decision_id": str(i), "decision": d, "score": s, "model": model}
+        for i, (d, s) in enumerate(made)
+    )
+    reviews = [(FAVOURABLE, ADVERSE), (ADVERSE, ADVERSE), (REFER, FAVOURABLE)]  # one override of two automated decisions
+    writer.append(
+        {"event": "review", "decision_id": str(i), "original_decision": a, "final_decision": b}
+        for i, (a, b) in enumerate(reviews)
+    )
+    writer.append([{"event": "stop_switch", "stopped": True, "reason": "drill"}])
+    served = monitor.read_audit_scores(log, "r", None)
+    assert served["records"] == 4 and served["scores"].tolist() == [0.1, 0.9, 0.5, 0.2]
+    assert served["oversight"] == {
+        "reviews": 3,
+        "referred_reviewed": 1,
+        "overrides": 1,
+        "override_rate": 0.5,
+        "outcomes": dict(sorted({f"{a} -> {b}": 1 for a, b in reviews}.items())),
+    }
