@@ -28,9 +28,10 @@ from hypothesis import strategies as st
 
 from {{ cookiecutter.package }}.core import model, reasons, use_case
 from {{ cookiecutter.package }}.core.contract import load_contract
+from {{ cookiecutter.package }}.core.decision import DecisionRule, Outcome
 from {{ cookiecutter.package }}.core.params import load_params
 from {{ cookiecutter.package }}.core.use_case import Explanations
-from {{ cookiecutter.package }}.serving import audit, auth, schema
+from {{ cookiecutter.package }}.serving import audit, auth, guard, schema
 from {{ cookiecutter.package }}.serving.schema import MAX_BATCH
 
 from .pipeline_run import ROOT, pipeline_run
@@ -167,6 +168,12 @@ def features(df: pd.DataFrame) -> list[dict]:
     return out
 
 
+def rule_of(threshold: float) -> DecisionRule:
+    """The pipeline's decision rule: the model's threshold and params.yaml's serving.refer_band."""
+    band = guard.settings(ROOT).refer_band
+    return DecisionRule(threshold, None if band is None else (band.lower, band.upper))
+
+
 def valid_record(held_out) -> dict:
     return features(held_out.head(1))[0]
 
@@ -179,7 +186,7 @@ def test_a_decision_carries_id_score_decision_threshold_model_and_reasons(client
     assert set(d) >= {"decision_id", "score", "decision", "threshold", "model"}
     assert 0.0 <= d["score"] <= 1.0
     assert d["decision"] in FACTS.decisions.values()
-    assert d["decision"] == FACTS.decision(d["score"] >= d["threshold"])
+    assert d["decision"] == FACTS.word(Outcome(int(rule_of(d["threshold"]).outcomes([d["score"]])[0])))
     meta = json.loads(run.path("models/model_meta.json").read_text(encoding="utf-8"))
     assert d["threshold"] == meta["threshold"]
     assert d["model"]["run_id"] == meta["run_id"]
@@ -200,15 +207,18 @@ def test_scores_and_reasons_equal_the_pipelines_on_held_out_rows(client, held_ou
     expected = model.scores(pipeline, rows, CONTRACT)
     served = np.array([a["score"] for a in answers])
     assert np.max(np.abs(served - expected)) <= 1e-12
+    # The decisions are the pipeline's rule (core/decision.py: threshold and refer band) on its scores.
+    outcomes = rule_of(answers[0]["threshold"]).outcomes(expected)
+    assert [a["decision"] for a in answers] == [FACTS.word(Outcome(int(o))) for o in outcomes]
     if REASON_CODES:
-        threshold = answers[0]["threshold"]
-        declined = np.flatnonzero(expected >= threshold)
-        assert len(declined) > 0
-        codes = reasons.reason_codes(pipeline, CONTRACT, rows.iloc[declined])
-        for i, want in zip(declined, codes, strict=True):
+        # Declined and referred decisions carry the pipeline's reason codes; approvals none.
+        explained = np.flatnonzero(outcomes != Outcome.FAVOURABLE)
+        assert len(explained) > 0
+        codes = reasons.reason_codes(pipeline, CONTRACT, rows.iloc[explained])
+        for i, want in zip(explained, codes, strict=True):
             assert [r["code"] for r in answers[i]["reasons"]] == [w["code"] for w in want]
             assert [r["text"] for r in answers[i]["reasons"]] == [w["text"] for w in want]
-        approved = np.flatnonzero(expected < threshold)
+        approved = np.flatnonzero(outcomes == Outcome.FAVOURABLE)
         assert all(answers[i]["reasons"] == [] for i in approved)
 
 

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .config import PARAMS_FILE
+from .decision import band_problem
 from .errors import ParamsError
 from .use_case import Explanations
 
@@ -191,6 +192,19 @@ class MonitorParams(_Section):
         return self
 
 
+class ReferBand(_Section):
+    """``serving.refer_band``: scores from ``lower`` up to ``upper`` go to a person (core/decision.py)."""
+
+    lower: Annotated[float, Field(gt=0.0, lt=1.0)]
+    upper: Annotated[float, Field(gt=0.0, lt=1.0)]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ReferBand:
+        if self.lower > self.upper:
+            raise ValueError(f"lower ({self.lower:g}) must not be above upper ({self.upper:g})")
+        return self
+
+
 class ServingParams(_Section):
     """``serving``: what the decision service refuses before it parses a request (docs/serving.md)."""
 
@@ -198,6 +212,8 @@ class ServingParams(_Section):
     max_body_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
     # Seconds a connection may take to send a request's headers before it is closed (slow-header clients).
     header_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    # Scores a person decides (approve / refer / decline); null: the threshold alone decides.
+    refer_band: ReferBand | None = None
 
 
 class MlflowParams(_Section):
@@ -257,6 +273,11 @@ class Params(_Section):
             # interactions would train, then fail the service at start.
             got = "null" if model.interaction_cst is None else model.interaction_cst
             raise ValueError(f"model.explanations: reason_codes needs model.interaction_cst: no_interactions (got {got})")
+        band, threshold = self.serving.refer_band, self.decision.threshold
+        if band is not None and threshold is not None:  # a cost-tuned threshold is checked by train and the service
+            problem = band_problem(band.lower, band.upper, threshold, "decision.threshold")
+            if problem:
+                raise ValueError(problem)
         facts.check_params(self)
         return self
 

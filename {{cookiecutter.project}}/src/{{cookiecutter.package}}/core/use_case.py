@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import numpy as np
 import yaml
 
+from .decision import Outcome
 from .errors import UserError
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ class UseCase(ABC):
     headline_metric: str
     explain_scoring: str
     score: str
-    decisions: dict[str, str]  # {"adverse": ..., "favourable": ...}
+    decisions: dict[str, str]  # {"adverse": ..., "favourable": ..., "refer": ...}
     fairness_outcome: str
     fairness_outcome_label: str
     fairness_definitions: dict[str, str]
@@ -72,6 +73,10 @@ class UseCase(ABC):
     def decision(self, adverse: bool) -> str:
         """The word for one decision, e.g. ``decline`` / ``approve``."""
         return self.decisions["adverse" if adverse else "favourable"]
+
+    def word(self, outcome: Outcome) -> str:
+        """The word for an :class:`~.decision.Outcome`, e.g. ``refer``."""
+        return self.decisions[outcome.key]
 
     @abstractmethod
     def metrics(self, y: np.ndarray, score: np.ndarray, threshold: float, params: Params) -> dict[str, float]:

@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import json
 import logging
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import pandas as pd
 
 from ..core import config, metrics, model, use_case
 from ..core.contract import Contract, load_contract
+from ..core.decision import Outcome
 from ..core.errors import DataError
 from ..core.params import Params, load_params
 from ..core.reports import MetricsReport, ModelMeta, ReferenceReport, Status, Verdict
@@ -96,16 +98,19 @@ def data_quality(df: pd.DataFrame, contract: Contract, params: Params) -> dict[s
 
 
 def read_audit_scores(path: Path, run_id: str, since: datetime | None) -> dict[str, Any]:
-    """Scores the service logged for this model (``model.run_id``) since ``since``."""
-    scores, other_models, lines = [], 0, 0
+    """Scores the service logged for this model (``model.run_id``) since ``since``, and its reviews (:func:`oversight`)."""
+    scores, other_models, lines, reviews = [], 0, 0, []
     with path.open(encoding="utf-8") as fh:
         for number, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
+                if isinstance(record, dict) and record.get("event") == "review":
+                    reviews.append((str(record["original_decision"]), str(record["final_decision"])))
+                    continue
                 if isinstance(record, dict) and "event" in record:
-                    continue  # a chain event (a file replaced while serving), not a decision
+                    continue  # a chain event (a file replaced, the stop switch, a batch run), not a decision
                 lines += 1
                 stamp = datetime.fromisoformat(str(record["timestamp"]).replace("Z", "+00:00"))
                 score = float(record["score"])
@@ -119,7 +124,32 @@ def read_audit_scores(path: Path, run_id: str, since: datetime | None) -> dict[s
                 other_models += 1
             elif since is None or stamp >= since:
                 scores.append(score)
-    return {"path": str(path), "records": lines, "other_models": other_models, "scores": np.asarray(scores, dtype="float64")}
+    return {
+        "path": str(path),
+        "records": lines,
+        "other_models": other_models,
+        "scores": np.asarray(scores, dtype="float64"),
+        "oversight": oversight(reviews),
+    }
+
+
+def oversight(reviews: list[tuple[str, str]]) -> dict[str, Any]:
+    """Reviews by (service's decision -> final decision), and the override rate.
+
+    An override is a review that reversed an automated decision; a referred case has no automated
+    decision to reverse, so the rate is over reviews of automated decisions only (null: none yet).
+    """
+    refer = use_case.load().word(Outcome.REFER)
+    outcomes = Counter(f"{a} -> {b}" for a, b in reviews)
+    automated = [(a, b) for a, b in reviews if a != refer]
+    overrides = sum(a != b for a, b in automated)
+    return {
+        "reviews": len(reviews),
+        "referred_reviewed": len(reviews) - len(automated),
+        "overrides": overrides,
+        "override_rate": overrides / len(automated) if automated else None,
+        "outcomes": dict(sorted(outcomes.items())),
+    }
 
 
 def performance(
@@ -265,6 +295,7 @@ def run(batch_path: Path, audit_log: Path | None, since: datetime | None, params
             "other_models": served["other_models"],
             "since": since.isoformat() if since else None,
         }
+        report["oversight"] = served["oversight"]
         if served["scores"].size:
             report["decision_rate"]["served"] = float(np.mean(served["scores"] >= threshold))
     if score is not None and report["batch"]["labelled"] and quality["success"]:

@@ -167,6 +167,14 @@ def markdown(report: dict[str, Any], images: list[str]) -> str:
     if "audit_log" in report:
         a = report["audit_log"]
         lines.append(f"Audit log `{a['path']}`: {a['this_model']} decisions by this model, {a['other_models']} by others.")
+    if "oversight" in report:
+        o = report["oversight"]
+        rate = "n/a" if o["override_rate"] is None else _pct(o["override_rate"])
+        outcomes = ", ".join(f"{k}: {v}" for k, v in o["outcomes"].items()) or "none"
+        lines.append(
+            f"Human review: {o['reviews']} reviews ({o['referred_reviewed']} of referred cases); override rate of "
+            f"automated decisions {rate}; outcomes {outcomes}."
+        )
     perf = report.get("performance")
     if perf and perf.get("available"):
         h = perf["headline"]

@@ -415,6 +415,9 @@ def verify_chain(logs: list[Path], keys: KeyRing, checkpoints: Path | None = Non
             except json.JSONDecodeError:
                 report.problem = f"{where} is not valid JSON"
                 return report
+            if isinstance(record, dict) and record.get("event"):  # a review, a stop switch: named as what it is
+                about = f" on decision {record['decision_id']}" if "decision_id" in record else ""
+                where = f"{where}, a {record['event']} record{about},"
             if n == 0 and record.get("event") == CONTINUES and f == 0 and isinstance(record.get("seq"), int):
                 report.notes.append(
                     f"{path} continues a log replaced at record {record['seq']}: records 0-{record['seq'] - 1} "

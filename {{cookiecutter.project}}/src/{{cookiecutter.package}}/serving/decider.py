@@ -21,6 +21,7 @@ import pandas as pd
 
 from ..core import config, model, reasons, use_case
 from ..core.contract import Contract, load_contract
+from ..core.decision import DecisionRule, Outcome
 from ..core.reports import ModelMeta
 from ..core.use_case import Explanations, FeatureExplainer
 
@@ -49,12 +50,14 @@ class Identity:
 class Decider:
     """Scores records and turns scores into decisions with their reasons."""
 
-    def __init__(self, root: Path = Path()) -> None:
+    def __init__(self, root: Path = Path(), band: tuple[float, float] | None = None) -> None:
         self.contract: Contract = load_contract(root / "contract.yaml")
         self.meta = ModelMeta.read(root / config.MODEL_META)
         self.pipeline = model.load(root / config.MODEL)
         self.facts = use_case.load()
         self.threshold = float(self.meta.threshold)
+        # The threshold and params.yaml's serving.refer_band (a ParamsError if the band misses the threshold).
+        self.rule = DecisionRule(self.threshold, band)
         package = __package__.split(".")[0]
         try:
             version = metadata.version(package.replace("_", "-"))
@@ -79,18 +82,20 @@ class Decider:
         return pd.DataFrame.from_records(records, columns=self.features)
 
     def decide(self, records: list[dict[str, Any]], explain: list[bool] | None = None) -> list[dict[str, Any]]:
-        """One decision per record: id, score, decision, threshold, model identity and reasons.
+        """One decision per record: id, score, decision (core/decision.py), threshold, model identity and reasons.
 
         ``explain`` (one bool per record) asks for ``top_features`` on those records; it applies
         only to a model explained by feature contributions (the request model refuses it otherwise).
         """
         x = self.scorer.matrix(records)  # encoded once, for the scores and the reasons
         scores = self.scorer.proba(x)
-        adverse = scores >= self.threshold
+        outcomes = self.rule.outcomes(scores)
         explained: dict[int, list[dict[str, Any]]] = {}
-        if self.explains and adverse.any():
-            # Reason codes only for adverse decisions: an approval needs none, and costs nothing.
-            rows = np.flatnonzero(adverse)
+        unfavourable = outcomes != Outcome.FAVOURABLE
+        if self.explains and unfavourable.any():
+            # Reason codes for adverse and referred decisions (the reviewer reads them): an
+            # approval needs none, and costs nothing.
+            rows = np.flatnonzero(unfavourable)
             codes = reasons.record_reason_codes(self.pipeline, self.contract, self.scorer, x[rows])
             explained = dict(zip(rows.tolist(), codes, strict=True))
         top: dict[int, list[dict[str, Any]]] = {}
@@ -106,7 +111,7 @@ class Decider:
             decision: dict[str, Any] = {
                 "decision_id": str(uuid.uuid4()),
                 "score": score,
-                "decision": self.facts.decision(bool(adverse[i])),
+                "decision": self.facts.word(Outcome(int(outcomes[i]))),
                 "threshold": self.threshold,
                 "model": identity,
             }

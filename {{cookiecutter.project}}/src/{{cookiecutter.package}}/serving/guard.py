@@ -1,7 +1,7 @@
 """What the decision service refuses before a request is parsed, and what it says about itself.
 
 :class:`RequestGuard` is one ASGI middleware in front of the decision endpoints. In order, a
-``POST /decide`` or ``/decide_batch``:
+``POST /decide``, ``/decide_batch``, ``/review``, ``/stop`` or ``/resume``:
 
 1. with a Content-Type other than ``application/json`` (a ``charset=utf-8`` parameter is fine)
    is refused with 415 before its body is read: a form post from a web page, ``text/plain``,
@@ -36,6 +36,8 @@ from pydantic import BaseModel
 from ..core.params import ServingParams, parse_section
 
 MEDIA_TYPE = "application/json"
+# Human oversight's endpoints (oversight.py): JSON bodies refused as the decisions' are.
+OVERSIGHT_PATHS = ("/review", "/stop", "/resume")
 UNMATCHED = "unmatched"  # the route label of every path the service does not serve
 MAX_BODY_ENV = "SERVICE_MAX_BODY_BYTES"
 HEADER_TIMEOUT_ENV = "SERVICE_HEADER_TIMEOUT_S"
@@ -216,7 +218,15 @@ _REFUSAL = {
 _ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
 
 
-def document(title: str, version: str, record: type[BaseModel], batch: type[BaseModel], limits: ServingParams) -> dict[str, Any]:
+def document(
+    title: str,
+    version: str,
+    record: type[BaseModel],
+    batch: type[BaseModel],
+    limits: ServingParams,
+    review: type[BaseModel],
+    switch: type[BaseModel],
+) -> dict[str, Any]:
     """The OpenAPI document of the service: what it accepts and every answer it gives."""
 
     def refused(why: str) -> dict[str, Any]:
@@ -225,14 +235,15 @@ def document(title: str, version: str, record: type[BaseModel], batch: type[Base
     def error(why: str) -> dict[str, Any]:
         return {"description": why, "content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Error"}}}}
 
-    def decision_api(model: str, summary: str) -> dict[str, Any]:
+    def decision_api(model: str, summary: str, answer: str = "The decision(s)", **more: Any) -> dict[str, Any]:
         return {
             "post": {
                 "summary": summary,
                 "security": [{"bearer": []}, {"apiKey": []}],
                 "requestBody": {"required": True, "content": {MEDIA_TYPE: {"schema": {"$ref": f"#/components/schemas/{model}"}}}},
                 "responses": {
-                    "200": {"description": "The decision(s)", "content": {MEDIA_TYPE: {"schema": {"type": "object"}}}},
+                    **more,
+                    "200": {"description": answer, "content": {MEDIA_TYPE: {"schema": {"type": "object"}}}},
                     "400": refused("Not JSON, a key twice, or a field missing, mistyped, out of bounds or not accepted"),
                     "401": error("No valid API key (Authorization: Bearer <key>, or X-API-Key)"),
                     "413": refused(f"The body is larger than {limits.max_body_bytes} bytes"),
@@ -257,12 +268,30 @@ def document(title: str, version: str, record: type[BaseModel], batch: type[Base
         "paths": {
             "/decide": decision_api("Record", "One decision"),
             "/decide_batch": decision_api("Batch", "Decisions for 1 to 1,000 records, in request order"),
+            "/review": decision_api(
+                review.__name__,
+                "A person's final decision on a decision this service made (docs/serving.md, Human oversight)",
+                "The review, as recorded in the audit log",
+                **{"404": error("The decision_id is not in this service's audit log")},
+            ),
+            "/stop": decision_api(
+                switch.__name__,
+                "Operators: answer refer to every request until /resume",
+                "The stop switch's new state",
+                **{"403": error("The API key has no operator role (OPERATOR_KEY_IDS)")},
+            ),
+            "/resume": decision_api(
+                switch.__name__,
+                "Operators: lift the stop switch",
+                "The stop switch's new state",
+                **{"403": error("The API key has no operator role (OPERATOR_KEY_IDS)")},
+            ),
             "/livez": probe("Liveness"),
             "/readyz": probe("Readiness"),
             "/metrics": probe("Prometheus metrics"),
         },
         "components": {
-            "schemas": {**_schemas(record, batch), "Refusal": _REFUSAL, "Error": _ERROR},
+            "schemas": {**_schemas(record, batch, review, switch), "Refusal": _REFUSAL, "Error": _ERROR},
             # What serving/auth.py checks: a key from API_KEYS_FILE, either way (docs/serving.md, Authentication).
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},

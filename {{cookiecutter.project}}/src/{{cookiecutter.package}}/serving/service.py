@@ -2,7 +2,9 @@
 
 ``POST /decide`` takes one record (the contract's features as JSON fields), ``POST
 /decide_batch`` takes ``{"records": [...]}``; both answer with a decision per record and
-append it to the audit log. ``/livez``, ``/readyz`` and ``/metrics`` are BentoML's, and
+append it to the audit log. ``POST /review`` records a person's final decision on one, ``POST
+/stop`` and ``/resume`` turn the operators' stop switch (``oversight.py``; docs/serving.md,
+"Human oversight"). ``/livez``, ``/readyz`` and ``/metrics`` are BentoML's, and
 ``/metrics`` also carries the domain metrics listed in ``docs/metrics.md``. Every other request
 needs an API key, and the service starts only with a deployment's secrets (``auth.py``).
 """
@@ -29,10 +31,12 @@ from pydantic import ValidationError  # noqa: E402
 from starlette.responses import Response  # noqa: E402
 
 from .. import __version__  # noqa: E402
-from ..core import config  # noqa: E402
+from ..core import config, use_case  # noqa: E402
 from ..core.contract import load_contract  # noqa: E402
+from ..core.decision import DecisionRule, Outcome  # noqa: E402
+from ..core.errors import ParamsError  # noqa: E402
 from ..core.reports import ModelMeta  # noqa: E402
-from . import auth, guard, schema, server  # noqa: E402
+from . import auth, guard, oversight, schema, server  # noqa: E402
 from .audit import DEV_CHAIN_KEY, DEV_KEY, AuditLog, AuditUnavailable, KeyRing, audit_key, check_writable  # noqa: E402
 from .batcher import MicroBatcher  # noqa: E402
 from .decider import Decider  # noqa: E402
@@ -41,8 +45,11 @@ ROOT = Path(os.environ.get("SERVICE_ROOT", "."))
 CONTRACT = load_contract(ROOT / "contract.yaml")
 Record = schema.record_model(CONTRACT, ModelMeta.read(ROOT / config.MODEL_META).explanations)
 Batch = schema.batch_model(Record)
-# params.yaml's serving section (body size limit, header-read timeout), or the environment's overrides.
+FACTS = use_case.load()
+Review = oversight.review_model(FACTS)
+# params.yaml's serving section (body size limit, header-read timeout, refer band), or the environment's overrides.
 LIMITS = guard.settings(ROOT)
+BAND = None if LIMITS.refer_band is None else (LIMITS.refer_band.lower, LIMITS.refer_band.upper)
 
 DECISIONS = bentoml.metrics.Counter(name="decisions", documentation="Decisions by outcome", labelnames=["outcome"])
 SCORES = bentoml.metrics.Histogram(
@@ -72,8 +79,24 @@ CHAIN_HEAD = bentoml.metrics.Gauge(
     documentation="First 52 bits of the audit chain's head hash",
     multiprocess_mode="mostrecent",
 )
+# Human oversight (oversight.py): every review by the service's answer and the final decision, the
+# reviews that changed an automated (not referred) decision, and the stop switch.
+REVIEWS = bentoml.metrics.Counter(
+    name="reviews",
+    documentation="Reviews recorded, by the service's decision and the final one",
+    labelnames=["original", "final"],
+)
+OVERRIDES = bentoml.metrics.Counter(
+    name="overrides",
+    documentation="Reviews that reversed an automated decision, by the service's decision and the final one",
+    labelnames=["original", "final"],
+)
+STOPPED = bentoml.metrics.Gauge(
+    name="stop_switch", documentation="1 while the stop switch refers every decision", multiprocess_mode="mostrecent"
+)
 REFUSAL = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type"}
 REFUSAL[401] = "unauthorized"  # no valid API key (auth.py)
+REFUSAL[403] = "forbidden"  # a key without the operator role on /stop or /resume
 
 
 class _NoTracebackForRefusals(logging.Filter):
@@ -123,6 +146,14 @@ def _json(body: dict[str, Any]) -> Response:
     return Response(json.dumps(body, separators=(",", ":")).encode(), media_type="application/json")
 
 
+def _error(status: int, message: str) -> Response:
+    return Response(json.dumps({"error": message}).encode(), status_code=status, media_type="application/json")
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z"
+
+
 def _unavailable(exc: AuditUnavailable) -> Response:
     # Nothing is answered without its record: 503, the audit store named, until it can be written.
     body = {"error": "audit_log_unavailable", "detail": f"{exc}; the decision was not made, retry later"}
@@ -143,8 +174,12 @@ class DecisionService:
     """Decisions from the pipeline's model, explained and audited."""
 
     def __init__(self) -> None:
-        self.decider = Decider(ROOT)
+        self.decider = Decider(ROOT, BAND)
         self.audit = AuditLog(config.audit_log(), audit_key(), KeyRing.from_env(), config.audit_checkpoints())
+        self.index = oversight.DecisionIndex(config.audit_log(), oversight.index_path(config.audit_log()))
+        self.switch = oversight.StopSwitch(oversight.stop_path(config.audit_log()))
+        self.operators = oversight.operators(os.environ)
+        STOPPED.set(int(self.switch.stopped()))
         # A batch request is never split, and its records plus a queue's worth of single ones
         # are scored together: at most MAX_BATCH + 1024 records per model call.
         self.batcher = MicroBatcher(self._decide, max_items=schema.MAX_BATCH + 1024)
@@ -161,6 +196,11 @@ class DecisionService:
         start = time.perf_counter()
         BATCH.observe(len(records))
         decisions = self.decider.decide(records, explain=explain)
+        if self.switch.stopped():  # every answer is a person's to give (the operators' stop switch)
+            stop = {"code": oversight.STOPPED, "text": oversight.STOPPED_TEXT, "feature": None}
+            for d in decisions:
+                d["decision"] = FACTS.word(Outcome.REFER)
+                d["reasons"] = [stop, *d.get("reasons", [])[:3]]
         # Every record of a batch waited for the whole model call: that is its latency here.
         batch_ms = (time.perf_counter() - start) * 1000
         now = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z"
@@ -210,6 +250,67 @@ class DecisionService:
         except AuditUnavailable as exc:
             return _unavailable(exc)
 
+    def _record(self, entry: dict[str, Any]) -> Response | None:
+        """Append one oversight event with its caller; a 503 response if the log cannot take it."""
+        key_id, request_id = auth.CALLER.get()
+        try:
+            self.audit.append([{"timestamp": _now(), **entry, "api_key_id": key_id, "request_id": request_id}])
+        except AuditUnavailable as exc:
+            return _unavailable(exc)
+        CHAIN_RECORDS.set(self.audit.seq)
+        CHAIN_HEAD.set(int(self.audit.prev[:13], 16))
+        return None
+
+    @bentoml.api(input_spec=Review)
+    async def review(self, **body: Any) -> dict[str, Any]:
+        """A person's final decision on a decision this service made (appended to the audit chain)."""
+        found = self.index.lookup(body["decision_id"])
+        if found is None:
+            return _error(404, f"decision_id {body['decision_id']} is not in this service's audit log")
+        seq, original = found
+        entry = {
+            "event": "review",
+            "decision_id": body["decision_id"],
+            "decision_seq": seq,
+            "original_decision": original,
+            "final_decision": body["decision"],
+            "reason_code": body["reason_code"],
+            "reviewer": body["reviewer"],
+        }
+        failed = self._record(entry)
+        if failed is not None:
+            return failed
+        REVIEWS.labels(original=original, final=body["decision"]).inc()
+        overridden = original != FACTS.word(Outcome.REFER) and original != body["decision"]
+        if overridden:
+            OVERRIDES.labels(original=original, final=body["decision"]).inc()
+        return _json({k: entry[k] for k in ("decision_id", "original_decision", "final_decision")} | {"overridden": overridden})
+
+    async def _turn(self, stopped: bool, reason: str) -> Response:
+        key_id, _ = auth.CALLER.get()
+        # Without API_KEYS_FILE (development mode only) there are no callers to tell apart.
+        if key_id not in self.operators and not (key_id is None and auth.development(os.environ)):
+            return _error(403, f"API key {key_id!r} has no operator role (${oversight.OPERATORS_ENV})")
+        state = {"stopped": stopped, "reason": reason, "since": _now(), "by": key_id}
+        tmp = self.switch.prepare(state)
+        failed = self._record({"event": "stop_switch", "stopped": stopped, "reason": reason})
+        if failed is not None:
+            tmp.unlink(missing_ok=True)
+            return failed
+        self.switch.commit(tmp)  # in force only once the audit log holds it
+        STOPPED.set(int(stopped))
+        return _json({"stop_switch": "on" if stopped else "off", **state})
+
+    @bentoml.api(input_spec=oversight.Switch)
+    async def stop(self, reason: str) -> dict[str, Any]:
+        """Operators: answer refer to every request from now on, until ``/resume``."""
+        return await self._turn(True, reason)
+
+    @bentoml.api(input_spec=oversight.Switch)
+    async def resume(self, reason: str) -> dict[str, Any]:
+        """Operators: lift the stop switch; the model decides again."""
+        return await self._turn(False, reason)
+
     def __is_ready__(self) -> bool:
         # BentoML's /readyz asks this: not ready while the audit log cannot be written.
         return self.audit.writable()
@@ -222,6 +323,16 @@ class DecisionService:
             KeyRing.from_env()
             check_writable(config.audit_log(), config.audit_checkpoints())
         except (AuditUnavailable, ValueError) as exc:
+            print(f"decision service: {exc}", file=sys.stderr)
+            sys.exit(2)
+
+    @bentoml.on_deployment
+    def _check_refer_band() -> None:  # type: ignore[misc] - BentoML calls it once, before any worker
+        # A cost-tuned threshold is known only from the model's metadata: a band that misses it
+        # stops the start here, in one line naming the key.
+        try:
+            DecisionRule(float(ModelMeta.read(ROOT / config.MODEL_META).threshold), BAND)
+        except ParamsError as exc:
             print(f"decision service: {exc}", file=sys.stderr)
             sys.exit(2)
 
@@ -247,6 +358,7 @@ class DecisionService:
         self.batcher.close()
         self.explaining.close()
         self.audit.close()
+        self.index.close()
 
 
 # In this order: CountRefusals sees the guard's 413 and 415 too.
@@ -256,7 +368,8 @@ DecisionService.add_asgi_middleware(CountRefusals)
 DecisionService.add_asgi_middleware(auth.Authenticate)
 DecisionService.add_asgi_middleware(
     guard.RequestGuard,
-    api_paths=("/decide", "/decide_batch"),
+    api_paths=("/decide", "/decide_batch", *guard.OVERSIGHT_PATHS),
     limits=LIMITS,
-    document=guard.document("decision_service", __version__, Record, Batch, LIMITS),
+    document=guard.document("decision_service", __version__, Record, Batch, LIMITS, Review, oversight.Switch),
 )
+DecisionService.add_asgi_middleware(oversight.ReadyReport, switch=oversight.StopSwitch(oversight.stop_path(config.audit_log())))
