@@ -301,7 +301,7 @@ def test_new_gates_plug_in_through_the_list(repo, monkeypatch, capsys):
     write_run(repo, metrics=metrics(0.81))  # every built-in gate passes
     assert gates.main(["--root", str(repo), "--baseline-rev", "main"]) == 0
     written = GatesReport.read(repo / "reports/gates.json")
-    assert [str(g.id) for g in written.gates] == ["pipeline", "data_validation", "headline_metric", "sign_off"]
+    assert [str(g.id) for g in written.gates] == ["pipeline", "data_validation", "headline_metric", "benchmark", "sign_off"]
     assert written.passed is True
 
     signed_off["value"] = False
@@ -353,8 +353,8 @@ def test_cli_exit_status_output_and_gates_json(repo, capsys):
     assert written.passed is False
     assert written.baseline == "main"
     assert written.stale_stages == []
-    assert [g.id.gate for g in written.gates] == ["pipeline", "data_validation", "headline_metric"]
-    assert [g.status for g in written.gates] == ["pass", "pass", "fail"]
+    assert [g.id.gate for g in written.gates] == ["pipeline", "data_validation", "headline_metric", "benchmark"]
+    assert [g.status for g in written.gates] == ["pass", "pass", "fail", "pass"]
 
     write_run(repo, metrics=metrics(0.81))
     assert gates.main(["--root", str(repo), "--baseline-rev", "main"]) == 0
