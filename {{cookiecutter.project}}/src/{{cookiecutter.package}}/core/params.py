@@ -219,7 +219,7 @@ class BenchmarkParams(_Section):
     base_points: float = 600.0
     base_odds: Annotated[float, Field(gt=0)] = 50.0
     # The benchmark is fitted on a seeded sample of at most this many training rows (null: all).
-    max_rows: PositiveInt | None = 100_000
+    max_rows: PositiveInt | None = 50_000
     bootstrap: Annotated[int, Field(ge=10)] = 200  # paired resamples of the held-out rows
     confidence: Annotated[float, Field(ge=0.5, lt=1.0)] = 0.95
     gate: BenchmarkGateParams = BenchmarkGateParams()
