@@ -21,6 +21,12 @@ from ..core.contract import Contract
 from ..core.params import BenchmarkParams
 
 
+{% if cookiecutter.use_case == "fraud_detection" -%}
+# The logistic regression's one-hot encoder stores its output dtype: the one type beyond the model's.
+BENCHMARK_TRUSTED_TYPES = [*model.TRUSTED_TYPES, "numpy.dtype"]
+
+
+{% endif -%}
 def load_scorer(contract: Contract) -> Callable[[pd.DataFrame], np.ndarray]:
     """The fitted benchmark (``models/``) as a function from prepared rows to probabilities."""
 {%- if cookiecutter.use_case == "credit_scoring" %}
@@ -29,7 +35,7 @@ def load_scorer(contract: Contract) -> Callable[[pd.DataFrame], np.ndarray]:
     card = Scorecard.read(config.BENCHMARK)
     return lambda frame: card.scores(model.model_frame(frame, contract))
 {%- else %}
-    pipeline = model.load(config.BENCHMARK)
+    pipeline = model.load(config.BENCHMARK, trusted=BENCHMARK_TRUSTED_TYPES)
     return lambda frame: model.scores(pipeline, frame, contract)
 {%- endif %}
 
