@@ -122,6 +122,7 @@ def gates_section(inputs: Inputs) -> str:
     note = (
         f"Thresholds come from `params.yaml` (`gates`): headline metric `{inputs.headline}`, "
         f"tolerance {fmt_plain(settings.get('tolerance'))} against `{inputs.gates.baseline}`"
+        + ("; benchmark margin in `benchmark.gate`" if any(g.id.gate == "benchmark" for g in inputs.gates.gates) else "")
         + ("; fairness thresholds in `fairness.gates`." if fairness else ".")
     )
     return "### Gates\n\n" + table(["Result", "Gate", "Value", "Threshold", "Detail"], rows) + "\n\n" + note
