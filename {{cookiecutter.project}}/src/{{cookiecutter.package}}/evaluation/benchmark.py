@@ -19,14 +19,11 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from ..core import config, model
 from ..core.contract import Contract
 from ..core.params import BenchmarkParams
-
-
-{% if cookiecutter.use_case == "fraud_detection" -%}
+{% if cookiecutter.use_case == "fraud_detection" %}
 # The logistic regression's one-hot encoder stores its output dtype: the one type beyond the model's.
 BENCHMARK_TRUSTED_TYPES = [*model.TRUSTED_TYPES, "numpy.dtype"]
+{% endif %}
 
-
-{% endif -%}
 def load_scorer(contract: Contract) -> Callable[[pd.DataFrame], np.ndarray]:
     """The fitted benchmark (``models/``) as a function from prepared rows to probabilities."""
 {%- if cookiecutter.use_case == "credit_scoring" %}
