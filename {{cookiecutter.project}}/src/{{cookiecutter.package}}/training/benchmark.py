@@ -137,8 +137,11 @@ def build_logistic(contract: Contract, seed: int):
     categorical = contract.categorical_features
     features = ColumnTransformer(
         [
-            ("numeric", make_pipeline(SimpleImputer(strategy="median", add_indicator=True), StandardScaler()),
-             contract.numeric_features),
+            (
+                "numeric",
+                make_pipeline(SimpleImputer(strategy="median", add_indicator=True), StandardScaler()),
+                contract.numeric_features,
+            ),
             (
                 "categorical",
                 OneHotEncoder(categories=[contract.categories(c) for c in categorical], handle_unknown="ignore"),
