@@ -31,10 +31,21 @@ def validation(success: bool, *failures: dict) -> dict:
 PASSING_VALIDATION = validation(True)
 
 
-def metrics(headline: float) -> dict:
-    """A reports/metrics.json as the evaluate stage writes it, with the headline metric at ``headline``."""
-    values = {name: 0.5 for name in MetricsReport.model_fields} | {"rows": 1000}
-    return values | {AUC: headline}
+def benchmark(headline: float, difference: float, interval: tuple[float, float]) -> dict:
+    """A metrics.json ``benchmark`` section: the benchmark's headline metric and the model's lead."""
+    low, high = interval
+    section = {"roc_auc": 0.5, "pr_auc": 0.5, "confidence": 0.95, "bootstrap": 200}
+    return section | {AUC: headline, "difference": difference, "difference_ci_low": low, "difference_ci_high": high}
+
+
+def metrics(headline: float, bench: dict | None = None) -> dict:
+    """A reports/metrics.json as the evaluate stage writes it, with the headline metric at ``headline``.
+
+    Its benchmark trails the model by 0.05 (well within every gate) unless ``bench`` says otherwise.
+    """
+    values = {name: 0.5 for name in MetricsReport.metric_names()} | {"rows": 1000}
+    bench = benchmark(headline - 0.05, 0.05, (0.03, 0.07)) if bench is None else bench
+    return values | {AUC: headline, "benchmark": bench}
 
 
 def write_run(root: Path, validation=PASSING_VALIDATION, metrics=None) -> None:
@@ -55,7 +66,7 @@ def verdicts(root: Path, baseline, params=PARAMS, stale=(), headline=AUC) -> dic
 def test_all_pass_within_tolerance(tmp_path):
     write_run(tmp_path, metrics=metrics(0.795))
     results = verdicts(tmp_path, {AUC: 0.80})
-    assert list(results) == ["pipeline", "data_validation", "headline_metric"]
+    assert list(results) == ["pipeline", "data_validation", "headline_metric", "benchmark"]
     assert results["pipeline"].passed is True
     assert results["data_validation"].passed is True
     metric = results["headline_metric"]
@@ -91,6 +102,42 @@ def test_failed_validation_fails_both_gates_even_with_good_stale_metrics(tmp_pat
     assert "column 'income': expect_column_values_to_be_between (3 unexpected)" in results["data_validation"].reason
     assert results["headline_metric"].passed is False
     assert "data validation did not pass" in results["headline_metric"].reason
+
+
+def test_benchmark_gate_fails_a_model_that_trails_its_benchmark_naming_both_and_the_margin(tmp_path):
+    write_run(tmp_path, metrics=metrics(0.70, benchmark(0.76, -0.06, (-0.08, -0.04))))
+    gate = verdicts(tmp_path, {AUC: 0.70})["benchmark"]
+    assert gate.status == "fail"
+    assert gate.value == pytest.approx(-0.06)
+    assert gate.threshold == 0.0
+    assert f"{AUC}: model 0.7000 vs benchmark" in gate.reason
+    assert "0.7600: difference -0.0600 (95% interval -0.0800 to -0.0400) < margin +0.0000" in gate.reason
+    assert "\n" not in gate.reason
+
+
+@pytest.mark.parametrize(
+    ("difference", "interval", "rule", "status"),
+    [
+        (0.02, (0.01, 0.03), "significant", "pass"),
+        (-0.01, (-0.03, 0.01), "significant", "warn"),  # behind within noise: shown, not blocking
+        (-0.01, (-0.03, 0.01), "point", "fail"),
+        (0.01, (-0.01, 0.03), "point", "fail"),  # ahead, but not by the margin of 0.02 below
+    ],
+)
+def test_benchmark_gate_rules_and_margin(tmp_path, difference, interval, rule, status):
+    margin = 0.02 if difference == 0.01 else 0.0
+    params = PARAMS | {"benchmark": {"gate": {"margin": margin, "rule": rule}}}
+    write_run(tmp_path, metrics=metrics(0.80, benchmark(0.80 - difference, difference, interval)))
+    assert verdicts(tmp_path, {AUC: 0.80}, params)["benchmark"].status == status
+
+
+def test_benchmark_gate_fails_closed_without_a_benchmark_and_warns_when_switched_off(tmp_path):
+    write_run(tmp_path, metrics={k: v for k, v in metrics(0.80).items() if k != "benchmark"})
+    gate = verdicts(tmp_path, {AUC: 0.80})["benchmark"]
+    assert gate.status == "fail"
+    assert "no benchmark section" in gate.reason
+    off = PARAMS | {"benchmark": {"gate": {"enabled": False}}}
+    assert verdicts(tmp_path, {AUC: 0.80}, off)["benchmark"].status == "warn"
 
 
 @pytest.mark.parametrize("missing", ["validation", "metrics"])
@@ -254,7 +301,7 @@ def test_new_gates_plug_in_through_the_list(repo, monkeypatch, capsys):
     write_run(repo, metrics=metrics(0.81))  # every built-in gate passes
     assert gates.main(["--root", str(repo), "--baseline-rev", "main"]) == 0
     written = GatesReport.read(repo / "reports/gates.json")
-    assert [str(g.id) for g in written.gates] == ["pipeline", "data_validation", "headline_metric", "sign_off"]
+    assert [str(g.id) for g in written.gates] == ["pipeline", "data_validation", "headline_metric", "benchmark", "sign_off"]
     assert written.passed is True
 
     signed_off["value"] = False
@@ -306,8 +353,8 @@ def test_cli_exit_status_output_and_gates_json(repo, capsys):
     assert written.passed is False
     assert written.baseline == "main"
     assert written.stale_stages == []
-    assert [g.id.gate for g in written.gates] == ["pipeline", "data_validation", "headline_metric"]
-    assert [g.status for g in written.gates] == ["pass", "pass", "fail"]
+    assert [g.id.gate for g in written.gates] == ["pipeline", "data_validation", "headline_metric", "benchmark"]
+    assert [g.status for g in written.gates] == ["pass", "pass", "fail", "pass"]
 
     write_run(repo, metrics=metrics(0.81))
     assert gates.main(["--root", str(repo), "--baseline-rev", "main"]) == 0

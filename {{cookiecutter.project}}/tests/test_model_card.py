@@ -92,6 +92,18 @@ def test_every_number_in_the_markdown_tables_is_a_logged_value():
         assert f"| {model_card._n(item)} |" in text
 
 
+def test_card_shows_the_benchmark_beside_the_model_with_the_difference_and_its_interval():
+    run = pipeline_run()
+    bench = json.loads(run.path("reports/metrics.json").read_text(encoding="utf-8"))["benchmark"]
+    logged = card(run.dir)["metrics"]["benchmark"]
+    assert {k: logged[k]["value"] for k in bench} == pytest.approx(bench)
+    text = run.path("reports/model_card.md").read_text(encoding="utf-8")
+    section = text[text.index("### Against the benchmark") :]
+    assert f"| {logged['name']} | {bench['roc_auc']:.4f} | {bench['pr_auc']:.4f} |" in section
+    interval = f"{bench['difference_ci_low']:+.4f} to {bench['difference_ci_high']:+.4f}"
+    assert f"**{bench['difference']:+.4f}** (95% interval {interval}, {bench['bootstrap']} paired bootstrap" in section
+
+
 def test_card_data_hashes_equal_dvc_lock():
     run = pipeline_run()
     lock = lineage.read_dvc_lock(run.path("dvc.lock"))

@@ -97,7 +97,7 @@ def test_text_labels_and_no_id_column_go_through_every_stage(tmp_path, contract,
     small = yaml.safe_load((workdir / "params.yaml").read_text(encoding="utf-8"))
     small["data"]["path"] = "data/own.csv"
     (workdir / "params.yaml").write_text(yaml.safe_dump(small, sort_keys=False), encoding="utf-8")
-    stages = ["prepare", "validate", "train", "evaluate", "fairness", "explain"]
+    stages = ["prepare", "validate", "benchmark", "train", "evaluate", "fairness", "explain"]
     done = run_stages(workdir, *stages, env={"PII_HMAC_KEY": TEST_KEY.decode()})
     assert done.returncode == 0, done.stderr[-3000:]
     fairness = json.loads((workdir / "reports/fairness.json").read_text(encoding="utf-8"))

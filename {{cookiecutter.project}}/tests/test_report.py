@@ -36,10 +36,21 @@ def validation(success: bool, *failures: dict) -> ValidationReport:
     )
 
 
-def metrics(headline: float) -> MetricsReport:
+BENCHMARK = {
+    "roc_auc": 0.77,
+    "pr_auc": 0.41,
+    "difference": 0.0123,
+    "difference_ci_low": 0.0045,
+    "difference_ci_high": 0.0201,
+    "confidence": 0.95,
+    "bootstrap": 200,
+}
+
+
+def metrics(headline: float, benchmark: dict | None = BENCHMARK) -> MetricsReport:
     """A reports/metrics.json as the evaluate stage writes it, with the headline metric at ``headline``."""
-    values = {name: 0.5 for name in MetricsReport.model_fields} | {"rows": 1000}
-    return MetricsReport.model_validate(values | {HEADLINE: headline})
+    values = {name: 0.5 for name in MetricsReport.metric_names()} | {"rows": 1000}
+    return MetricsReport.model_validate(values | {HEADLINE: headline, "benchmark": benchmark})
 
 
 def gate(name: str, status: str, value: float, threshold: float, reason: str) -> GateVerdict:
@@ -84,6 +95,17 @@ def test_passing_run_has_verdict_metrics_diff_and_params_diff():
     assert "| `model.learning_rate` | 0.05 | 0.1 |" in md
     assert "✅ The data met the contract (42 expectations checked)." in md
     assert "tolerance 0.01 against `origin/main`" in md
+
+
+def test_benchmark_section_shows_both_models_the_difference_and_its_interval():
+    md = report.render(inputs())
+    section = md[md.index("### Benchmark: ") :]
+    model_row = "| model | " + ("0.8100 | 0.5000 |" if HEADLINE == "roc_auc" else "0.5000 | 0.8100 |")
+    assert model_row in section
+    assert "| 0.7700 | 0.4100 |" in section
+    assert f"Model - benchmark on **{HEADLINE}**: +0.0123 (95% interval +0.0045 to +0.0201, 200 paired bootstrap" in section
+    md = report.render(inputs(metrics=metrics(0.81, benchmark=None)))
+    assert "has no `benchmark` section" in md
 
 
 def test_failed_gate_is_the_first_thing_said():

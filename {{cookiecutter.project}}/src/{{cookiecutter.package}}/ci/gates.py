@@ -40,7 +40,7 @@ import yaml
 
 from ..core import config, use_case
 from ..core.errors import ParamsError
-from ..core.params import GatesParams
+from ..core.params import BenchmarkGateParams, GatesParams
 from ..core.reports import (
     FairnessReport,
     GateId,
@@ -289,8 +289,50 @@ def fairness_gate(ctx: Context) -> list[GateVerdict]:
     return [GateVerdict.model_validate(g.model_dump(include=set(GateVerdict.model_fields))) for g in report.gates]
 
 
+def benchmark_settings(params: dict[str, Any]) -> BenchmarkGateParams:
+    """``benchmark.gate`` of params.yaml, checked, with its defaults filled in (on when absent)."""
+    from ..core.params import parse_section
+
+    section = (params.get("benchmark") or {}).get("gate", {})
+    return parse_section(BenchmarkGateParams, section, "benchmark.gate")
+
+
+def benchmark_gate(ctx: Context) -> list[GateVerdict]:
+    """The model beats the benchmark fitted on the same split by ``benchmark.gate.margin`` on the headline metric."""
+    settings = benchmark_settings(ctx.params)
+    metric, margin, name = ctx.headline, settings.margin, "benchmark"
+    if not settings.enabled:
+        return [GateVerdict(id=GateId(gate=name), status="warn", reason="switched off (benchmark.gate.enabled: false)")]
+    try:
+        current = ctx.read_report(METRICS_FILE, MetricsReport)
+    except ValueError as err:
+        return [result(name, False, None, margin, str(err))]
+    if current is None:
+        return [result(name, False, None, margin, f"{METRICS_FILE} is missing; run `make repro`")]
+    if not ctx.fresh(METRICS_FILE):
+        return [result(name, False, None, margin, f"not evaluated: {not_this_run(ctx)}")]
+    bench = current.benchmark
+    if bench is None:
+        return [result(name, False, None, margin, f"{METRICS_FILE} has no benchmark section; run `make repro`")]
+    model_value = current.headline(metric)
+    bench_value = getattr(bench, metric)
+    diff, low, high = bench.difference, bench.difference_ci_low, bench.difference_ci_high
+    beats = diff >= margin
+    # significant: only an interval wholly below the margin fails; point: the difference itself.
+    passed = beats or (settings.rule == "significant" and high >= margin)
+    detail = (
+        f"{metric}: model {model_value:.4f} vs benchmark ({config.BENCHMARK_NAME}) {bench_value:.4f}: "
+        f"difference {diff:+.4f} ({bench.confidence:.0%} interval {low:+.4f} to {high:+.4f}) "
+        f"{'>=' if beats else '<'} margin {margin:+.4f} (rule {settings.rule})"
+    )
+    verdict = result(name, passed, diff, margin, detail)
+    if passed and not beats:
+        verdict = verdict.model_copy(update={"status": "warn", "reason": detail + "; below the margin within noise"})
+    return [verdict]
+
+
 # Order matters only for reading: every gate runs, so the report shows all verdicts.
-GATES: list[Gate] = [pipeline_gate, data_validation_gate, headline_metric_gate, fairness_gate]
+GATES: list[Gate] = [pipeline_gate, data_validation_gate, headline_metric_gate, benchmark_gate, fairness_gate]
 
 
 def run_gates(ctx: Context, gates: list[Gate] | None = None) -> list[GateVerdict]:
@@ -363,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     params = yaml.safe_load((root / args.params).read_text()) or {}
     try:
         gate_settings(params)
+        benchmark_settings(params)
         if args.baseline is not None:
             baseline = json.loads(args.baseline.read_text()) if args.baseline.exists() else None
             source_name = str(args.baseline)

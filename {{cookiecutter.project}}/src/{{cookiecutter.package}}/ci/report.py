@@ -122,6 +122,7 @@ def gates_section(inputs: Inputs) -> str:
     note = (
         f"Thresholds come from `params.yaml` (`gates`): headline metric `{inputs.headline}`, "
         f"tolerance {fmt_plain(settings.get('tolerance'))} against `{inputs.gates.baseline}`"
+        + ("; benchmark margin in `benchmark.gate`" if any(g.id.gate == "benchmark" for g in inputs.gates.gates) else "")
         + ("; fairness thresholds in `fairness.gates`." if fairness else ".")
     )
     return "### Gates\n\n" + table(["Result", "Gate", "Value", "Threshold", "Detail"], rows) + "\n\n" + note
@@ -167,11 +168,31 @@ def metrics_section(inputs: Inputs) -> str:
     elif inputs.validation is None:
         out.append("Not computed: `reports/validation.json` is missing, so the data was not checked.")
     elif inputs.metrics is not None:
-        rows = [[name, fmt(value)] for name, value in sorted(inputs.metrics.model_dump().items())]
+        rows = [[name, fmt(getattr(inputs.metrics, name))] for name in inputs.metrics.metric_names()]
         out.append(f"No comparison with `{base}` was available; this run's metrics:")
         out.append(table(["Metric", "this run"], rows))
     else:
         out.append("❌ `reports/metrics.json` is missing: the pipeline did not finish.")
+    return "\n\n".join(out)
+
+
+def benchmark_section(inputs: Inputs) -> str | None:
+    """The model against the benchmark fitted on the same split (metrics.json ``benchmark``); the verdict is in the gates."""
+    m = inputs.metrics
+    if m is None or gates_module.METRICS_FILE in inputs.stale_files:
+        return None  # the metrics section says why there are no metrics
+    out = [f"### Benchmark: {config.BENCHMARK_NAME}"]
+    b = m.benchmark
+    if b is None:
+        out.append("❌ `reports/metrics.json` has no `benchmark` section: the benchmark was not evaluated in this run.")
+        return "\n\n".join(out)
+    rows = [["model", fmt(m.roc_auc), fmt(m.pr_auc)], [config.BENCHMARK_NAME, fmt(b.roc_auc), fmt(b.pr_auc)]]
+    out.append(table(["", "roc_auc", "pr_auc"], rows))
+    out.append(
+        f"Model - benchmark on **{inputs.headline}**: {fmt_change(b.difference)} "
+        f"({b.confidence:.0%} interval {fmt_change(b.difference_ci_low)} to {fmt_change(b.difference_ci_high)}, "
+        f"{b.bootstrap} paired bootstrap resamples of the held-out rows)."
+    )
     return "\n\n".join(out)
 
 
@@ -241,6 +262,7 @@ SECTIONS: list[Callable[[Inputs], str | None]] = [
     gates_section,
     validation_section,
     metrics_section,
+    benchmark_section,
     fairness_section,
     params_section,
     plots_section,

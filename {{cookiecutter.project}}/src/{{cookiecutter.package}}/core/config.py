@@ -40,6 +40,10 @@ MODEL = MODEL_DIR / "model.skops"
 MODEL_META = MODEL_DIR / "model_meta.json"
 # Training rows the fraud model's per-decision contributions are measured against (core/attributions.py).
 EXPLAIN_BACKGROUND = MODEL_DIR / "explain_background.json"
+# The benchmark fitted beside the model on the same split (training/benchmark.py): credit, a points
+# scorecard (core/scorecard.py); fraud, a class-weighted logistic regression (skops).
+BENCHMARK = MODEL_DIR / "{{ 'scorecard.json' if cookiecutter.use_case == 'credit_scoring' else 'benchmark.skops' }}"
+BENCHMARK_NAME = "{{ 'WoE logistic scorecard' if cookiecutter.use_case == 'credit_scoring' else 'class-weighted logistic regression' }}"
 
 REPORTS = Path("reports")
 VALIDATION = REPORTS / "validation.json"

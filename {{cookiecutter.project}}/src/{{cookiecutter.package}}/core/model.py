@@ -87,14 +87,14 @@ def save(pipeline: Pipeline, path: Path = config.MODEL) -> None:
         sio.dump(pipeline, tmp)
 
 
-def load(path: Path = config.MODEL) -> Pipeline:
-    """Load a skops model file, refusing any type not on the allowlist."""
+def load(path: Path = config.MODEL, trusted: list[str] = TRUSTED_TYPES) -> Pipeline:
+    """Load a skops model file, refusing any type not on the allowlist (``trusted``)."""
     import skops.io as sio
 
     if not Path(path).exists():
-        raise StageOrderError(f"{path} not found: run the train stage first (dvc repro)")
+        raise StageOrderError(f"{path} not found: run the stage that writes it first (dvc repro)")
     untrusted = sio.get_untrusted_types(file=path)
-    unexpected = sorted(set(untrusted) - set(TRUSTED_TYPES))
+    unexpected = sorted(set(untrusted) - set(trusted))
     if unexpected:
         raise UntrustedModelError(f"{path}: refusing to load types not on the allowlist: {unexpected}")
     return sio.load(path, trusted=untrusted)

@@ -216,6 +216,31 @@ class ServingParams(_Section):
     refer_band: ReferBand | None = None
 
 
+class BenchmarkGateParams(_Section):
+    """``benchmark.gate``: how far the model must beat its benchmark on the headline metric."""
+
+    enabled: bool = True
+    # The model's headline metric minus the benchmark's must reach this (negative: may trail by it).
+    margin: Annotated[float, Field(ge=-1.0, le=1.0)] = 0.0
+    # point: fail when the difference is below the margin. significant: fail only when the whole
+    # bootstrap interval of the difference lies below it (a shortfall within noise passes, warned).
+    rule: Literal["point", "significant"] = "significant"
+
+
+class BenchmarkParams(_Section):
+    """``benchmark``: the benchmark fitted beside the model, its comparison and its gate."""
+
+    # Points-to-double-the-odds scaling of the credit scorecard (unused by the fraud benchmark).
+    pdo: Annotated[float, Field(gt=0)] = 20.0
+    base_points: float = 600.0
+    base_odds: Annotated[float, Field(gt=0)] = 50.0
+    # The benchmark is fitted on a seeded sample of at most this many training rows (null: all).
+    max_rows: PositiveInt | None = 50_000
+    bootstrap: Annotated[int, Field(ge=10)] = 200  # paired resamples of the held-out rows
+    confidence: Annotated[float, Field(ge=0.5, lt=1.0)] = 0.95
+    gate: BenchmarkGateParams = BenchmarkGateParams()
+
+
 class MlflowParams(_Section):
     """``mlflow``: the experiment name."""
 
@@ -254,6 +279,7 @@ class Params(_Section):
     mlflow: MlflowParams
     serving: ServingParams = ServingParams()
     gates: GatesParams = GatesParams()
+    benchmark: BenchmarkParams = BenchmarkParams()
     _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=())

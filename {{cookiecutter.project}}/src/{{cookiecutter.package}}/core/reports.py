@@ -118,6 +118,22 @@ class GatesReport(Report):
         return self
 
 
+class BenchmarkMetrics(_Part):
+    """``benchmark`` in reports/metrics.json: the benchmark on the same held-out rows, and the model's lead.
+
+    ``difference`` is the model's headline metric minus the benchmark's; its interval comes from
+    ``bootstrap`` paired resamples of the held-out rows at ``confidence`` (evaluation/benchmark.py).
+    """
+
+    roc_auc: float
+    pr_auc: float
+    difference: float
+    difference_ci_low: float
+    difference_ci_high: float
+    confidence: float
+    bootstrap: int
+
+
 class MetricsReport(Report):
     """``reports/metrics.json``: written by ``evaluate``, read by the gates, the PR report, the card and the monitor."""
 {%- if cookiecutter.use_case == "credit_scoring" %}
@@ -142,10 +158,17 @@ class MetricsReport(Report):
 {%- endif %}
     threshold: float
     rows: int
+    # The benchmark fitted beside the model (None in metrics committed before there was one).
+    benchmark: BenchmarkMetrics | None = None
+
+    @classmethod
+    def metric_names(cls) -> list[str]:
+        """The model's own metrics (every field but the benchmark section), sorted."""
+        return sorted(name for name in cls.model_fields if name != "benchmark")
 
     def headline(self, name: str) -> float:
         """The value of metric ``name``; a :class:`ReportError` if this report has no such metric."""
-        if name not in type(self).model_fields:
+        if name not in self.metric_names():
             raise ReportError(f"metrics report: no metric {name!r} (has: {', '.join(type(self).model_fields)})")
         return getattr(self, name)
 

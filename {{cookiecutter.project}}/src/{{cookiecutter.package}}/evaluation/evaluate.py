@@ -14,6 +14,7 @@ from ..core.contract import load_contract
 from ..core.params import load_params
 from ..core.reports import MetricsReport, ModelMeta
 from ..core.stage import LOGGER, entry_point
+from . import benchmark
 from .plots import figure
 
 log = logging.getLogger(LOGGER)
@@ -55,18 +56,32 @@ def main() -> int:
     score = model.scores(pipeline, test, contract)
     facts = use_case.load()
     result = metrics.compute(facts, y, score, meta.threshold, params)
-    MetricsReport.parse(result, config.METRICS).write(config.METRICS)
+    bench = benchmark.compare(
+        y, score, benchmark.load_scorer(contract)(test), facts.headline_metric, params.benchmark, params.seed
+    )
+    MetricsReport.parse(result | {"benchmark": bench}, config.METRICS).write(config.METRICS)
     written = plots(y, score, meta.threshold)
 
     import mlflow
 
     with tracking.resume_run(meta):
         mlflow.log_metrics({f"test_{k}": v for k, v in result.items()})
+        mlflow.log_metrics({f"benchmark.{k}": v for k, v in bench.items()})
         for name in written:
             mlflow.log_artifact(str(config.PLOTS / name), artifact_path="plots")
         mlflow.log_artifact(str(config.METRICS))
     headline = facts.headline_metric
     log.info("%s = %.4f on %d out-of-time rows; reports in %s", headline, result[headline], len(y), config.REPORTS)
+    log.info(
+        "benchmark (%s): %s = %.4f; model - benchmark = %+.4f (%.0f%% interval %+.4f to %+.4f)",
+        config.BENCHMARK_NAME,
+        headline,
+        bench[headline],
+        bench["difference"],
+        100 * bench["confidence"],
+        bench["difference_ci_low"],
+        bench["difference_ci_high"],
+    )
     return 0
 
 

@@ -22,7 +22,7 @@ from ..core import config, use_case
 from ..core.contract import Contract, load_contract
 from ..core.errors import UserError
 from ..core.params import Params, load_params
-from ..core.reports import ExplainReport, FairnessReport, MetricsReport, ModelMeta, PrepareSummary
+from ..core.reports import BenchmarkMetrics, ExplainReport, FairnessReport, MetricsReport, ModelMeta, PrepareSummary
 from ..core.stage import LOGGER, entry_point, write_json, write_text
 from ..evaluation.fairness import mlflow_key
 from . import lineage
@@ -231,6 +231,12 @@ def build(
         "metrics": {
             "overall": [{"name": k, **run.logged(f"test_{k}")} for k in metrics_keys],
             "by_slice": slices,
+            # The benchmark fitted beside the model on the same split (evaluation/benchmark.py).
+            "benchmark": {
+                "name": config.BENCHMARK_NAME,
+                "metric": headline,
+                **{k: run.logged(f"benchmark.{k}") for k in BenchmarkMetrics.model_fields},
+            },
         },
         "fairness": {
             "passed": fairness.passed,
@@ -257,7 +263,7 @@ def build(
     }
 
 
-_COUNT = re.compile(r"(^|[._])(n|rows|rows_in|rows_erased|train_rows|test_rows|positives)$|^reasons\.principal\.")
+_COUNT = re.compile(r"(^|[._])(n|rows|rows_in|rows_erased|train_rows|test_rows|positives|bootstrap)$|^reasons\.principal\.")
 
 
 def _n(item: dict[str, Any], digits: int = 4) -> str:
@@ -283,7 +289,8 @@ def render(card: dict[str, Any]) -> str:
     slice_keys = [k for k in by_slice[0] if k not in ("attribute", "group")] if by_slice else []
     rc = card["explanations"]["reason_codes"]
     counts = {c["code"]: c["count"] for c in rc.get("principal_reason_counts", [])}
-    return env.get_template("model_card.md.j2").render(card=card, slice_keys=slice_keys, counts=counts)
+    overall = {x["name"]: x for x in card["metrics"]["overall"]}
+    return env.get_template("model_card.md.j2").render(card=card, slice_keys=slice_keys, counts=counts, overall=overall)
 
 
 def main() -> int:
@@ -293,7 +300,7 @@ def main() -> int:
     meta = ModelMeta.read(config.MODEL_META)
     fairness = FairnessReport.read(config.FAIRNESS)
     explain = ExplainReport.read(config.EXPLAIN)
-    metrics_keys = sorted(MetricsReport.read(config.METRICS).model_dump())
+    metrics_keys = MetricsReport.read(config.METRICS).metric_names()
     summary = PrepareSummary.read(config.PREPARE_SUMMARY)
 
     import mlflow
