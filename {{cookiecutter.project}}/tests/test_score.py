@@ -18,7 +18,6 @@ from {{ cookiecutter.package }}.core.contract import load_contract
 from {{ cookiecutter.package }}.core.errors import UserError
 from {{ cookiecutter.package }}.scoring import batch, score
 from {{ cookiecutter.package }}.serving import audit
-from {{ cookiecutter.package }}.serving.decider import Decider
 
 from .pipeline_run import ROOT, pipeline_run
 
@@ -47,7 +46,7 @@ def scorer(run) -> batch.Scorer:
 
 @pytest.fixture(scope="module")
 def scored(run, scorer, tmp_path_factory):
-    """The run's raw input scored in batches of 1,000 records, split over two input files."""
+    """The run's raw input scored in batches of 1,500 records, split over two input files."""
     base = tmp_path_factory.mktemp("score")
     source = base / "portfolio"
     source.mkdir()
@@ -58,15 +57,15 @@ def scored(run, scorer, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AUDIT_LOG_PATH", str(log))
         mp.setenv("AUDIT_CHECKPOINT_PATH", str(checkpoints))
-        entry = score.run(source, base / "out", root=run.dir, batch_rows=1000, scorer=scorer)
+        entry = score.run(source, base / "out", root=run.dir, batch_rows=1500, scorer=scorer)
     table = ds.dataset(base / "out", format="parquet", partitioning="hive").to_table().to_pandas()
     return source, base / "out", entry, table.set_index(ID).loc[run.raw[ID].astype(str)], log, checkpoints
 
 
-def test_every_record_gets_the_services_score_decision_and_reasons_to_the_bit(run, scored):
+def test_every_record_gets_the_services_score_decision_and_reasons_to_the_bit(run, scored, scorer):
     _, _, entry, out, _, _ = scored
     assert len(out) == len(run.raw) == entry["input"]["rows"] == entry["output"]["rows"]
-    decider = Decider(run.dir)  # loaded afresh, as the service loads it
+    decider = scorer.decider  # the service's Decider, loaded from the run as the service loads it
     records = json.loads(run.raw[CONTRACT.features].to_json(orient="records"))  # as a client sends them
     answers = [a for i in range(0, len(records), 50) for a in decider.decide(records[i : i + 50])]
     assert out["score"].to_numpy().tobytes() == np.array([a["score"] for a in answers]).tobytes()
@@ -133,12 +132,14 @@ def test_input_breaking_the_contract_is_refused_in_one_line_naming_the_column_an
     run, scorer, tmp_path, audit_env
 ):
     log, _ = audit_env
+    # Three batches: a break in the last one is found after two were written, and nothing stays.
+    batch_rows = len(run.raw) // 3 + 1
     for column, frame in bad_inputs(run.raw):
         source = tmp_path / f"bad-{column}.parquet"
         frame.to_parquet(source, index=False)
         output = tmp_path / "out"
         with pytest.raises(UserError) as err:
-            score.run(source, output, root=run.dir, batch_rows=1000, scorer=scorer)
+            score.run(source, output, root=run.dir, batch_rows=batch_rows, scorer=scorer)
         message = str(err.value)
         assert "\n" not in message and repr(column) in message, message
         assert not output.exists() and list(tmp_path.glob(".out.tmp-*")) == []
