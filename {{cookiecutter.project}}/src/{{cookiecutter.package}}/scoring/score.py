@@ -4,7 +4,7 @@ Every record of the input (CSV or Parquet, a file or a directory of them) gets t
 service's answer: score, decision, reason codes (a reason-code model) and the model identity,
 computed by the service's own :class:`~..serving.decider.Decider`. The output is Parquet
 partitioned by a hash of the contract's id (layout in ``scoring/batch.py``). The pandas engine
-streams the input in batches of ``score.batch_rows`` rows, so memory does not grow with the
+streams the input in batches of ``score.batch_rows`` rows, so memory stays far below the size of the
 portfolio; the Spark engine (``--engine spark``, scoring/spark.py) applies the same scorer to
 each Arrow batch of a Spark job.
 
