@@ -241,6 +241,15 @@ class BenchmarkParams(_Section):
     gate: BenchmarkGateParams = BenchmarkGateParams()
 
 
+class ScoreParams(_Section):
+    """``score``: portfolio scoring (``make score``; docs/scoring.md)."""
+
+    # Hash buckets of the output by id: a consumer reads one of them to find a record. Changing it moves records.
+    buckets: Annotated[int, Field(ge=1, le=4096)] = 16
+    # Records read, checked and scored at a time by the pandas engine: memory follows this, not the portfolio.
+    batch_rows: Annotated[int, Field(ge=1)] = 100_000
+
+
 class MlflowParams(_Section):
     """``mlflow``: the experiment name."""
 
@@ -278,6 +287,7 @@ class Params(_Section):
     monitor: MonitorParams
     mlflow: MlflowParams
     serving: ServingParams = ServingParams()
+    score: ScoreParams = ScoreParams()
     gates: GatesParams = GatesParams()
     benchmark: BenchmarkParams = BenchmarkParams()
     _raw: dict[str, Any] = PrivateAttr(default_factory=dict)

@@ -81,6 +81,30 @@ class Decider:
         """Records as the model's input frame (missing optional features become NaN)."""
         return pd.DataFrame.from_records(records, columns=self.features)
 
+    def outcomes(self, x: np.ndarray) -> tuple[np.ndarray, list[str], list[list[dict[str, str]]] | None]:
+        """Scores, decisions and (a reason-code model) each record's reasons, for records the scorer encoded.
+
+        The one place a score becomes a decision: the service (:meth:`decide`) and portfolio scoring
+        (``make score``, scoring/) both call it, so a record gets the same answer from either.
+        """
+        scores = self.scorer.proba(x)
+        outcomes = self.rule.outcomes(scores)  # approve / refer / decline (core/decision.py)
+        decisions = [self.facts.word(Outcome(int(o))) for o in outcomes.tolist()]
+        if not self.explains:
+            return scores, decisions, None
+        explained: dict[int, list[dict[str, Any]]] = {}
+        unfavourable = outcomes != Outcome.FAVOURABLE
+        if unfavourable.any():
+            # Reason codes for adverse and referred decisions (the reviewer reads them): an
+            # approval needs none, and costs nothing.
+            rows = np.flatnonzero(unfavourable)
+            codes = reasons.record_reason_codes(self.pipeline, self.contract, self.scorer, x[rows])
+            explained = dict(zip(rows.tolist(), codes, strict=True))
+        why = [
+            [{"code": r["code"], "text": r["text"], "feature": r["feature"]} for r in explained.get(i, [])] for i in range(len(x))
+        ]
+        return scores, decisions, why
+
     def decide(self, records: list[dict[str, Any]], explain: list[bool] | None = None) -> list[dict[str, Any]]:
         """One decision per record: id, score, decision (core/decision.py), threshold, model identity and reasons.
 
@@ -88,16 +112,7 @@ class Decider:
         only to a model explained by feature contributions (the request model refuses it otherwise).
         """
         x = self.scorer.matrix(records)  # encoded once, for the scores and the reasons
-        scores = self.scorer.proba(x)
-        outcomes = self.rule.outcomes(scores)
-        explained: dict[int, list[dict[str, Any]]] = {}
-        unfavourable = outcomes != Outcome.FAVOURABLE
-        if self.explains and unfavourable.any():
-            # Reason codes for adverse and referred decisions (the reviewer reads them): an
-            # approval needs none, and costs nothing.
-            rows = np.flatnonzero(unfavourable)
-            codes = reasons.record_reason_codes(self.pipeline, self.contract, self.scorer, x[rows])
-            explained = dict(zip(rows.tolist(), codes, strict=True))
+        scores, decisions, why = self.outcomes(x)
         top: dict[int, list[dict[str, Any]]] = {}
         if self.feature_explainer is not None and explain and any(explain):
             if len(explain) != len(records):
@@ -111,14 +126,12 @@ class Decider:
             decision: dict[str, Any] = {
                 "decision_id": str(uuid.uuid4()),
                 "score": score,
-                "decision": self.facts.word(Outcome(int(outcomes[i]))),
+                "decision": decisions[i],
                 "threshold": self.threshold,
                 "model": identity,
             }
-            if self.explains:
-                decision["reasons"] = [
-                    {"code": r["code"], "text": r["text"], "feature": r["feature"]} for r in explained.get(i, [])
-                ]
+            if why is not None:
+                decision["reasons"] = why[i]
             if i in top:
                 decision["top_features"] = top[i]
             out.append(decision)

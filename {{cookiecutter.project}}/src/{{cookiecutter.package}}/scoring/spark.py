@@ -1,0 +1,85 @@
+"""The Spark engine of ``make score`` (``ENGINE=spark``): the service's scorer on each Arrow batch of a Spark job.
+
+The same :class:`~.batch.Scorer` the pandas engine uses is shipped to the executors and applied
+with ``mapInPandas`` to batches of ``score.batch_rows`` records; each batch passes the same
+contract checks (``check_values``) first. The output is written with ``partitionBy("bucket")``
+in the layout scoring/batch.py describes, so a consumer reads either engine's output alike and
+the two hold the same rows with the same values. Imported only when the Spark engine is asked for.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from ..core.contract import Contract
+from ..core.params import Params
+from ..core.spark import get_session
+from ..core.spark import where as runs_on
+from .batch import BUCKET, ScoreInputError, Scorer, check_schema, check_values, csv_types, input_format
+
+# The last line of an executor's traceback when a batch breaks the contract.
+_REFUSED = re.compile(r"ScoreInputError: (.+)")
+
+
+def _read(spark: Any, source: Path, contract: Contract) -> Any:
+    """The input as a Spark DataFrame; CSV columns cast as the pandas engine reads them."""
+    from pyspark.sql import functions as F
+
+    if input_format(source) == "parquet":
+        return spark.read.parquet(str(source))
+    df = spark.read.csv(str(source), header=True, inferSchema=False)
+    casts = {name: "double" for name, kind in csv_types(contract).items() if pa.types.is_floating(kind) and name in df.columns}
+    # try_cast: text where a number belongs becomes empty, and the check names the column.
+    return df.withColumns({name: F.col(name).try_cast(kind) for name, kind in casts.items()})
+
+
+def _arrow_schema(df: Any) -> pa.Schema:
+    from pyspark.sql.pandas.types import to_arrow_type
+
+    return pa.schema([(f.name, to_arrow_type(f.dataType)) for f in df.schema.fields])
+
+
+def _output_schema(scorer: Scorer) -> Any:
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    return from_arrow_schema(scorer.schema().append(pa.field(BUCKET, pa.int32())))
+
+
+def score_spark(source: Path, tmp: Path, scorer: Scorer, contract: Contract, params: Params, batch_rows: int) -> dict[str, Any]:
+    """Score ``source`` on Spark into ``tmp`` (partitioned by bucket); the rows and decision counts."""
+    from pyspark.errors import PySparkException
+
+    if runs_on(params).startswith("local"):
+        # Local Python workers must be this interpreter (this venv, this package), not the first
+        # python3 on PATH; on a cluster PYSPARK_PYTHON names the executors' own, so it is left alone.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    spark = get_session(params)
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_rows))
+    where, buckets = f"INPUT {source}", params.score.buckets
+    df = _read(spark, source, contract)
+    columns = check_schema(_arrow_schema(df), contract, where)
+
+    def score_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for frame in batches:
+            check_values(frame, contract, where)
+            yield scorer.score(frame, buckets)
+
+    try:
+        scored = df.select(*columns).mapInPandas(score_batches, _output_schema(scorer))
+        scored.write.mode("overwrite").partitionBy(BUCKET).parquet(str(tmp))
+    except PySparkException as exc:
+        refused = _REFUSED.findall(str(exc))
+        if refused:
+            raise ScoreInputError(refused[-1].strip()) from None
+        raise
+    counts = spark.read.parquet(str(tmp)).groupBy("decision").count().collect()
+    decisions = {row["decision"]: int(row["count"]) for row in sorted(counts, key=lambda r: r["decision"])}
+    return {"rows": sum(decisions.values()), "decisions": decisions}
