@@ -224,7 +224,10 @@ def context(src: Sources) -> dict[str, Any]:
         "refer_band": [c for c in [src.maybe(params, "serving/refer_band")] if c is not None],
         "outcomes": src.file(OUTCOMES_MODULE) if src.exists(OUTCOMES_MODULE) else None,
     }
-    if optional["refer_band"] and isinstance(optional["refer_band"][0].value, dict):
+    band = optional["refer_band"][0].value if optional["refer_band"] else None
+    if band is None or band is False:  # no refer band configured: no claim that one exists
+        optional["refer_band"] = []
+    elif isinstance(band, (dict, list)):
         optional["refer_band"] = src.flat(params, "serving/refer_band")
     return {
         "have": have,
@@ -297,6 +300,7 @@ def context(src: Sources) -> dict[str, Any]:
         "workflow": workflow,
         "alerts": _alerts(src) if have["serving"] else [],
         "optional": optional,
+        "max_flat": MAX_FLAT,
         "file": src.file,
     }
 
