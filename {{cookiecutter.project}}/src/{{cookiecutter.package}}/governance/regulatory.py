@@ -161,6 +161,11 @@ class Sources:
         return out
 
 
+def count(c: Cited) -> Cited:
+    """A count the card carries as MLflow's float (20000.0), printed as the whole number it is."""
+    return Cited(int(c.value), c.path, c.key) if float(c.value).is_integer() else c
+
+
 def regulations(src: Sources) -> dict[str, Any]:
     """``regulations.yaml`` as {as_of, by_id}; an entry without its status fields stops the stage."""
     doc = src.data(REGULATIONS)
@@ -253,7 +258,7 @@ def context(src: Sources) -> dict[str, Any]:
         "algorithm": src.get(card, "model/algorithm"),
         "git_sha": src.get(str(config.LINEAGE), "git/sha"),
         "earlier_runs": len(src.data(card)["version"]["change_log"]),
-        "rows": {k: src.get(card, f"data/rows/{k}/value") for k in src.data(card)["data"]["rows"]},
+        "rows": {k: count(src.get(card, f"data/rows/{k}/value")) for k in src.data(card)["data"]["rows"]},
         "date_range": {
             k: (src.get(card, f"data/date_range/{k}/from"), src.get(card, f"data/date_range/{k}/to"))
             for k in src.data(card)["data"]["date_range"]
