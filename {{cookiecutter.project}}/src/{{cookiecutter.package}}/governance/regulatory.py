@@ -275,7 +275,6 @@ def context(src: Sources) -> dict[str, Any]:
         ],
         "threshold": src.get(metrics, "threshold"),
         "test_rows": src.get(metrics, "rows"),
-        "min_headline": src.get(params, "evaluate/min_headline"),
         "gate_tolerance": src.get(params, "gates/metric/tolerance"),
         "require_baseline": src.get(params, "gates/require_baseline"),
         "validation": {
