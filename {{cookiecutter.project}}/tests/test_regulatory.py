@@ -76,9 +76,13 @@ def run_copy(tmp_path_factory) -> Path:
     return root
 
 
+def written(root: Path) -> dict[str, str]:
+    """The documents the `regulatory` stage wrote in ``root``."""
+    return {name: (root / regulatory.OUT_DIR / f"{name}.md").read_text(encoding="utf-8") for name in regulatory.DOCUMENTS}
+
+
 def test_every_cited_value_equals_its_file_and_every_named_path_exists(run_copy):
-    out = run_copy / regulatory.OUT_DIR
-    docs = {name: (out / f"{name}.md").read_text(encoding="utf-8") for name in regulatory.DOCUMENTS}
+    docs = written(run_copy)
     as_of = yaml.safe_load((run_copy / regulatory.REGULATIONS).read_text(encoding="utf-8"))["as_of"]
     for name, text in docs.items():
         found, wrong = problems(text, run_copy)
@@ -100,7 +104,7 @@ def test_every_cited_value_equals_its_file_and_every_named_path_exists(run_copy)
 
 
 def test_the_check_fails_on_a_changed_number_or_a_path_that_does_not_exist(run_copy):
-    text = regulatory.build(run_copy)["instructions_for_use"]
+    text = written(run_copy)["instructions_for_use"]
     m = re.search(r"(\d+\.\d{4}) \[`reports/metrics.json`: `(\w+)`\]", text)
     assert m, "no metric cited from reports/metrics.json"
     changed = text.replace(m.group(0), m.group(0).replace(m.group(1), f"{float(m.group(1)) + 0.01:.4f}"), 1)
@@ -118,7 +122,7 @@ def test_a_missing_cited_file_stops_the_generator_naming_it(run_copy, tmp_path):
 
 def test_other_stages_parts_appear_when_their_files_exist(run_copy, tmp_path):
     """Benchmark (metrics.json `benchmark`), validation pack, refer band: absent now, cited when present."""
-    before = "\n".join(regulatory.build(run_copy).values())
+    before = "\n".join(written(run_copy).values())
     root = tmp_path / "repo"
     shutil.copytree(run_copy, root)
     metrics = json.loads((root / "reports/metrics.json").read_text(encoding="utf-8"))
