@@ -1,4 +1,4 @@
-"""Run the real pipeline, every stage from generate to model_card, once per test session.
+"""Run the real pipeline, every stage from generate to regulatory, once per test session.
 
 The run happens in a temporary copy of the repository with a small synthetic data set, in a
 separate Python process (as DVC would run it), with one data subject put on the erasure
@@ -24,7 +24,9 @@ import yaml
 from {{ cookiecutter.package }}.core import config, use_case
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("prepare", "validate", "benchmark", "train", "reference", "evaluate", "fairness", "explain", "model_card")
+STAGES = ("prepare", "validate", "benchmark", "train", "reference", "evaluate", "fairness", "explain", "model_card", "regulatory")
+# Repository files the `regulatory` stage cites (it stops when one is missing), copied into the run.
+CITED_REPO_FILES = ("Makefile", "bentofile.yaml", "docs", ".github", "deploy")
 
 
 def stage_modules() -> dict[str, str]:
@@ -99,6 +101,11 @@ def make_workdir(params: dict) -> Path:
         if (ROOT / name).exists():
             shutil.copy2(ROOT / name, workdir / name)
     shutil.copytree(ROOT / "src", workdir / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in CITED_REPO_FILES:
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, workdir / name)
+        elif (ROOT / name).exists():
+            shutil.copy2(ROOT / name, workdir / name)
     (workdir / "data").mkdir()
     (workdir / "data" / "erasure_ledger.csv").write_text("subject_pseudonym\n", encoding="utf-8")
     (workdir / "params.yaml").write_text(yaml.safe_dump(small_params(params), sort_keys=False), encoding="utf-8")

@@ -54,6 +54,7 @@ EXPLAIN = REPORTS / "explain.json"
 MODEL_CARD_MD = REPORTS / "model_card.md"
 MODEL_CARD_JSON = REPORTS / "model_card.json"
 LINEAGE = REPORTS / "lineage.json"
+REGULATORY_DIR = REPORTS / "regulatory"  # the regulator's documents (governance/regulatory.py)
 GATES = REPORTS / "gates.json"
 REPORT_MD = REPORTS / "report.md"
 PLOTS = REPORTS / "plots"
