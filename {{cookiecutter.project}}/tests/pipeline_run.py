@@ -24,7 +24,7 @@ import yaml
 from {{ cookiecutter.package }}.core import config, use_case
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("prepare", "validate", "train", "reference", "evaluate", "fairness", "explain", "model_card")
+STAGES = ("prepare", "validate", "train", "reference", "evaluate", "fairness", "explain", "validation_pack", "model_card")
 
 
 def stage_modules() -> dict[str, str]:

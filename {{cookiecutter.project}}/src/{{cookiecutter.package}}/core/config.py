@@ -52,6 +52,9 @@ MODEL_CARD_JSON = REPORTS / "model_card.json"
 LINEAGE = REPORTS / "lineage.json"
 GATES = REPORTS / "gates.json"
 REPORT_MD = REPORTS / "report.md"
+VALIDATION_PACK = REPORTS / "validation_pack.json"
+# The first validated model's ROC-AUC, the validation pack's reference: committed, kept across retraining.
+VALIDATION_REFERENCE = MODEL_DIR / "validation_reference.json"
 PLOTS = REPORTS / "plots"
 IMPORTANCE_PLOT = PLOTS / "permutation_importance.png"
 
