@@ -13,10 +13,12 @@ from scipy import stats
 from sklearn.metrics import roc_auc_score
 
 from {{ cookiecutter.package }}.ci import report
+from {{ cookiecutter.package }}.core.errors import ParamsError
+from {{ cookiecutter.package }}.core.params import load_params, parse
 from {{ cookiecutter.package }}.core.reports import Grades, ModelMeta, ValidationPackReport, ValidationReference
 from {{ cookiecutter.package }}.evaluation import calibration, validation_pack
 
-from .pipeline_run import pipeline_run
+from .pipeline_run import ROOT, pipeline_run
 
 SCALE = {"A": 0.02, "B": 0.05, "C": 0.1, "D": 0.2, "E": 0.35, "F": 0.6, "G": 1.0}
 
@@ -111,6 +113,15 @@ def test_grades_take_bounds_as_exclusive_upper_limits():
     assert idx.tolist() == [0, 0, 1, 2, 2]
     with pytest.raises(ValueError, match="end at 1.0"):
         calibration.grade_index(np.array([0.1]), [0.02, 0.5])
+
+
+def test_a_master_scale_out_of_order_is_refused_naming_the_key():
+    raw = load_params(ROOT / "params.yaml").as_dict()
+    with pytest.raises(ParamsError, match="'grades' needs at least 2 grades with increasing"):
+        parse({**raw, "grades": {"A": 0.5, "B": 0.2, "C": 1.0}})
+    with pytest.raises(ParamsError, match="'grades' the last grade's upper bound must be 1.0"):
+        parse({**raw, "grades": {"A": 0.2, "B": 0.9}})
+    assert parse({**raw, "grades": {"A": 0.2, "B": 1.0}}).grades == {"A": 0.2, "B": 1.0}
 
 
 def test_migration_matrix_counts_moves():

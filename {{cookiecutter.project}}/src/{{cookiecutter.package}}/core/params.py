@@ -222,9 +222,9 @@ def _check_grades(value: dict[str, float] | None) -> dict[str, float] | None:
         return value
     bounds = list(value.values())
     if len(bounds) < 2 or any(b <= a for a, b in zip(bounds, bounds[1:], strict=False)) or bounds[0] <= 0:
-        raise ValueError(f"needs at least 2 grades with increasing PD upper bounds above 0, got {bounds}")
+        raise ValueError("needs at least 2 grades with increasing PD upper bounds above 0")
     if bounds[-1] != 1.0:
-        raise ValueError(f"the last grade's upper bound must be 1.0 (it takes every PD above the others), got {bounds[-1]}")
+        raise ValueError("the last grade's upper bound must be 1.0 (it takes every PD above the others)")
     return value
 
 
