@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from {{ cookiecutter.package }}.core import model
+from {{ cookiecutter.package }}.core import config, model
 from {{ cookiecutter.package }}.core.contract import load_contract
 from {{ cookiecutter.package }}.core.params import load_params
 from {{ cookiecutter.package }}.core.reports import ModelMeta, ValidationReference
@@ -135,6 +135,8 @@ def test_a_pd_underestimated_on_purpose_fails_and_make_outcomes_exits_non_zero(a
     # The command: the same verdict as the exit status, the report written for the issue.
     for name in ("params.yaml", "contract.yaml"):
         shutil.copy2(ROOT / name, tmp_path / name)
+    (tmp_path / "models").mkdir()
+    shutil.copy2(tmp_path / "reference.json", tmp_path / config.VALIDATION_REFERENCE)  # the committed reference
     monkeypatch.chdir(tmp_path)
     assert outcomes.main(["--labels", str(path), "--audit-log", str(log), "--checkpoints", str(checkpoints)]) == 1
     written = json.loads((tmp_path / "reports/outcomes.json").read_text(encoding="utf-8"))
