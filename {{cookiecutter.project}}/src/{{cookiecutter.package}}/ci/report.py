@@ -7,8 +7,8 @@ Run after `dvc repro` and the gates:
 It reads only files of the run (``reports/validation.json``, ``reports/metrics.json``,
 ``reports/gates.json``, ``reports/validation_pack.json``, ``reports/plots/``) plus ``dvc metrics
 diff`` and ``dvc params diff`` against the baseline revision, and the validation pack committed
-there (``git show``), whose grades the migration matrix compares with this run's. A section is a function ``section(inputs) -> str |
-None`` listed in ``SECTIONS``; a new section (fairness by group, say) plugs in by adding a
+there (``git show``), whose grades the migration matrix compares with this run's. A section is a
+function ``section(inputs) -> str | None`` listed in ``SECTIONS``; a new section (fairness by group, say) plugs in by adding a
 function there. Anything missing is said in the report, never silently left out.
 
 Images: with ``--images link`` (the default) plots are named and linked to the run's
