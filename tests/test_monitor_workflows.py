@@ -112,14 +112,21 @@ def test_monitor_least_privilege_and_one_issue_by_label(baked):
     assert set(wf["on"]) == {"schedule", "workflow_dispatch"}
     jobs = wf["jobs"]
     assert {k: job_writes(j) for k, j in jobs.items()} == {"monitor": {}, "alert": {"issues": "write"}, "retrain": {"actions": "write"}}
-    assert jobs["alert"]["if"] == "needs.monitor.outputs.status == 'ALERT'"
+    assert jobs["alert"]["if"] == "needs.monitor.outputs.status == 'ALERT' || needs.monitor.outputs.outcomes == 'FAIL'"
     assert "vars.RETRAIN_ON_ALERT == 'true'" in jobs["retrain"]["if"] and "drift == 'true'" in jobs["retrain"]["if"]
     steps = {s.get("name"): s for s in jobs["monitor"]["steps"]}
     assert steps["Monitor"]["run"].strip() == "make monitor BATCH=data/monitoring/batch.parquet"
     assert "reports/monitoring/latest.md >> \"$GITHUB_STEP_SUMMARY\"" in steps["Verdict"]["run"]
     assert "make monitor-fetch" in steps["Get the newest batch"]["run"]
+    # Matured labels: `make outcomes` runs only when a labels file arrived; its FAIL opens the same issue.
+    outcomes = steps["Outcomes on matured labels"]
+    assert outcomes["if"] == "hashFiles('data/monitoring/outcomes.csv') != ''"
+    assert "make outcomes LABELS=data/monitoring/outcomes.csv" in outcomes["run"]
+    assert 'echo "status=$verdict" >> "$GITHUB_OUTPUT"' in outcomes["run"] and outcomes["env"]["AUDIT_CHAIN_KEY"].startswith("${{ secrets.")
+    assert jobs["monitor"]["outputs"]["outcomes"] == "${{ steps.outcomes.outputs.status }}"
     issue = next(s for s in jobs["alert"]["steps"] if s.get("name") == "Open or update the monitoring issue")
     assert '--label "$ISSUE_LABEL" --state open' in issue["run"] and "gh issue comment" in issue["run"]
+    assert "cat reports/monitoring/outcomes.md" in issue["run"]
     assert "RUN_URL" in issue["env"] and issue["env"]["GH_TOKEN"] == "${{ github.token }}"
 
 

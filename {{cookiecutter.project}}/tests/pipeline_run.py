@@ -24,7 +24,19 @@ import yaml
 from {{ cookiecutter.package }}.core import config, use_case
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("prepare", "validate", "benchmark", "train", "reference", "evaluate", "fairness", "explain", "model_card", "regulatory")
+STAGES = (
+    "prepare",
+    "validate",
+    "benchmark",
+    "train",
+    "reference",
+    "evaluate",
+    "fairness",
+    "explain",
+    "validation_pack",
+    "model_card",
+    "regulatory",
+)
 # Repository files the `regulatory` stage cites (it stops when one is missing), copied into the run.
 CITED_REPO_FILES = ("Makefile", "bentofile.yaml", "docs", ".github", "deploy")
 

@@ -5,9 +5,10 @@ Run after `dvc repro` and the gates:
     python -m {{ cookiecutter.package }}.ci.report --baseline-rev origin/main
 
 It reads only files of the run (``reports/validation.json``, ``reports/metrics.json``,
-``reports/gates.json``, ``reports/plots/``) plus ``dvc metrics diff`` and ``dvc params
-diff`` against the baseline revision. A section is a function ``section(inputs) -> str |
-None`` listed in ``SECTIONS``; a new section (fairness by group, say) plugs in by adding a
+``reports/gates.json``, ``reports/validation_pack.json``, ``reports/plots/``) plus ``dvc metrics
+diff`` and ``dvc params diff`` against the baseline revision, and the validation pack committed
+there (``git show``), whose grades the migration matrix compares with this run's. A section is a
+function ``section(inputs) -> str | None`` listed in ``SECTIONS``; a new section (fairness by group, say) plugs in by adding a
 function there. Anything missing is said in the report, never silently left out.
 
 Images: with ``--images link`` (the default) plots are named and linked to the run's
@@ -31,14 +32,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from ..core import config, use_case
-from ..core.reports import FairnessReport, GatesReport, MetricsReport, ValidationReport
+from ..core.reports import FairnessReport, GatesReport, MetricsReport, ReportError, ValidationPackReport, ValidationReport
 from ..core.stage import write_text
+from ..evaluation import calibration
+from ..evaluation.validation_pack import decode_assignments
 from . import gates as gates_module
 
 REPORT_FILE = config.REPORT_MD.as_posix()
+VALIDATION_PACK_FILE = config.VALIDATION_PACK.as_posix()
 PLOTS_DIR = config.PLOTS.as_posix()
 
 
@@ -60,6 +65,8 @@ class Inputs:
     stale_stages: tuple[str, ...] = ()  # from `dvc status`: stages not reproduced in this run
     stale_files: frozenset[str] = frozenset()  # files (from the root) an earlier run left behind
     fairness: FairnessReport | None = None  # reports/fairness.json, when the pipeline has that stage
+    validation_pack: ValidationPackReport | None = None  # reports/validation_pack.json
+    baseline_pack: ValidationPackReport | None = None  # the champion's, as committed on the baseline revision
     headline: str = field(default_factory=lambda: use_case.load().headline_metric)
     title: str = field(default_factory=lambda: use_case.load().title)
 
@@ -217,6 +224,94 @@ def fairness_section(inputs: Inputs) -> str | None:
     return "\n\n".join(out)
 
 
+def migration_section(pack: ValidationPackReport, base: ValidationPackReport | None, base_rev: str) -> str:
+    """Grades of the same held-out rows under the champion (rows) and this run's model (columns)."""
+    title = f"**Grade migration: champion (`{base_rev}`) to this run**"
+    if base is None:
+        return f"{title}\n\nNo validation pack is committed on `{base_rev}`: nothing to compare with."
+    if base.grades is None or pack.grades is None:
+        return f"{title}\n\nOne of the two runs has no master scale (params.yaml `grades`)."
+    old, new = base.grades.assignments, pack.grades.assignments
+    if old.keys_sha256 != new.keys_sha256:
+        return (
+            f"{title}\n\nNot comparable: the held-out rows differ from `{base_rev}`'s ({old.rows} vs {new.rows} rows, "
+            "different keys), so no row was graded by both models."
+        )
+    old_names, new_names = list(base.grades.scale), list(pack.grades.scale)
+    matrix = calibration.migration_matrix(decode_assignments(old), decode_assignments(new), max(len(old_names), len(new_names)))
+    matrix = matrix[: len(old_names), : len(new_names)]
+    rows = [[f"**{name}**", *(str(int(c)) for c in matrix[i])] for i, name in enumerate(old_names)]
+    out = [title, table(["champion \\ this run", *new_names], rows)]
+    if old_names == new_names:
+        total = int(matrix.sum())
+        stay = int(np.trace(matrix))
+        better = int(np.tril(matrix, -1).sum())  # a column left of the diagonal: a better grade (lower PD)
+        out.append(
+            f"{stay} of {total} rows keep their grade ({stay / total:.1%}); {better} move to a better grade, "
+            f"{total - stay - better} to a worse one."
+        )
+    else:
+        out.append("The master scale changed between the two runs; rows are the champion's grades, columns this run's.")
+    return "\n\n".join(out)
+
+
+def validation_pack_section(inputs: Inputs) -> str | None:
+    """The validation pack: AUC with its interval and reference, grades with their tests, migration, value bands."""
+    pack = inputs.validation_pack
+    out = ["### Validation pack"]
+    if pack is None:
+        return None
+    if VALIDATION_PACK_FILE in inputs.stale_files:
+        out.append("Not computed in this run: the pipeline did not finish before the validation_pack stage.")
+        return "\n\n".join(out)
+    d = pack.discrimination
+    ref = "this model" if d.reference_is_this_model else f"run `{d.reference.run_id[:8]}`"
+    rows = [
+        ["ROC-AUC", f"{fmt(d.roc_auc)} [{fmt(d.ci_low)}, {fmt(d.ci_high)}] ({d.confidence:.0%} DeLong)"],
+        ["Reference ROC-AUC (first validated model)", f"{fmt(d.reference.roc_auc)} ({ref}); change {fmt_change(d.change)}"],
+        ["Decline from the reference", f"p = {fmt(d.decline.p_value)}: {d.decline.status}"],
+        ["KS (score bands)", fmt(pack.gains.ks)],
+    ]
+    if pack.grades is not None:
+        hl, conc = pack.grades.hosmer_lemeshow, pack.grades.concentration
+        rows.append(["Hosmer-Lemeshow over grades", f"{fmt(hl.statistic)} (df {hl.df}, p = {fmt(hl.p_value)}): {hl.status}"])
+        rows.append(["Grade concentration (Herfindahl; normalised)", f"{fmt(conc.hhi)}; {fmt(conc.normalised)}"])
+    out.append(table(["Figure", "This run"], rows))
+    if pack.grades is not None:
+        grade_rows = [
+            [
+                f"**{r.grade}**",
+                f"{r.pd_low:g}-{r.pd_high:g}",
+                str(r.rows),
+                str(r.defaults),
+                fmt(r.observed_rate),
+                fmt(r.mean_pd),
+                fmt(r.jeffreys.p_value if r.jeffreys else None),
+                fmt(r.binomial.p_value if r.binomial else None),
+            ]
+            for r in pack.grades.rows
+        ]
+        header = ["Grade", "PD range", "Rows", "Defaults", "Observed", "Mean PD", "Jeffreys p", "Binomial p"]
+        out.append(table(header, grade_rows))
+        out.append(migration_section(pack, inputs.baseline_pack, inputs.baseline_rev))
+    if pack.value_bands is not None:
+        vb = pack.value_bands
+        band_rows = [
+            [f"**{b.band}**", str(b.rows), str(b.frauds), fmt(b.precision), fmt(b.recall), fmt(b.fraud_rate_by_value)]
+            for b in [*vb.bands, vb.overall]
+        ]
+        out.append(
+            f"By `{vb.column}` band, at threshold {fmt(pack.threshold)}:\n\n"
+            + table(["Band", "Rows", "Frauds", "Precision", "Recall", "Fraud rate by value"], band_rows)
+        )
+    failed = ", ".join(f"`{t}`" for t in pack.failed_tests)
+    out.append(
+        (f"⚠️ Failed at p < {pack.significance:g}: {failed}." if failed else f"✅ No test failed at p < {pack.significance:g}.")
+        + " Details: `reports/validation_pack.json` (docs/validation.md)."
+    )
+    return "\n\n".join(out)
+
+
 def params_section(inputs: Inputs) -> str:
     """Parameters changed against the baseline."""
     out = [f"### Parameters changed vs `{inputs.baseline_rev}`"]
@@ -264,6 +359,7 @@ SECTIONS: list[Callable[[Inputs], str | None]] = [
     metrics_section,
     benchmark_section,
     fairness_section,
+    validation_pack_section,
     params_section,
     plots_section,
     notes_section,
@@ -301,6 +397,17 @@ def dvc_diff(root: Path, kind: str, rev: str, show_all: bool, only: str | None =
     return flatten_dvc_diff({path: changes for path, changes in raw.items() if only is None or path == only})
 
 
+def baseline_pack(root: Path, rev: str) -> ValidationPackReport | None:
+    """The validation pack committed on ``rev`` (None if there is none); a malformed one raises ValueError naming it."""
+    show = subprocess.run(["git", "show", f"{rev}:{VALIDATION_PACK_FILE}"], check=False, cwd=root, capture_output=True, text=True)
+    if show.returncode != 0:
+        return None
+    try:
+        return ValidationPackReport.parse(json.loads(show.stdout), f"{VALIDATION_PACK_FILE} on {rev}")
+    except (json.JSONDecodeError, ReportError) as err:
+        raise ValueError(f"{VALIDATION_PACK_FILE} on {rev}: {err}") from None
+
+
 def load_inputs(root: Path, baseline_rev: str, images: str, run_url: str | None, compare: bool = True) -> Inputs:
     """Read everything the sections need from the repository at ``root``."""
     ctx = gates_module.Context(params={}, root=root, baseline=None, baseline_source=baseline_rev)
@@ -311,6 +418,7 @@ def load_inputs(root: Path, baseline_rev: str, images: str, run_url: str | None,
         ("metrics", gates_module.METRICS_FILE, MetricsReport),
         ("gates", gates_module.GATES_FILE, GatesReport),
         ("fairness", gates_module.FAIRNESS_FILE, FairnessReport),
+        ("validation_pack", VALIDATION_PACK_FILE, ValidationPackReport),
     ):
         try:
             setattr(inputs, attr, ctx.read_report(relative, model))
@@ -328,6 +436,7 @@ def load_inputs(root: Path, baseline_rev: str, images: str, run_url: str | None,
             gates_module.VALIDATION_FILE,
             gates_module.METRICS_FILE,
             gates_module.FAIRNESS_FILE,
+            VALIDATION_PACK_FILE,
             *(f"{config.REPORTS.as_posix()}/{p}" for p in inputs.plots),
         ]
         inputs.stale_files = frozenset(f for f in candidates if not fresh(f))
@@ -343,6 +452,10 @@ def load_inputs(root: Path, baseline_rev: str, images: str, run_url: str | None,
                 inputs.metrics_diff = dvc_diff(root, "metrics", baseline_rev, show_all=True, only=gates_module.METRICS_FILE)
             except RuntimeError as err:
                 inputs.diff_errors.append(str(err))
+        try:
+            inputs.baseline_pack = baseline_pack(root, baseline_rev)
+        except ValueError as err:
+            inputs.diff_errors.append(str(err))
         try:
             inputs.params_diff = dvc_diff(root, "params", baseline_rev, show_all=False)
         except RuntimeError as err:

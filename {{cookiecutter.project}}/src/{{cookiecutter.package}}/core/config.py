@@ -57,6 +57,9 @@ LINEAGE = REPORTS / "lineage.json"
 REGULATORY_DIR = REPORTS / "regulatory"  # the regulator's documents (governance/regulatory.py)
 GATES = REPORTS / "gates.json"
 REPORT_MD = REPORTS / "report.md"
+VALIDATION_PACK = REPORTS / "validation_pack.json"
+# The first validated model's ROC-AUC, the validation pack's reference: committed, kept across retraining.
+VALIDATION_REFERENCE = MODEL_DIR / "validation_reference.json"
 PLOTS = REPORTS / "plots"
 IMPORTANCE_PLOT = PLOTS / "permutation_importance.png"
 

@@ -35,6 +35,7 @@ _COLUMN_KEYS = {
     "reason",
     "positive",
     "proxy_for",
+    "monetary",
 }
 
 
@@ -60,6 +61,7 @@ class Column:
     reason: str | None = None
     positive: Any = None
     proxy_for: tuple[str, ...] = ()  # protected attributes this column is known to stand in for
+    monetary: bool = False  # the row's value in money (a transaction's amount): the validation pack's value bands
 
     @property
     def is_numeric(self) -> bool:
@@ -168,6 +170,11 @@ class Contract:
         return self.id_column or ROW_KEY
 
     @property
+    def monetary(self) -> str | None:
+        """The column holding each row's value in money (``monetary: true``), if the contract declares one."""
+        return next((c.name for c in self.columns if c.monetary), None)
+
+    @property
     def timestamp(self) -> str | None:
         """The timestamp column, if the contract declares one."""
         ts = self.names("timestamp")
@@ -264,6 +271,9 @@ def _column(path: str, index: int, raw: Any) -> Column:
             "must never be a model input; give it role 'protected' (kept apart, used only to measure "
             "fairness) or remove the column",
         )
+    monetary = raw.get("monetary", False)
+    if not isinstance(monetary, bool) or (monetary and dtype not in ("int", "float")):
+        _fail(path, where, "'monetary' must be true or false, and true only on an int/float column")
     if role == "target":
         if not cats or len(cats) != 2:
             _fail(path, where, "the target must declare exactly two 'categories'")
@@ -284,6 +294,7 @@ def _column(path: str, index: int, raw: Any) -> Column:
         reason=raw.get("reason"),
         positive=raw.get("positive"),
         proxy_for=tuple(proxy_for),
+        monetary=monetary,
     )
 
 
@@ -321,6 +332,8 @@ def load_contract(path: str | Path = "contract.yaml") -> Contract:
                 f"{path}: column {c.name!r}: 'proxy_for' names {unknown_targets}, which are not "
                 f"protected columns (protected: {sorted(protected)})"
             )
+    if sum(c.monetary for c in columns) > 1:
+        raise ContractError(f"{path}: at most one column may be 'monetary: true' (the row's value in money)")
     subject = raw.get("subject")
     if subject is not None and (subject not in names or next(c for c in columns if c.name == subject).role != "pii"):
         raise ContractError(f"{path}: 'subject' must name a column with role 'pii' (got {subject!r})")

@@ -250,6 +250,34 @@ class ScoreParams(_Section):
     batch_rows: Annotated[int, Field(ge=1)] = 100_000
 
 
+class ValidationPackParams(_Section):
+    """``validation_pack``: the validation pack's settings (docs/validation.md)."""
+
+    confidence: Annotated[float, Field(ge=0.5, lt=1.0)] = 0.95  # of the ROC-AUC interval
+    significance: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.05  # a test with a p-value below it fails
+    score_bands: Annotated[int, Field(ge=2, le=100)] = 10  # rows of the gains/KS table (deciles)
+    # Lower edges of the amount bands of the fraud figures, in the contract's monetary column's unit.
+    value_bands: list[Annotated[float, Field(ge=0)]] | None = None
+
+    @field_validator("value_bands")
+    @classmethod
+    def _increasing(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and (len(value) < 1 or any(b <= a for a, b in zip(value, value[1:], strict=False))):
+            raise ValueError("must be a non-empty list of increasing lower band edges")
+        return value
+
+
+def _check_grades(value: dict[str, float] | None) -> dict[str, float] | None:
+    if value is None:
+        return value
+    bounds = list(value.values())
+    if len(bounds) < 2 or any(b <= a for a, b in zip(bounds, bounds[1:], strict=False)) or bounds[0] <= 0:
+        raise ValueError("needs at least 2 grades with increasing PD upper bounds above 0")
+    if bounds[-1] != 1.0:
+        raise ValueError("the last grade's upper bound must be 1.0 (it takes every PD above the others)")
+    return value
+
+
 class MlflowParams(_Section):
     """``mlflow``: the experiment name."""
 
@@ -290,9 +318,17 @@ class Params(_Section):
     score: ScoreParams = ScoreParams()
     gates: GatesParams = GatesParams()
     benchmark: BenchmarkParams = BenchmarkParams()
+    # The master scale: grade name -> upper PD bound (exclusive), best grade first (validation pack, outcomes).
+    grades: dict[str, Annotated[float, Field(strict=False)]] | None = None
+    validation_pack: ValidationPackParams = ValidationPackParams()
     _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=())
+
+    @field_validator("grades")
+    @classmethod
+    def _grades(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        return _check_grades(value)
 
     @model_validator(mode="after")
     def _use_case_settings(self) -> Params:

@@ -425,3 +425,158 @@ class ReferenceReport(Report):
     decision_rate: float
     threshold: float
     features: dict[str, Profile]
+
+
+# --- the validation pack (evaluation/validation_pack.py; keys documented in docs/validation.md) ---
+
+
+class StatTest(_Part):
+    """A statistical test's p-value and its verdict at the pack's significance level."""
+
+    p_value: float
+    status: Literal["pass", "fail"]
+
+
+class ValidationReference(Report):
+    """``models/validation_reference.json``: the first validated model's ROC-AUC, kept as the reference.
+
+    Written by the ``validation_pack`` stage when the file is absent (so the first validated run
+    sets it), committed, and kept across retraining; ``make validation-reference`` re-anchors it.
+    """
+
+    roc_auc: float
+    se: float
+    rows: int
+    run_id: str
+    git_sha: str
+
+
+class Discrimination(_Part):
+    """ROC-AUC with its DeLong interval, and against the reference (the first validated model)."""
+
+    roc_auc: float
+    se: float
+    ci_low: float
+    ci_high: float
+    confidence: float
+    method: Literal["DeLong"]
+    reference: ValidationReference
+    reference_is_this_model: bool
+    change: float  # roc_auc - reference.roc_auc
+    decline: StatTest  # one-sided test that the AUC fell below the reference's
+
+
+class GainsBand(_Part):
+    """One score band of the gains/KS table, highest scores first."""
+
+    band: int
+    rows: int
+    min_score: float
+    max_score: float
+    positives: int
+    positive_rate: float
+    cum_positive_share: float
+    cum_negative_share: float
+    ks: float
+    lift: float
+
+
+class Gains(_Part):
+    """The gains/KS table by score band and its largest KS."""
+
+    bands: list[GainsBand]
+    ks: float
+
+
+class GradeRow(_Part):
+    """One grade of the master scale on the held-out set: counts, rates and the two calibration tests."""
+
+    grade: str
+    pd_low: float
+    pd_high: float
+    rows: int
+    defaults: int
+    observed_rate: float | None
+    mean_pd: float | None
+    jeffreys: StatTest | None  # None: no rows in the grade
+    binomial: StatTest | None
+
+
+class HosmerLemeshowResult(StatTest):
+    """Hosmer-Lemeshow over the non-empty grades."""
+
+    statistic: float
+    df: int
+
+
+class Concentration(_Part):
+    """Grade concentration: the Herfindahl index and the ECB's normalised form (0 even, 1 all in one grade)."""
+
+    hhi: float
+    normalised: float
+
+
+class GradeAssignments(_Part):
+    """Each held-out row's grade, compact, for the migration matrix on a pull request.
+
+    ``grades`` is base64 of zlib-compressed bytes, one byte per row (the grade's index on the
+    scale), rows ordered by their key; ``keys_sha256`` fingerprints those keys, so two runs are
+    compared only on the same rows.
+    """
+
+    rows: int
+    keys_sha256: str
+    grades: str
+
+
+class Grades(_Part):
+    """The master scale's grades on the held-out set."""
+
+    scale: dict[str, float]
+    rows: list[GradeRow]
+    hosmer_lemeshow: HosmerLemeshowResult
+    concentration: Concentration
+    assignments: GradeAssignments
+
+
+class ValueBand(_Part):
+    """One value band (fraud): operating figures at the threshold and the fraud rate by value."""
+
+    band: str
+    low: float
+    high: float | None
+    rows: int
+    frauds: int
+    flagged: int
+    precision: float | None
+    recall: float | None
+    value: float
+    fraud_value: float
+    fraud_rate_by_value: float | None
+
+
+class ValueBands(_Part):
+    """Fraud figures by band of the contract's monetary column, and over all rows."""
+
+    column: str
+    bands: list[ValueBand]
+    overall: ValueBand
+
+
+class ValidationPackReport(Report):
+    """``reports/validation_pack.json``: written by ``validation_pack``; read by the card, the PR report, regulator documents."""
+
+    schema_version: Literal[1]
+    use_case: str
+    run_id: str
+    rows: int
+    positives: int
+    threshold: float
+    significance: float
+    discrimination: Discrimination
+    gains: Gains
+    grades: Grades | None  # None: no master scale (params.yaml has no grades)
+    grades_why_not: str | None = None
+    value_bands: ValueBands | None  # None: not a fraud repository, or no monetary column
+    value_bands_why_not: str | None = None
+    failed_tests: list[str]

@@ -22,9 +22,18 @@ from ..core import config, use_case
 from ..core.contract import Contract, load_contract
 from ..core.errors import UserError
 from ..core.params import Params, load_params
-from ..core.reports import BenchmarkMetrics, ExplainReport, FairnessReport, MetricsReport, ModelMeta, PrepareSummary
+from ..core.reports import (
+    BenchmarkMetrics,
+    ExplainReport,
+    FairnessReport,
+    MetricsReport,
+    ModelMeta,
+    PrepareSummary,
+    ValidationPackReport,
+)
 from ..core.stage import LOGGER, entry_point, write_json, write_text
 from ..evaluation.fairness import mlflow_key
+from ..evaluation.validation_pack import metric_key
 from . import lineage
 
 log = logging.getLogger(LOGGER)
@@ -122,6 +131,45 @@ def change_log(client, run: Run, experiment_id: str) -> list[dict[str, Any]]:
     return entries
 
 
+def validation_section(pack: ValidationPackReport, run: Run) -> dict[str, Any]:
+    """The validation pack's headline figures, each read back from the run (the pack's stage logged them)."""
+    d = pack.discrimination
+    out: dict[str, Any] = {
+        "source": config.VALIDATION_PACK.as_posix(),
+        "significance": f"{pack.significance:g}",
+        "roc_auc": run.logged("validation.roc_auc"),
+        "ci_low": run.logged("validation.roc_auc_ci_low"),
+        "ci_high": run.logged("validation.roc_auc_ci_high"),
+        "reference_roc_auc": run.logged("validation.reference_roc_auc"),
+        "reference_run_id": d.reference.run_id,
+        "decline_p": run.logged("validation.roc_auc_decline_p"),
+        "ks": run.logged("validation.ks"),
+        "failed_tests": pack.failed_tests,
+        "grades": [],
+        "value_bands": [],
+    }
+    if pack.grades is not None:
+        for r in pack.grades.rows:
+            key = f"validation.grade.{metric_key(r.grade)}"
+            row = {"grade": r.grade, "pd_range": f"{r.pd_low:g}-{r.pd_high:g}"}
+            for name in ("n", "defaults") + (("observed_rate", "mean_pd", "jeffreys_p", "binomial_p") if r.rows else ()):
+                row[name] = run.logged(f"{key}.{name}")
+            out["grades"].append(row)
+        for name, suffix in (("hosmer_lemeshow", ""), ("hosmer_lemeshow_p", "_p")):
+            out[name] = run.logged(f"validation.hosmer_lemeshow{suffix}")
+        out["herfindahl"] = run.logged("validation.herfindahl")
+        out["herfindahl_normalised"] = run.logged("validation.herfindahl_normalised")
+    if pack.value_bands is not None:
+        for b in [*pack.value_bands.bands, pack.value_bands.overall]:
+            key = f"validation.band.{metric_key(b.band)}"
+            band = {"band": b.band, "n": run.logged(f"{key}.n")}
+            for name in ("precision", "recall", "fraud_rate_by_value"):
+                if getattr(b, name) is not None:
+                    band[name] = run.logged(f"{key}.{name}")
+            out["value_bands"].append(band)
+    return out
+
+
 def build(
     params: Params,
     contract: Contract,
@@ -132,6 +180,7 @@ def build(
     metrics_keys: list[str],
     history: list[dict[str, Any]],
     have: dict[str, bool] | None = None,
+    pack: ValidationPackReport | None = None,
 ) -> dict[str, Any]:
     """The card as a dict (the JSON twin): text from ``use_case.yaml``, every number from the run.
 
@@ -177,8 +226,11 @@ def build(
         for name in ("train", "test")
         if f"data.{name}_from" in run.tags
     }
+    if pack is None:
+        pack = ValidationPackReport.read(config.VALIDATION_PACK)
     return {
         "schema_version": SCHEMA_VERSION,
+        "validation": validation_section(pack, run),
         "model": {
             "name": params.mlflow.experiment,
             "use_case": facts.name,
@@ -263,7 +315,7 @@ def build(
     }
 
 
-_COUNT = re.compile(r"(^|[._])(n|rows|rows_in|rows_erased|train_rows|test_rows|positives|bootstrap)$|^reasons\.principal\.")
+_COUNT = re.compile(r"(^|[._])(n|defaults|rows|rows_in|rows_erased|train_rows|test_rows|positives|bootstrap)$|^reasons\.principal\.")
 
 
 def _n(item: dict[str, Any], digits: int = 4) -> str:
