@@ -200,6 +200,21 @@ class ServingParams(_Section):
     header_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
 
 
+{%- if cookiecutter.compute == "spark" %}
+class SparkParams(_Section):
+    """``spark``: where the data stages run (core/spark.py) and how many rows training draws."""
+
+    # local[N] on one machine; spark://host:7077, yarn, k8s://... on a cluster. SPARK_REMOTE (Spark
+    # Connect) and spark-submit's --master take precedence, so a cluster needs no edit here.
+    master: str = "local[2]"
+    app_name: str = "{{ cookiecutter.project }}"
+    # Any Spark setting, passed to the session as written (spark.driver.memory, spark.sql.shuffle.partitions ...).
+    conf: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    # HistGradientBoosting fits on one machine: train on a stratified sample of at most this many rows.
+    train_sample_rows: PositiveInt = 500_000
+
+
+{% endif -%}
 class MlflowParams(_Section):
     """``mlflow``: the experiment name."""
 
@@ -238,6 +253,9 @@ class Params(_Section):
     mlflow: MlflowParams
     serving: ServingParams = ServingParams()
     gates: GatesParams = GatesParams()
+{%- if cookiecutter.compute == "spark" %}
+    spark: SparkParams = SparkParams()
+{%- endif %}
     _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=())
