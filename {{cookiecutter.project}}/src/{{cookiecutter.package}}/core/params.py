@@ -198,9 +198,9 @@ class ServingParams(_Section):
     max_body_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
     # Seconds a connection may take to send a request's headers before it is closed (slow-header clients).
     header_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
-
-
 {%- if cookiecutter.compute == "spark" %}
+
+
 class SparkParams(_Section):
     """``spark``: where the data stages run (core/spark.py) and how many rows training draws."""
 
@@ -212,9 +212,9 @@ class SparkParams(_Section):
     conf: dict[str, str | int | float | bool] = Field(default_factory=dict)
     # HistGradientBoosting fits on one machine: train on a stratified sample of at most this many rows.
     train_sample_rows: PositiveInt = 500_000
+{%- endif %}
 
 
-{% endif -%}
 class MlflowParams(_Section):
     """``mlflow``: the experiment name."""
 
