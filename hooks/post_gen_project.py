@@ -31,6 +31,10 @@ ONLY_FOR = {
 # Files only a spark bake needs (compute=spark): the Spark twins of the data stages and their tests.
 SPARK_ONLY = [
     "src/<package>/core/spark.py",
+    "src/<package>/data/spark_prepare.py",
+    "src/<package>/data/spark_validate.py",
+    "src/<package>/monitoring/spark_drift.py",
+    "src/<package>/monitoring/spark_reference.py",
     "tests/test_spark.py",
     "docs/spark.md",
 ]
