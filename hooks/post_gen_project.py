@@ -35,6 +35,7 @@ SPARK_ONLY = [
     "src/<package>/data/spark_validate.py",
     "src/<package>/monitoring/spark_drift.py",
     "src/<package>/monitoring/spark_reference.py",
+    "src/<package>/training/spark_sample.py",
     "tests/test_spark.py",
     "docs/spark.md",
 ]

@@ -23,7 +23,9 @@ from .conftest import ROOT, TEST_KEY
 
 @pytest.fixture(scope="module")
 def session(params):
-    session = spark.get_session(params.replace(spark={"conf": {**params.spark.conf, "spark.sql.shuffle.partitions": 2, "spark.ui.enabled": False}}))
+    session = spark.get_session(
+        params.replace(spark={"conf": {**params.spark.conf, "spark.sql.shuffle.partitions": 2, "spark.ui.enabled": False}})
+    )
     yield session
     session.stop()
 

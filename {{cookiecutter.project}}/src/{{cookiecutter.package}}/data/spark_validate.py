@@ -128,7 +128,9 @@ def run_validation(spark, df, contract: Contract, params: Params, docs_dir: Path
     definition = context.validation_definitions.add(gx.ValidationDefinition(name="contract", data=batch, suite=suite))
     actions = [gx.checkpoint.UpdateDataDocsAction(name="data_docs")] if docs_dir is not None else []
     checkpoint = context.checkpoints.add(
-        gx.Checkpoint(name="validate", validation_definitions=[definition], actions=actions, result_format={"result_format": "BASIC"})
+        gx.Checkpoint(
+            name="validate", validation_definitions=[definition], actions=actions, result_format={"result_format": "BASIC"}
+        )
     )
     df = missing_as_null(df).cache()  # every expectation is a pass over the data: read it once
     try:
@@ -163,7 +165,11 @@ def _pandas_names(failure: ExpectationFailure) -> ExpectationFailure:
         kwargs["type_list"] = names
     if kwargs.get("type_") == SPARK_TYPES["str"]:
         kwargs["type_"] = "str"
-    observed = PANDAS_DTYPES.get(failure.observed_value, failure.observed_value) if "type_list" in kwargs or "type_" in kwargs else failure.observed_value
+    observed = (
+        PANDAS_DTYPES.get(failure.observed_value, failure.observed_value)
+        if "type_list" in kwargs or "type_" in kwargs
+        else failure.observed_value
+    )
     return failure.model_copy(update={"kwargs": kwargs, "observed_value": observed})
 
 

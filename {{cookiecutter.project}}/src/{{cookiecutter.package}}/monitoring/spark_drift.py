@@ -90,7 +90,12 @@ def compare(reference: dict[str, Any], df, column: str, epsilon: float, numeric_
     labels.append(drift.NULL)
     expected.append(reference["null"])
     actual.append(nulls / n)
-    return {"value": drift.psi(np.array(expected), np.array(actual), epsilon), "bins": labels, "expected": expected, "actual": actual}
+    return {
+        "value": drift.psi(np.array(expected), np.array(actual), epsilon),
+        "bins": labels,
+        "expected": expected,
+        "actual": actual,
+    }
 
 
 def with_scores(df, pipeline, contract: Contract, column: str = "__score"):
@@ -104,8 +109,10 @@ def with_scores(df, pipeline, contract: Contract, column: str = "__score"):
 
     def score(batches):
         for batch in batches:
-            yield batch.assign(**{column: model.scores(pipeline, batch, contract)}) if len(batch) else pd.DataFrame(
-                columns=[f.name for f in schema.fields]
+            yield (
+                batch.assign(**{column: model.scores(pipeline, batch, contract)})
+                if len(batch)
+                else pd.DataFrame(columns=[f.name for f in schema.fields])
             )
 
     return df.mapInPandas(score, schema=schema)
@@ -137,9 +144,11 @@ def profiles(df, contract: Contract, bins: int, score_column: str) -> dict[str, 
     n = max(df.count(), 1)
     numeric = [*[f for f in contract.model_input_order() if f in contract.numeric_features], score_column]
     quantiles = list(np.arange(1, bins) / bins)
-    row = df.select(
-        *[F.percentile_approx(_numeric(c)[0], quantiles, 1_000_000).alias(c) for c in numeric]
-    ).first() if numeric else {}
+    row = (
+        df.select(*[F.percentile_approx(_numeric(c)[0], quantiles, 1_000_000).alias(c) for c in numeric]).first()
+        if numeric
+        else {}
+    )
     out: dict[str, Any] = {}
     for name in [*contract.model_input_order(), score_column]:
         if name in numeric:
@@ -148,5 +157,9 @@ def profiles(df, contract: Contract, bins: int, score_column: str) -> dict[str, 
             out[name] = {"kind": "numeric", "edges": edges, "shares": [c / n for c in counts.tolist()], "null": nulls / n}
         else:
             counts_by_level, nulls = categorical_counts(df, name, bool(contract[name].numeric_categories))
-            out[name] = {"kind": "categorical", "levels": {k: counts_by_level[k] / n for k in sorted(counts_by_level)}, "null": nulls / n}
+            out[name] = {
+                "kind": "categorical",
+                "levels": {k: counts_by_level[k] / n for k in sorted(counts_by_level)},
+                "null": nulls / n,
+            }
     return out
