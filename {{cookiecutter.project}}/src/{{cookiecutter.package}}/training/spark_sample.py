@@ -49,5 +49,5 @@ def log_sample(run_id: str, sample: dict[str, Any]) -> None:
     import mlflow
 
     with mlflow.start_run(run_id=run_id):
-        mlflow.log_metric("train_rows_available", sample["of"])
+        mlflow.log_metric("train_split.rows", sample["of"])
         mlflow.set_tag("train_sample", sample["method"])
