@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -22,6 +23,7 @@ from ..core.params import load_params
 from ..core.reports import PrepareSummary
 from ..core.spark import get_session
 from ..core.stage import LOGGER, entry_point
+from . import prepare as pandas_prepare
 from .prepare import KEY_ENV, PrepareError, _pseudonyms, is_synthetic, read_ledger, resolve_key
 
 log = logging.getLogger(LOGGER)
@@ -185,8 +187,11 @@ def _by_position():
     return Window.orderBy(F.col(POSITION))
 
 
-def main() -> int:
-    """Prepare the data on Spark (``--erase`` stays with the pandas stage: it touches one value)."""
+def main(argv: list[str] | None = None) -> int:
+    """Prepare the data on Spark; ``--erase SUBJECT`` is the pandas stage's (it appends one pseudonym to the ledger)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv:
+        return pandas_prepare.main(argv)
     params = load_params()
     contract = load_contract(params.data.contract)
     data_path = params.data.path
