@@ -23,9 +23,10 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 # Debian packages the suite drives: Prometheus and promtool (alert rules, live scrape), wrk and hey
 # (the generated `make bench`), podman with runc, buildah, skopeo, docker-registry and mmdebstrap
-# (the release image: built, run, pushed to a loopback registry, rolled out with `podman kube play`).
-SYSTEM_TOOLS := prometheus promtool wrk hey podman runc buildah skopeo docker-registry mmdebstrap
-SYSTEM_PACKAGES := prometheus wrk hey podman runc buildah skopeo docker-registry mmdebstrap uidmap
+# (the release image: built, run, pushed to a loopback registry, rolled out with `podman kube play`),
+# and Java 17 for pyspark (the spark bake's data stages, tests/test_spark.py).
+SYSTEM_TOOLS := prometheus promtool wrk hey podman runc buildah skopeo docker-registry mmdebstrap java
+SYSTEM_PACKAGES := prometheus wrk hey podman runc buildah skopeo docker-registry mmdebstrap uidmap openjdk-17-jre-headless
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -50,18 +51,20 @@ demo: venv ## Bake the defaults into build/, set the repo up, run its pipeline, 
 	@echo "  validation:     $(DEMO)/reports/validation.json"
 	@echo "  MLflow UI:      cd $(DEMO) && uv run mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
-# Each use case has its own dependencies, so its own lock: bake it, `uv lock` there (keeping every
-# pin the change does not touch), and copy the lock back with the project name templated again.
+# Each use case has its own dependencies, so its own lock, and a spark bake (compute=spark) adds
+# pyspark, so a second one (uv-spark.lock): bake each, `uv lock` there (keeping every pin the change
+# does not touch), and copy the lock back with the project name templated again.
 LOCK_PROJECT := credit-risk-model
-lock: venv ## Re-lock each use case ({{cookiecutter.project}}/_use_cases/<use case>/uv.lock) after editing the generated pyproject.toml
-	@for uc in credit_scoring fraud_detection; do \
-	  out=$(BUILD)/lock-$$uc; rm -rf $$out; \
-	  $(BIN)/cookiecutter --no-input --output-dir $$out . use_case=$$uc project_name=$(LOCK_PROJECT) >/dev/null; \
+lock: venv ## Re-lock each use case x compute ({{cookiecutter.project}}/_use_cases/<use case>/uv.lock, uv-spark.lock) after editing the generated pyproject.toml
+	@for uc in credit_scoring fraud_detection; do for compute in pandas spark; do \
+	  lockfile=uv.lock; [ $$compute = pandas ] || lockfile=uv-$$compute.lock; \
+	  out=$(BUILD)/lock-$$uc-$$compute; rm -rf $$out; \
+	  $(BIN)/cookiecutter --no-input --output-dir $$out . use_case=$$uc compute=$$compute project_name=$(LOCK_PROJECT) >/dev/null; \
 	  (cd $$out/$(LOCK_PROJECT) && uv lock --quiet); \
 	  sed 's/"$(LOCK_PROJECT)"/"{{ cookiecutter.project }}"/g' $$out/$(LOCK_PROJECT)/uv.lock \
-	    > '{{cookiecutter.project}}/_use_cases/'$$uc/uv.lock; \
-	  echo "locked $$uc: {{cookiecutter.project}}/_use_cases/$$uc/uv.lock"; \
-	done
+	    > '{{cookiecutter.project}}/_use_cases/'$$uc/$$lockfile; \
+	  echo "locked $$uc ($$compute): {{cookiecutter.project}}/_use_cases/$$uc/$$lockfile"; \
+	done; done
 
 system-deps: ## Install (if missing) the Debian packages the suite drives; needs root or sudo and apt-get
 	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \

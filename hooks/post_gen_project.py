@@ -32,13 +32,33 @@ ONLY_FOR = {
 }
 
 
-def keep_use_case(use_case: str) -> None:
+# Files only a spark bake needs (compute=spark): the Spark twins of the data stages and their tests.
+SPARK_ONLY = [
+    "src/<package>/core/spark.py",
+    "src/<package>/data/spark_prepare.py",
+    "src/<package>/data/spark_validate.py",
+    "src/<package>/monitoring/spark_drift.py",
+    "src/<package>/monitoring/spark_reference.py",
+    "src/<package>/training/spark_sample.py",
+    "src/<package>/scoring/spark.py",
+    "tests/test_score_spark.py",
+    "tests/test_spark.py",
+    "docs/spark.md",
+]
+
+
+def keep_compute(compute: str) -> None:
+    if compute != "spark":
+        remove(*(f.replace("<package>", CONTEXT["package"]) for f in SPARK_ONLY))
+
+
+def keep_use_case(use_case: str, compute: str) -> None:
     chosen = ROOT / "_use_cases" / use_case
     for other, files in ONLY_FOR.items():
         if other != use_case:
             remove(*(f.replace("<package>", CONTEXT["package"]) for f in files))
-    # Each use case has its own dependencies (fraud's shap), so its own lock.
-    shutil.move(str(chosen / "uv.lock"), ROOT / "uv.lock")
+    # Each use case has its own dependencies (fraud's shap), so its own lock; a spark bake's adds pyspark.
+    shutil.move(str(chosen / ("uv-spark.lock" if compute == "spark" else "uv.lock")), ROOT / "uv.lock")
     shutil.move(str(chosen / "contract.yaml"), ROOT / "contract.yaml")
     shutil.move(str(chosen / "synthetic.py"), PACKAGE_DIR / "data" / "synthetic.py")
     shutil.move(str(chosen / "use_case.yaml"), PACKAGE_DIR / "core" / "use_case.yaml")
@@ -107,7 +127,8 @@ at it, describe its columns in contract.yaml, export PII_HMAC_KEY, then make rep
 
 
 def main() -> int:
-    keep_use_case(CONTEXT["use_case"])
+    keep_use_case(CONTEXT["use_case"], CONTEXT.get("compute", "pandas"))
+    keep_compute(CONTEXT.get("compute", "pandas"))
     # Each target keeps its own deployment files; Prometheus, Grafana and the local stack are for all.
     if CONTEXT["deploy_target"] != "kubernetes":
         remove("deploy/k8s")

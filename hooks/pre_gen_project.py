@@ -19,11 +19,12 @@ CHOICES = {
     "dvc_remote": ["local", "s3", "gcs", "azure"],
     "deploy_target": ["kubernetes", "bentocloud", "none"],
     "publish_report_images": ["no", "yes"],
+    "compute": ["pandas", "spark"],
 }
 # Import names the generated package must not take: they would shadow a dependency.
 DEPENDENCY_MODULES = {
     "bentoml", "dvc", "fairlearn", "great_expectations", "jsonschema", "matplotlib", "mlflow",
-    "numpy", "pandas", "pyarrow", "pytest", "hypothesis", "sklearn", "skops", "yaml", "tests",
+    "numpy", "pandas", "pyarrow", "pyspark", "pytest", "hypothesis", "sklearn", "skops", "yaml", "tests",
 }
 DISTRIBUTION = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 PACKAGE = re.compile(r"^[a-z][a-z0-9_]*$")

@@ -21,6 +21,7 @@ DEFAULTS = {
     "dvc_remote": "local",
     "deploy_target": "kubernetes",
     "publish_report_images": "no",
+    "compute": "pandas",
 }
 
 

@@ -27,7 +27,9 @@ PYTHONS = ["3.11", "3.12", "3.13"]
 COMBINATIONS = [
     {"use_case": u, "dvc_remote": r, "deploy_target": d, "publish_report_images": i}
     for u, r, d, i in itertools.product(USE_CASES, REMOTES, DEPLOY, IMAGES)
-] + [{"use_case": u, "python_version": p} for u, p in itertools.product(USE_CASES, PYTHONS[1:])]
+] + [{"use_case": u, "python_version": p} for u, p in itertools.product(USE_CASES, PYTHONS[1:])] + [
+    {"use_case": u, "compute": "spark"} for u in USE_CASES
+]
 
 
 def expected_files(ctx: dict) -> set[str]:

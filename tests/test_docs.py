@@ -24,7 +24,7 @@ BAKES = {
     "credit": {},
     "fraud": {"use_case": "fraud_detection", "project_name": "Card Fraud", "deploy_target": "bentocloud",
               "dvc_remote": "s3", "publish_report_images": "yes"},
-    "credit-no-deploy": {"deploy_target": "none", "dvc_remote": "gcs"},
+    "credit-no-deploy": {"deploy_target": "none", "dvc_remote": "gcs", "compute": "spark"},
 }
 
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")

@@ -101,9 +101,10 @@ def _hook_problems(context: dict) -> list[str]:
 def test_hook_checks_choices_itself():
     good = _good_context()
     assert _hook_problems(good) == []
-    found = _hook_problems({**good, "python_version": "3.10", "dvc_remote": "ftp"})
+    found = _hook_problems({**good, "python_version": "3.10", "dvc_remote": "ftp", "compute": "dask"})
     assert any("option 'python_version'" in p and "3.11, 3.12, 3.13" in p for p in found)
     assert any("option 'dvc_remote'" in p for p in found)
+    assert any("option 'compute'" in p and "pandas, spark" in p for p in found)
 
 
 def test_all_problems_are_reported_at_once(tmp_path):

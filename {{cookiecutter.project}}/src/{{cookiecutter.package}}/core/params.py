@@ -276,6 +276,21 @@ def _check_grades(value: dict[str, float] | None) -> dict[str, float] | None:
     if bounds[-1] != 1.0:
         raise ValueError("the last grade's upper bound must be 1.0 (it takes every PD above the others)")
     return value
+{%- if cookiecutter.compute == "spark" %}
+
+
+class SparkParams(_Section):
+    """``spark``: where the data stages run (core/spark.py) and how many rows training draws."""
+
+    # local[N] on one machine; spark://host:7077, yarn, k8s://... on a cluster. SPARK_REMOTE (Spark
+    # Connect) and spark-submit's --master take precedence, so a cluster needs no edit here.
+    master: str = "local[2]"
+    app_name: str = "{{ cookiecutter.project }}"
+    # Any Spark setting, passed to the session as written (spark.driver.memory, spark.sql.shuffle.partitions ...).
+    conf: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    # HistGradientBoosting fits on one machine: train on a stratified sample of at most this many rows.
+    train_sample_rows: PositiveInt = 500_000
+{%- endif %}
 
 
 class MlflowParams(_Section):
@@ -321,6 +336,9 @@ class Params(_Section):
     # The master scale: grade name -> upper PD bound (exclusive), best grade first (validation pack, outcomes).
     grades: dict[str, Annotated[float, Field(strict=False)]] | None = None
     validation_pack: ValidationPackParams = ValidationPackParams()
+{%- if cookiecutter.compute == "spark" %}
+    spark: SparkParams = SparkParams()
+{%- endif %}
     _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=())

@@ -265,6 +265,10 @@ def build(
             "files": lineage_record["files"],
             "rows": {
                 "train": run.logged("train_rows"),
+{%- if cookiecutter.compute == "spark" %}
+                # Spark: the model trained on a stratified sample of the training split (training/spark_sample.py).
+                "train split (train: its stratified sample)": run.logged("train_split.rows"),
+{%- endif %}
                 "test": run.logged("test_rows"),
                 "input": run.logged("data.rows_in"),
                 "erased": run.logged("data.rows_erased"),

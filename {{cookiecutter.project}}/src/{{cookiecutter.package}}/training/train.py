@@ -16,6 +16,9 @@ from ..core.errors import StageOrderError
 from ..core.params import Params, load_params
 from ..core.reports import ModelMeta, ValidationReport
 from ..core.stage import LOGGER, entry_point, write_json
+{%- if cookiecutter.compute == "spark" %}
+from . import spark_sample
+{%- endif %}
 
 log = logging.getLogger(LOGGER)
 
@@ -130,7 +133,13 @@ def main() -> int:
     params = load_params()
     contract = load_contract(params.data.contract)
     require_validation()
+{%- if cookiecutter.compute == "spark" %}
+    # The fit is single-node: train on the rows drawn on Spark (every row up to spark.train_sample_rows).
+    train, sample = spark_sample.training_rows(params, contract)
+    log.info("training rows: %d of %d, %s", sample["rows"], sample["of"], sample["method"])
+{%- else %}
     train = pd.read_parquet(config.TRAIN)
+{%- endif %}
     threshold, threshold_info = decision_threshold(contract, params, train)
     pipeline = model.build_pipeline(contract, params)
     pipeline.fit(model.model_frame(train, contract), model.target_vector(train, contract))
@@ -140,6 +149,9 @@ def main() -> int:
         # Feature contributions are measured against a fixed sample of training rows (features only).
         write_json(config.EXPLAIN_BACKGROUND, background)
     run_id, data_hashes = log_run(params, contract, train, pipeline, threshold)
+{%- if cookiecutter.compute == "spark" %}
+    spark_sample.log_sample(run_id, sample)
+{%- endif %}
     ModelMeta(
         run_id=run_id,
         tracking_uri=tracking.tracking_uri(),
