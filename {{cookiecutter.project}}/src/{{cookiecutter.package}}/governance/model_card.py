@@ -319,7 +319,10 @@ def build(
     }
 
 
-_COUNT = re.compile(r"(^|[._])(n|defaults|rows|rows_in|rows_erased|train_rows|test_rows|positives|bootstrap)$|^reasons\.principal\.")
+_COUNT = re.compile(
+    r"(^|[._])(n|defaults|rows|rows_in|rows_erased|train_rows|test_rows|positives|bootstrap)$"
+    r"|^reasons\.principal\."
+)
 
 
 def _n(item: dict[str, Any], digits: int = 4) -> str:
