@@ -77,7 +77,11 @@ def test_the_spark_bakes_own_suite_and_lint_pass_with_nothing_skipped(spark_repo
     start = time.perf_counter()
     done = run("make test 2>&1", cwd=spark_repo.path, PYTEST_ADDOPTS="-rs -v")
     took = time.perf_counter() - start
-    summary = done.stdout.strip().splitlines()[-1]
+    # pytest's own summary line: under the template's `make test`, make prints "Leaving directory"
+    # after it (MAKELEVEL is inherited), so the last line is not pytest's.
+    found = re.findall(r"^=+ (.*\d+ passed.*) in [\d.]+s.*=+$", done.stdout, flags=re.M)
+    assert found, done.stdout[-3000:]
+    summary = found[-1]
     assert " passed" in summary and "skipped" not in summary and "failed" not in summary, summary
     assert "tests/test_spark.py::test_prepare_matches_pandas_row_for_row PASSED" in done.stdout
     assert "tests/test_spark.py::test_psi_and_csi_equal_pandas_to_1e_12 PASSED" in done.stdout
