@@ -71,19 +71,61 @@ class ValidateParams(_Section):
         return value
 
 
+# The bounds of each hyperparameter, shared by its value in ``model`` and its candidates in ``model.search.grid``.
+LearningRate = Annotated[float, Field(gt=0)]
+MaxLeafNodes = Annotated[int, Field(ge=2)]
+L2 = Annotated[float, Field(ge=0)]
+
+
+class SearchGrid(_Section):
+    """``model.search.grid``: the candidate values of the hyperparameters the search chooses."""
+
+    learning_rate: Annotated[list[LearningRate], Field(min_length=1)] | None = None
+    max_leaf_nodes: Annotated[list[MaxLeafNodes], Field(min_length=1)] | None = None
+    min_samples_leaf: Annotated[list[PositiveInt], Field(min_length=1)] | None = None
+    l2_regularization: Annotated[list[L2], Field(min_length=1)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_trees(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "max_iter" in value:
+            raise ValueError(
+                "max_iter is not a grid key: early stopping on the validation folds chooses the number of trees, "
+                "up to model.max_iter"
+            )
+        return value
+
+    def candidates(self) -> dict[str, list[Any]]:
+        """The grid's keys and values, as scikit-learn's ``ParameterGrid`` takes them."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class SearchParams(_Section):
+    """``model.search``: cross-validated choice of the hyperparameters on the training split (training/tuning.py)."""
+
+    enabled: bool
+    grid: SearchGrid = SearchGrid()
+    cv_folds: Annotated[int, Field(ge=2, le=20)] = 3
+    # The search runs on a seeded sample of at most this many training rows, stratified by the target.
+    sample_rows: Annotated[int, Field(ge=100)] = 20_000
+    time_budget_s: Annotated[float, Field(gt=0)] = 60.0
+
+
 class ModelParams(_Section):
     """``model``: the HistGradientBoostingClassifier's settings."""
 
-    learning_rate: Annotated[float, Field(gt=0)]
+    learning_rate: LearningRate
     max_iter: PositiveInt
-    max_leaf_nodes: Annotated[int, Field(ge=2)]
+    max_leaf_nodes: MaxLeafNodes
     min_samples_leaf: PositiveInt
-    l2_regularization: Annotated[float, Field(ge=0)]
+    l2_regularization: L2
     monotone: bool = True
     interaction_cst: str | None = None
     # How decisions are explained; which kinds a repository can give is its use case's (core/use_case.py).
     explanations: Annotated[Explanations, Field(strict=False)]
     class_weight: str | None = None
+    # Absent (a params.yaml older than the search): the values above, as written.
+    search: SearchParams = SearchParams(enabled=False)
 
     @field_validator("interaction_cst")
     @classmethod

@@ -346,6 +346,47 @@ class ExplainReport(Report):
     reason_codes: ReasonCodes
 
 
+Hyperparameters = dict[str, float | int]
+
+
+class CandidateScore(_Part):
+    """One candidate of the search: its grid values, the trees early stopping gave it and its validation scores."""
+
+    values: Hyperparameters
+    trees: int
+    cv_log_loss: float
+    cv_score: float  # the headline metric (core/use_case.yaml) on the validation folds, at ``trees``
+
+
+class SearchRecord(_Part):
+    """How the model's hyperparameters were chosen (params.yaml ``model.search``), written by ``train``.
+
+    ``fixed``: as written in params.yaml. ``cross_validation``: the candidate and number of trees with
+    the lowest mean validation log-loss over ``cv_folds`` stratified folds of ``rows`` training rows.
+    """
+
+    method: Literal["fixed", "cross_validation"]
+    hyperparameters: Hyperparameters  # in effect: the chosen ones where searched, else params.yaml's
+    cv_folds: int | None = None
+    rows: int | None = None  # training rows the search ran on (a stratified sample when fewer than the split's)
+    train_rows: int | None = None
+    metric: str | None = None  # the name of cv_score
+    cv_log_loss: float | None = None
+    cv_score: float | None = None
+    grid_size: int | None = None
+    candidates: list[CandidateScore] = []  # those evaluated, in grid order
+    complete: bool | None = None  # false: the time budget stopped the search before every candidate was tried
+    time_budget_s: float | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> SearchRecord:
+        needed = ("cv_folds", "rows", "train_rows", "metric", "cv_log_loss", "cv_score", "grid_size", "complete", "time_budget_s")
+        missing = [k for k in needed if getattr(self, k) is None] if self.method == "cross_validation" else []
+        if missing or (self.method == "cross_validation") != bool(self.candidates):
+            raise ValueError(f"method is {self.method} but {', '.join(missing) or 'candidates'} do not agree")
+        return self
+
+
 class ModelMeta(Report):
     """``models/model_meta.json``: the model's threshold and MLflow run, written by ``train``.
 
@@ -357,6 +398,7 @@ class ModelMeta(Report):
     threshold: float
     threshold_source: Literal["params", "cost_tuned"]
     tuning_rows: int | None = None
+    search: SearchRecord  # how the hyperparameters were chosen
     # How the service explains this model's decisions (params.yaml: model.explanations).
     explanations: Annotated[Explanations, Field(strict=False)]
     features: list[str]

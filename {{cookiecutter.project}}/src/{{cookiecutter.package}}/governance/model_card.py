@@ -170,6 +170,23 @@ def validation_section(pack: ValidationPackReport, run: Run) -> dict[str, Any]:
     return out
 
 
+def hyperparameters(run: Run, headline: str) -> dict[str, Any]:
+    """How the model's hyperparameters were chosen (training/tuning.py), from what the train stage logged."""
+    method = run.tags.get("search.method")
+    if method is None:
+        raise CardError(f"MLflow run {run.id} has no tag 'search.method': rerun the train stage (dvc repro)")
+    prefix = "search.chosen."
+    out: dict[str, Any] = {
+        "method": method,
+        "chosen": {k.removeprefix(prefix): run.logged(k) for k in sorted(run.metrics) if k.startswith(prefix)},
+    }
+    if method == "cross_validation":
+        for key in ("cv_folds", "rows", "candidates", "grid_size", "cv_log_loss"):
+            out[key] = run.logged(f"search.{key}")
+        out["metric"], out["cv_score"] = headline, run.logged(f"search.cv_{headline}")
+    return out
+
+
 def build(
     params: Params,
     contract: Contract,
@@ -245,6 +262,7 @@ def build(
             ),
             "decision_rule": text["decision"],
             "threshold": run.logged("decision_threshold"),
+            "hyperparameters": hyperparameters(run, headline),
         },
         "intended_use": {
             "purpose": text["purpose"],
@@ -320,8 +338,8 @@ def build(
 
 
 _COUNT = re.compile(
-    r"(^|[._])(n|defaults|rows|rows_in|rows_erased|train_rows|test_rows|positives|bootstrap)$"
-    r"|^reasons\.principal\."
+    r"(^|[._])(n|defaults|rows|rows_in|rows_erased|train_rows|test_rows|positives|bootstrap|cv_folds|candidates|grid_size)$"
+    r"|^reasons\.principal\.|^search\.chosen\.(max_iter|max_leaf_nodes|min_samples_leaf)$"
 )
 
 

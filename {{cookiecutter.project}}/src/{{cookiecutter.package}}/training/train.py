@@ -16,6 +16,7 @@ from ..core.errors import StageOrderError
 from ..core.params import Params, load_params
 from ..core.reports import ModelMeta, ValidationReport
 from ..core.stage import LOGGER, entry_point, write_json
+from .tuning import Tuned, choose
 {%- if cookiecutter.compute == "spark" %}
 from . import spark_sample
 {%- endif %}
@@ -83,8 +84,10 @@ def as_doubles(df: pd.DataFrame) -> pd.DataFrame:
     return df.astype(dict.fromkeys(ints, "float64"))
 
 
-def log_run(params: Params, contract: Contract, train: pd.DataFrame, pipeline, threshold: float) -> tuple[str, dict[str, str]]:
-    """Log params, data hashes, git state and the skops model to a new MLflow run."""
+def log_run(
+    params: Params, contract: Contract, train: pd.DataFrame, pipeline, threshold: float, tuned: Tuned
+) -> tuple[str, dict[str, str]]:
+    """Log params (as written, and the hyperparameters in effect), data hashes, git state and the skops model."""
     import mlflow
     from mlflow.models import infer_signature
 
@@ -94,6 +97,7 @@ def log_run(params: Params, contract: Contract, train: pd.DataFrame, pipeline, t
     with mlflow.start_run() as run:
         mlflow.log_params({k: v for k, v in tracking.flatten("", params.as_dict()).items() if k.split(".")[0] != "mlflow"})
         mlflow.log_params({f"data.{k}": v for k, v in data_hashes.items()})
+        log_search(tuned)
         mlflow.set_tags(
             {
                 **{k: str(v) for k, v in tracking.git_state().items()},
@@ -128,18 +132,41 @@ def log_run(params: Params, contract: Contract, train: pd.DataFrame, pipeline, t
         return run.info.run_id, data_hashes
 
 
+def log_search(tuned: Tuned) -> None:
+    """The hyperparameters in effect and, when searched, their cross-validation scores, on the active MLflow run."""
+    import mlflow
+
+    record = tuned.record
+    mlflow.set_tag("search.method", record.method)
+    mlflow.log_metrics({f"search.chosen.{k}": float(v) for k, v in record.hyperparameters.items()})
+    if record.method == "cross_validation":
+        mlflow.log_metrics(
+            {
+                "search.cv_log_loss": record.cv_log_loss,
+                f"search.cv_{record.metric}": record.cv_score,
+                "search.cv_folds": record.cv_folds,
+                "search.rows": record.rows,
+                "search.candidates": len(record.candidates),
+                "search.grid_size": record.grid_size,
+            }
+        )
+
+
 def main() -> int:
     """Fit, save ``models/model.skops``, ``models/model_meta.json`` (and the explanation background), track the run."""
-    params = load_params()
-    contract = load_contract(params.data.contract)
+    written = load_params()
+    contract = load_contract(written.data.contract)
     require_validation()
 {%- if cookiecutter.compute == "spark" %}
     # The fit is single-node: train on the rows drawn on Spark (every row up to spark.train_sample_rows).
-    train, sample = spark_sample.training_rows(params, contract)
+    train, sample = spark_sample.training_rows(written, contract)
     log.info("training rows: %d of %d, %s", sample["rows"], sample["of"], sample["method"])
 {%- else %}
     train = pd.read_parquet(config.TRAIN)
 {%- endif %}
+    # Hyperparameters chosen on the training split alone (training/tuning.py); the test set is not read here.
+    tuned = choose(contract, written, train)
+    params = tuned.params
     threshold, threshold_info = decision_threshold(contract, params, train)
     pipeline = model.build_pipeline(contract, params)
     pipeline.fit(model.model_frame(train, contract), model.target_vector(train, contract))
@@ -148,7 +175,7 @@ def main() -> int:
     if background is not None:
         # Feature contributions are measured against a fixed sample of training rows (features only).
         write_json(config.EXPLAIN_BACKGROUND, background)
-    run_id, data_hashes = log_run(params, contract, train, pipeline, threshold)
+    run_id, data_hashes = log_run(written, contract, train, pipeline, threshold, tuned)
 {%- if cookiecutter.compute == "spark" %}
     spark_sample.log_sample(run_id, sample)
 {%- endif %}
@@ -157,6 +184,7 @@ def main() -> int:
         tracking_uri=tracking.tracking_uri(),
         threshold=threshold,
         **threshold_info,
+        search=tuned.record,
         explanations=params.model.explanations,
         features=contract.model_input_order(),
         data=data_hashes,
