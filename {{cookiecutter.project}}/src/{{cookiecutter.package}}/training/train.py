@@ -16,10 +16,10 @@ from ..core.errors import StageOrderError
 from ..core.params import Params, load_params
 from ..core.reports import ModelMeta, ValidationReport
 from ..core.stage import LOGGER, entry_point, write_json
-from .tuning import Tuned, choose
 {%- if cookiecutter.compute == "spark" %}
 from . import spark_sample
 {%- endif %}
+from .tuning import Tuned, choose
 
 log = logging.getLogger(LOGGER)
 
