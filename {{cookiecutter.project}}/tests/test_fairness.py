@@ -339,7 +339,10 @@ def test_stage_exits_nonzero_on_biased_data(tmp_path, monkeypatch, caplog):
     risk = model.scores(model.load(work / "models/model.skops"), test, CONTRACT)
     attribute = CONTRACT.protected[-1]
     groups = CONTRACT.categories(attribute)
-    riskiest = risk >= np.quantile(risk, 0.5)
+    # The riskiest fifth in one group: its flag or decline rate is several times the rest's whatever the
+    # threshold (a half split left a fraud model flagging ~1% of rows within the gate's noise), and the
+    # group stays above min_group_size on the tests' small held-out set.
+    riskiest = risk >= np.quantile(risk, 0.8)
     protected = pd.read_parquet(work / "data/prepared/protected.parquet").set_index(CONTRACT.row_key)
     protected.loc[test[CONTRACT.row_key], attribute] = np.where(riskiest, groups[0], groups[1])
     protected.reset_index().to_parquet(work / "data/prepared/protected.parquet", index=False)

@@ -136,7 +136,8 @@ def test_a_contract_break_is_refused_in_one_line_and_nothing_is_written(session,
     (tmp_path / "params.yaml").write_text(text)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(prepare.KEY_ENV, TEST_KEY.decode())
-    assert run_stage(spark_prepare.main, "prepare") == 1
+    # main([]): its arguments are the stage's, not pytest's (main() alone reads sys.argv).
+    assert run_stage(lambda: spark_prepare.main([]), "prepare") == 1
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and "\n" not in errors[0]
     assert repr(contract.timestamp) in errors[0] and "no such column" in errors[0]

@@ -47,6 +47,9 @@ def test_the_held_out_labels_do_not_change_the_chosen_hyperparameters_or_the_mod
     monkeypatch.chdir(work)
     # MLflow is not under test here: the run is logged by the session's pipeline run.
     monkeypatch.setattr(train, "log_run", lambda *args: ("0" * 32, {}))
+{%- if cookiecutter.compute == "spark" %}
+    monkeypatch.setattr(train.spark_sample, "log_sample", lambda *args: None)  # it records the sample on that run
+{%- endif %}
     with threadpool_limits(limits=1, user_api="openmp"):  # as the session's run had it (small data, busy runners)
         assert train.main() == 0
     again = ModelMeta.read(work / config.MODEL_META)

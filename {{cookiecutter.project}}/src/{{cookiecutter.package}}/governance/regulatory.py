@@ -31,7 +31,9 @@ from typing import Any
 import yaml
 
 from ..core import config, use_case
+from ..core.contract import load_contract
 from ..core.errors import UserError
+from ..core.params import load_params
 from ..core.stage import LOGGER, entry_point, write_text
 
 log = logging.getLogger(LOGGER)
@@ -353,6 +355,9 @@ def build(root: Path = Path()) -> dict[str, str]:
 
 def main() -> int:
     """Write the three regulatory documents to ``reports/regulatory/``."""
+    # As every stage does: a misspelt parameter or a broken contract is named first, in one line,
+    # before a document cites anything.
+    load_contract(load_params().data.contract)
     docs = build()
     for name, text in docs.items():
         write_text(OUT_DIR / f"{name}.md", text)
