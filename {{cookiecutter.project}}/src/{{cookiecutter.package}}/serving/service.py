@@ -41,7 +41,9 @@ from .audit import DEV_CHAIN_KEY, DEV_KEY, AuditLog, AuditUnavailable, KeyRing, 
 from .batcher import MicroBatcher  # noqa: E402
 from .decider import Decider  # noqa: E402
 
-ROOT = Path(os.environ.get("SERVICE_ROOT", "."))
+# Absolute, taken while BentoML imports the service from the bento's directory: its on_deployment
+# hooks run later in the starting process, from wherever `bentoml serve` was started.
+ROOT = Path(os.environ.get("SERVICE_ROOT", ".")).resolve()
 CONTRACT = load_contract(ROOT / "contract.yaml")
 Record = schema.record_model(CONTRACT, ModelMeta.read(ROOT / config.MODEL_META).explanations)
 Batch = schema.batch_model(Record)
