@@ -489,7 +489,7 @@ def break_the_data(repo: Path, branch: str = "broken-data") -> tuple[str, str]:
 
 @pytest.mark.e2e
 def test_act_pull_request_failing_a_gate_is_blocked_and_says_why(champion, tmp_path):
-    """Credit: a weaker model fails the metric gate. Fraud: broken data fails validation.
+    """Credit: a weaker model fails the metric and benchmark gates. Fraud: broken data fails validation.
 
     One failing scenario per use case keeps the suite's act time down; together they
     cover both gates. Only the pipeline and comment jobs run (`--job comment`).
@@ -515,7 +515,9 @@ def test_act_pull_request_failing_a_gate_is_blocked_and_says_why(champion, tmp_p
         assert result.steps[("pipeline", "Run the pipeline (dvc repro)")] == "success"
         assert "PASS data_validation" in output
         assert re.search(rf"FAIL headline_metric: {metric} = \d\.\d{{4}} < \d\.\d{{4}} \(baseline", output), output[-3000:]
-        assert "❌ **Gate failed: headline_metric**" in call["body"]
+        # The benchmark gate (issue 18) stops the same model: it trails the scorecard beyond noise.
+        assert re.search(rf"FAIL benchmark: {metric}: model \d\.\d{{4}} vs benchmark \(.+\) \d\.\d{{4}}: difference -", output), output[-3000:]
+        assert "❌ **Gate failed: headline_metric, benchmark**" in call["body"]
     else:
         # validate stops the pipeline; the gates still run and name the reason
         assert result.steps[("pipeline", "Run the pipeline (dvc repro)")] == "failure"
