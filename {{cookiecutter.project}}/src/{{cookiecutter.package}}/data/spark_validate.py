@@ -19,7 +19,7 @@ from ..core.reports import ExpectationFailure, ValidationReport
 from ..core.spark import get_session
 from ..core.stage import LOGGER, entry_point
 from .spark_prepare import missing_as_null
-from .validate import BOOLEAN_TYPES, DATETIME_TYPES, NUMERIC_TYPES, _describe, build_suite, format_report
+from .validate import BOOLEAN_TYPES, DATETIME_TYPES, NUMERIC_TYPES, _describe, build_suite, contract_checkpoint, format_report
 
 log = logging.getLogger(LOGGER)
 
@@ -108,30 +108,7 @@ def load_prepared(spark):
 
 def run_validation(spark, df, contract: Contract, params: Params, docs_dir: Path | None = None) -> ValidationReport:
     """Validate the Spark DataFrame ``df``; the same summary the pandas stage returns for the same rows."""
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    if docs_dir is not None:
-        context.add_data_docs_site(
-            site_name="reports",
-            site_config={
-                "class_name": "SiteBuilder",
-                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(Path(docs_dir).resolve())},
-                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-            },
-        )
-    batch = context.data_sources.add_spark("prepared").add_dataframe_asset("dataset").add_batch_definition_whole_dataframe("all")
-    suite = context.suites.add(spark_suite(contract, params))
-    definition = context.validation_definitions.add(gx.ValidationDefinition(name="contract", data=batch, suite=suite))
-    actions = [gx.checkpoint.UpdateDataDocsAction(name="data_docs")] if docs_dir is not None else []
-    checkpoint = context.checkpoints.add(
-        gx.Checkpoint(
-            name="validate", validation_definitions=[definition], actions=actions, result_format={"result_format": "BASIC"}
-        )
-    )
+    checkpoint = contract_checkpoint(lambda: spark_suite(contract, params), "spark", docs_dir)
     df = missing_as_null(df).cache()  # every expectation is a pass over the data: read it once
     try:
         outcome = checkpoint.run(batch_parameters={"dataframe": df})

@@ -156,8 +156,12 @@ def non_numeric(df: pd.DataFrame, contract: Contract) -> list[ExpectationFailure
     return found
 
 
-def run_validation(df: pd.DataFrame, contract: Contract, params: Params, docs_dir: Path | None = None) -> ValidationReport:
-    """Validate ``df`` and return a summary: success flag and one entry per failed expectation."""
+def contract_checkpoint(make_suite, engine: str = "pandas", docs_dir: Path | None = None):
+    """A GX checkpoint running the suite ``make_suite()`` builds (GX builds one only in an active context) on a whole-dataframe batch of an ``engine`` ("pandas" or "spark")
+    datasource in an ephemeral context, writing Data Docs to ``docs_dir`` when given.
+
+    Both stages' (this one and data/spark_validate.py) run through it: one set-up, one result format.
+    """
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -173,16 +177,21 @@ def run_validation(df: pd.DataFrame, contract: Contract, params: Params, docs_di
                 "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
             },
         )
-    batch = context.data_sources.add_pandas("prepared").add_dataframe_asset("dataset").add_batch_definition_whole_dataframe("all")
-    suite = context.suites.add(build_suite(contract, params))
-    definition = context.validation_definitions.add(gx.ValidationDefinition(name="contract", data=batch, suite=suite))
+    source = getattr(context.data_sources, f"add_{engine}")("prepared")
+    batch = source.add_dataframe_asset("dataset").add_batch_definition_whole_dataframe("all")
+    definition = context.validation_definitions.add(gx.ValidationDefinition(name="contract", data=batch, suite=context.suites.add(make_suite())))
     actions = [gx.checkpoint.UpdateDataDocsAction(name="data_docs")] if docs_dir is not None else []
     # BASIC gives what a failure report needs (counts and the first unexpected values); SUMMARY
     # also lists the unexpected rows' index, which GX finds by filtering *every* column of the
     # frame once per expectation with any unexpected value: a third of the stage at 1M rows.
-    checkpoint = context.checkpoints.add(
+    return context.checkpoints.add(
         gx.Checkpoint(name="validate", validation_definitions=[definition], actions=actions, result_format={"result_format": "BASIC"})
     )
+
+
+def run_validation(df: pd.DataFrame, contract: Contract, params: Params, docs_dir: Path | None = None) -> ValidationReport:
+    """Validate ``df`` and return a summary: success flag and one entry per failed expectation."""
+    checkpoint = contract_checkpoint(lambda: build_suite(contract, params), "pandas", docs_dir)
     outcome = checkpoint.run(batch_parameters={"dataframe": _normalise(df)})
     results = [r for run in outcome.run_results.values() for r in run.results]
     text_in_numbers = non_numeric(df, contract)

@@ -349,11 +349,11 @@ def _n(item: dict[str, Any], digits: int = 4) -> str:
     return f"{int(v)}" if _COUNT.search(item["mlflow_metric"]) else f"{v:.{digits}f}"
 
 
-def render(card: dict[str, Any]) -> str:
-    """The card's Markdown, from ``templates/model_card.md.j2``."""
+def markdown_env():
+    """The Jinja environment of governance/templates (the card, the regulatory documents): Markdown, strict."""
     import jinja2
 
-    env = jinja2.Environment(
+    return jinja2.Environment(
         loader=jinja2.PackageLoader(__package__, "templates"),
         trim_blocks=True,
         lstrip_blocks=True,
@@ -361,6 +361,11 @@ def render(card: dict[str, Any]) -> str:
         undefined=jinja2.StrictUndefined,
         autoescape=False,  # Markdown, not HTML  # noqa: S701
     )
+
+
+def render(card: dict[str, Any]) -> str:
+    """The card's Markdown, from ``templates/model_card.md.j2``."""
+    env = markdown_env()
     env.filters["num"] = _n
     by_slice = card["metrics"]["by_slice"]
     slice_keys = [k for k in by_slice[0] if k not in ("attribute", "group")] if by_slice else []

@@ -35,6 +35,7 @@ from ..core.contract import load_contract
 from ..core.errors import UserError
 from ..core.params import load_params
 from ..core.stage import LOGGER, entry_point, write_text
+from .model_card import markdown_env
 
 log = logging.getLogger(LOGGER)
 OUT_DIR = config.REGULATORY_DIR
@@ -333,17 +334,7 @@ def _alerts(src: Sources) -> list[dict[str, Cited]]:
 
 def render(name: str, ctx: dict[str, Any]) -> str:
     """One document's Markdown, from ``templates/regulatory/<name>.md.j2``."""
-    import jinja2
-
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader(__package__, "templates"),
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,  # Markdown, not HTML  # noqa: S701
-    )
-    return env.get_template(f"regulatory/{name}.md.j2").render(**ctx)
+    return markdown_env().get_template(f"regulatory/{name}.md.j2").render(**ctx)
 
 
 def build(root: Path = Path()) -> dict[str, str]:

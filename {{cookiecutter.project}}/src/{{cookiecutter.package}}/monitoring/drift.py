@@ -63,6 +63,13 @@ def categorical_counts(values: pd.Series) -> tuple[dict[str, int], int]:
     return {str(k): int(v) for k, v in counts.items()}, int(null.sum())
 
 
+def bin_labels(edges: list[float]) -> list[str]:
+    """The numeric bins' labels for reports, from the reference's edges (right-closed, as numeric_counts counts)."""
+    labels = [f"<= {edges[0]:.4g}" if edges else "all"]
+    labels += [f"({lo:.4g}, {hi:.4g}]" for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+    return labels + ([f"> {edges[-1]:.4g}"] if edges else [])
+
+
 def psi(expected: np.ndarray, actual: np.ndarray, epsilon: float) -> float:
     """PSI of two aligned vectors of shares; shares of 0 are floored at ``epsilon``."""
     e = np.maximum(np.asarray(expected, dtype="float64"), epsilon)
@@ -95,10 +102,7 @@ def compare(reference: dict[str, Any], values, epsilon: float) -> dict[str, Any]
         counts, nulls = numeric_counts(
             np.asarray(pd.to_numeric(pd.Series(values), errors="coerce"), dtype="float64"), reference["edges"]
         )
-        edges = reference["edges"]
-        labels = [f"<= {edges[0]:.4g}" if edges else "all"]
-        labels += [f"({lo:.4g}, {hi:.4g}]" for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
-        labels += [f"> {edges[-1]:.4g}"] if edges else []
+        labels = bin_labels(reference["edges"])
         expected = list(reference["shares"])
         actual = (counts / n).tolist()
     else:

@@ -74,10 +74,7 @@ def compare(reference: dict[str, Any], df, column: str, epsilon: float, numeric_
     # drift.compare's arithmetic on the counts, step for step (the same operations give the same bits).
     if reference["kind"] == "numeric":
         counts, nulls = numeric_counts(df, column, reference["edges"])
-        edges = reference["edges"]
-        labels = [f"<= {edges[0]:.4g}" if edges else "all"]
-        labels += [f"({lo:.4g}, {hi:.4g}]" for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
-        labels += [f"> {edges[-1]:.4g}"] if edges else []
+        labels = drift.bin_labels(reference["edges"])
         expected = list(reference["shares"])
         actual = (counts / n).tolist()
     else:
