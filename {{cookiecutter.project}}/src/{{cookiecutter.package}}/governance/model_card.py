@@ -35,6 +35,7 @@ from ..core.stage import LOGGER, entry_point, write_json, write_text
 from ..evaluation.fairness import mlflow_key
 from ..evaluation.validation_pack import metric_key
 from . import lineage
+from .markdown import markdown_env
 
 log = logging.getLogger(LOGGER)
 SCHEMA_VERSION = "1.0"
@@ -347,20 +348,6 @@ def _n(item: dict[str, Any], digits: int = 4) -> str:
     """The one way the Markdown prints a logged number: counts as integers, the rest to ``digits`` places."""
     v = item["value"]
     return f"{int(v)}" if _COUNT.search(item["mlflow_metric"]) else f"{v:.{digits}f}"
-
-
-def markdown_env():
-    """The Jinja environment of governance/templates (the card, the regulatory documents): Markdown, strict."""
-    import jinja2
-
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader(__package__, "templates"),
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,  # Markdown, not HTML  # noqa: S701
-    )
 
 
 def render(card: dict[str, Any]) -> str:

@@ -35,7 +35,7 @@ from ..core.contract import load_contract
 from ..core.errors import UserError
 from ..core.params import load_params
 from ..core.stage import LOGGER, entry_point, write_text
-from .model_card import markdown_env
+from .markdown import markdown_env
 
 log = logging.getLogger(LOGGER)
 OUT_DIR = config.REGULATORY_DIR
