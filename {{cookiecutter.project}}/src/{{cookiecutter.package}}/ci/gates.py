@@ -314,6 +314,13 @@ def benchmark_gate(ctx: Context) -> list[GateVerdict]:
     bench = current.benchmark
     if bench is None:
         return [result(name, False, None, margin, f"{METRICS_FILE} has no benchmark section; run `make repro`")]
+    if bench.model_is_benchmark:
+        # model.kind: scorecard: a zero difference is no evidence, so no pass: a warning naming why.
+        reason = (
+            f"not applicable: the model is the benchmark itself ({config.BENCHMARK_NAME}, model.kind: scorecard), "
+            "nothing to beat; validate the scorecard on its own metrics"
+        )
+        return [GateVerdict(id=GateId(gate=name), status="warn", reason=reason)]
     model_value = current.headline(metric)
     bench_value = getattr(bench, metric)
     diff, low, high = bench.difference, bench.difference_ci_low, bench.difference_ci_high

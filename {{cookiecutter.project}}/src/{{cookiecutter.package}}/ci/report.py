@@ -193,6 +193,13 @@ def benchmark_section(inputs: Inputs) -> str | None:
     if b is None:
         out.append("❌ `reports/metrics.json` has no `benchmark` section: the benchmark was not evaluated in this run.")
         return "\n\n".join(out)
+    if b.model_is_benchmark:
+        out.append(
+            f"The model **is** the benchmark (`model.kind: scorecard`): the {config.BENCHMARK_NAME} fitted by the "
+            "benchmark stage is what this run trains, evaluates and serves, so there is no comparison to show "
+            "and the benchmark gate does not apply."
+        )
+        return "\n\n".join(out)
     rows = [["model", fmt(m.roc_auc), fmt(m.pr_auc)], [config.BENCHMARK_NAME, fmt(b.roc_auc), fmt(b.pr_auc)]]
     out.append(table(["", "roc_auc", "pr_auc"], rows))
     out.append(

@@ -112,8 +112,11 @@ class SearchParams(_Section):
 
 
 class ModelParams(_Section):
-    """``model``: the HistGradientBoostingClassifier's settings."""
+    """``model``: which model, and the HistGradientBoostingClassifier's settings."""
 
+    # gbm: the boosted model below. scorecard: the benchmark stage's WoE points scorecard is the
+    # model (credit only; core/scorecard.py), and the settings below do not apply to it.
+    kind: Literal["gbm", "scorecard"] = "gbm"
     learning_rate: LearningRate
     max_iter: PositiveInt
     max_leaf_nodes: MaxLeafNodes
@@ -395,12 +398,23 @@ class Params(_Section):
         from . import use_case
 
         facts, model = use_case.load(), self.model
+        if model.kind == "scorecard":
+            if facts.name != "credit_scoring":
+                # The scorecard is fitted by optbinning, which only a credit repository ships, and
+                # a points table with adverse-action reasons is a credit convention.
+                raise ValueError(f"model.kind: scorecard is for credit scoring; a {facts.title.lower()} repository trains gbm")
+            if model.explanations is not Explanations.REASON_CODES:
+                raise ValueError(f"model.kind: scorecard explains by reason_codes (got model.explanations: {model.explanations})")
+            if self.decision.threshold is None:
+                # Cost tuning fits a probe model on the earlier training rows; the scorecard is fitted
+                # once, by the benchmark stage.
+                raise ValueError("model.kind: scorecard needs a fixed decision.threshold (null tunes it on a second fit)")
         if model.explanations not in facts.explanations:
             raise ValueError(
                 f"model.explanations: {model.explanations} needs shap, which this {facts.title.lower()} repository "
                 f"does not ship; use {' or '.join(facts.explanations)}"
             )
-        if model.explanations is Explanations.REASON_CODES and model.interaction_cst != "no_interactions":
+        if model.kind == "gbm" and model.explanations is Explanations.REASON_CODES and model.interaction_cst != "no_interactions":
             # Reason codes are exact only for an additive model (core/reasons.py); a model with
             # interactions would train, then fail the service at start.
             got = "null" if model.interaction_cst is None else model.interaction_cst

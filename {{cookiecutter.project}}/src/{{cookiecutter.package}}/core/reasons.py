@@ -20,6 +20,12 @@ on): on probe rows of attainable values, taken from the proved tree walk's split
 own ``decision_function`` and none may fall below the best attainable value. If either fails,
 :func:`explainer` raises :class:`UnprovedError`: no reason codes rather than wrong ones.
 
+A points scorecard (``model.kind: scorecard``, core/scorecard.py) is additive by construction: its
+log-odds are ``(offset - total points) / factor``, so a feature's contribution is the points it
+lost against its best attainable points (its best bin, missing and unseen included) divided by
+``factor``, and the base score is the log-odds of the best points on every feature. Exact by
+definition: nothing to prove, and the same ranking as the points lost.
+
 Everything here is a function of a fitted pipeline, the contract and a DataFrame of records,
 so the evaluation and the service share it.
 """
@@ -39,6 +45,7 @@ from threadpoolctl import ThreadpoolController
 
 from . import model, trees
 from .contract import Contract
+from .scorecard import PointsScorer, ScorecardModel
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +85,8 @@ def classifier(pipeline: Pipeline):
 
 def check_additive(pipeline: Pipeline) -> None:
     """Raise :class:`NotAdditiveError` unless the model has no feature interactions."""
+    if isinstance(pipeline, ScorecardModel):
+        return  # a sum of points per feature
     clf = classifier(pipeline)
     if getattr(clf, "interaction_cst", None) != "no_interactions":
         raise NotAdditiveError(
@@ -133,6 +142,10 @@ def explainer(pipeline: Pipeline, contract: Contract) -> Explainer:
     cached = _CACHE.get(pipeline)
     if cached is not None and cached[0] is contract:
         return cached[1]
+    if isinstance(pipeline, ScorecardModel):
+        result = _scorecard_explainer(_scorer(pipeline), contract)
+        _CACHE[pipeline] = (contract, result)
+        return result
     check_additive(pipeline)
     features = contract.model_input_order()
     options = {f: candidates(pipeline, contract, f) for f in features}
@@ -149,6 +162,23 @@ def explainer(pipeline: Pipeline, contract: Contract) -> Explainer:
     prove(pipeline, contract, result, options)
     _CACHE[pipeline] = (contract, result)
     return result
+
+
+def _scorecard_explainer(scorer: PointsScorer, contract: Contract) -> Explainer:
+    features = contract.model_input_order()
+    if scorer.features != features:
+        raise ValueError(
+            f"the scorecard's features {scorer.features} are not the model inputs of {contract.path} ({features}): "
+            "refit it (dvc repro benchmark train)"
+        )
+    s = scorer.card.scaling
+    catalogue = {c["feature"]: {"code": c["code"], "text": c["text"]} for c in contract.reason_catalogue()}
+    return Explainer(
+        features=tuple(features),
+        best=scorer.best_bins(),
+        base_score=float((s.offset - scorer.best.sum()) / s.factor),
+        catalogue=catalogue,
+    )
 
 
 def probe_frame(
@@ -238,13 +268,15 @@ def reason_codes(
     return codes_from_contributions(contributions(pipeline, contract, records), explainer(pipeline, contract), top_n)
 
 
-def record_contributions(scorer: model.RecordScorer, exp: Explainer, x: np.ndarray) -> pd.DataFrame:
+def record_contributions(scorer: model.RecordScorer | PointsScorer, exp: Explainer, x: np.ndarray) -> pd.DataFrame:
     """:func:`contributions` for records encoded by ``scorer.matrix`` (the service's path; same numbers)."""
     return pd.DataFrame(_contributions(scorer, exp, x), columns=list(exp.features))
 
 
-def _contributions(scorer: model.RecordScorer, exp: Explainer, x: np.ndarray) -> np.ndarray:
+def _contributions(scorer: model.RecordScorer | PointsScorer, exp: Explainer, x: np.ndarray) -> np.ndarray:
     """Contributions of the encoded records ``x`` (n x features, the scorer's column order)."""
+    if isinstance(scorer, PointsScorer):  # points lost, in log-odds: (best - points) / factor
+        return scorer.points_lost(x) / scorer.card.scaling.factor
     best = scorer.matrix([exp.best])[0]
     # Per feature, the best-value profile with that feature taken from the record: its score
     # depends on that one value, so each distinct value is scored once and shared by the rows
@@ -272,14 +304,14 @@ def _contributions(scorer: model.RecordScorer, exp: Explainer, x: np.ndarray) ->
 _SCORERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _scorer(pipeline: Pipeline) -> model.RecordScorer:
+def _scorer(pipeline: Pipeline | ScorecardModel) -> model.RecordScorer | PointsScorer:
     if pipeline not in _SCORERS:
-        _SCORERS[pipeline] = model.RecordScorer(pipeline)
+        _SCORERS[pipeline] = model.record_scorer(pipeline)
     return _SCORERS[pipeline]
 
 
 def record_reason_codes(
-    pipeline: Pipeline, contract: Contract, scorer: model.RecordScorer, x: np.ndarray, top_n: int = model.TOP_N
+    pipeline: Pipeline, contract: Contract, scorer: model.RecordScorer | PointsScorer, x: np.ndarray, top_n: int = model.TOP_N
 ) -> list[list[dict[str, Any]]]:
     """:func:`reason_codes` for records encoded by ``scorer.matrix`` (the service's path; equal results)."""
     exp = explainer(pipeline, contract)

@@ -132,6 +132,9 @@ class BenchmarkMetrics(_Part):
     difference_ci_high: float
     confidence: float
     bootstrap: int
+    # model.kind: scorecard: the model IS this benchmark, so the difference is zero by construction
+    # and the gate has nothing to judge (ci/gates.py says so instead of passing).
+    model_is_benchmark: bool = False
 
 
 class MetricsReport(Report):
@@ -399,6 +402,8 @@ class ModelMeta(Report):
     threshold_source: Literal["params", "cost_tuned"]
     tuning_rows: int | None = None
     search: SearchRecord  # how the hyperparameters were chosen
+    # params.yaml model.kind: the boosted model, or the benchmark stage's points scorecard (core/scorecard.py).
+    kind: Literal["gbm", "scorecard"] = "gbm"
     # How the service explains this model's decisions (params.yaml: model.explanations).
     explanations: Annotated[Explanations, Field(strict=False)]
     features: list[str]

@@ -7,6 +7,12 @@ not rounded: the probability of default follows from the total by the points-to-
 scaling, so it equals the logistic regression's to floating-point precision (the benchmark stage
 checks that on its training rows before it writes the file).
 
+With ``model.kind: scorecard`` in params.yaml the scorecard is also THE model: :class:`ScorecardModel`
+wraps the same table in scikit-learn's classifier interface (saved as ``models/model.skops``, so
+every stage that scores the model scores it), and :class:`PointsScorer` gives the service its
+records' points per feature, from which the reason codes follow exactly (points below each
+feature's best attainable points).
+
 Scaling: ``score = offset + factor * ln(odds of good)``, ``factor = pdo / ln 2``,
 ``offset = base_points - factor * ln(base_odds)``: ``base_points`` at odds ``base_odds`` to 1,
 and every ``pdo`` more points doubles the odds of good.
@@ -16,12 +22,14 @@ from __future__ import annotations
 
 import json
 import math
+import weakref
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sklearn.base import BaseEstimator, ClassifierMixin
 
 from .errors import StageOrderError
 from .stage import write_json
@@ -131,6 +139,108 @@ class Scorecard(_Frozen):
         if not Path(path).exists():
             raise StageOrderError(f"{path} not found: run the benchmark stage first (dvc repro)")
         return cls.model_validate(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+class ScorecardModel(ClassifierMixin, BaseEstimator):
+    """The scorecard as the pipeline's model (``model.kind: scorecard``), in scikit-learn's classifier interface.
+
+    Holds the scorecard as plain JSON data (``card``), so skops stores it without code and loads it
+    through the allowlist (core/model.py ``TRUSTED_TYPES``); the evaluation, fairness, explain,
+    validation-pack and reference stages score it with ``predict_proba`` as they score the boosted
+    model. Nothing is fitted here: the benchmark stage fitted the table (training/benchmark.py).
+    """
+
+    def __init__(self, card: dict[str, Any] | None = None) -> None:
+        self.card = card
+
+    def fit(self, X: Any = None, y: Any = None) -> ScorecardModel:
+        """Check the table and mark the model fitted (its classes are the target's 0 and 1)."""
+        Scorecard.model_validate(self.card)
+        self.classes_ = np.array([0, 1])
+        return self
+
+    @property
+    def scorecard(self) -> Scorecard:
+        """The table, parsed once per model object (not stored: skops keeps only ``card``)."""
+        parsed = _PARSED.get(self)
+        if parsed is None:
+            parsed = _PARSED[self] = Scorecard.model_validate(self.card)
+        return parsed
+
+    def decision_function(self, X: pd.DataFrame) -> np.ndarray:
+        """Log-odds of default from the total points: ``(offset - points) / factor``."""
+        s = self.scorecard.scaling
+        return (s.offset - self.scorecard.score(X)) / s.factor
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        """Probabilities of repayment and default, the default's exactly as :meth:`Scorecard.scores` gives it."""
+        p = self.scorecard.scores(X)
+        return np.column_stack([1.0 - p, p])
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        """The likelier class (the decision threshold is the service's, not this)."""
+        return (self.scorecard.scores(X) >= 0.5).astype(int)
+
+
+_PARSED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class PointsScorer:
+    """The service's scorer for a :class:`ScorecardModel` (core/model.py ``RecordScorer``'s interface).
+
+    Its encoded matrix is each record's points per feature, in the contract's model order: the
+    probability follows from the row's total, and each feature's points lost against its best
+    attainable points are the reason codes' measure, so one encoding serves both.
+    """
+
+    def __init__(self, fitted: ScorecardModel) -> None:
+        self.card = fitted.scorecard
+        self.features = [f.name for f in self.card.features]
+        self.index = {name: j for j, name in enumerate(self.features)}
+        self.best = np.asarray([f.best_points for f in self.card.features], dtype=np.float64)
+
+    def matrix(self, records: list[dict[str, Any]]) -> np.ndarray:
+        """Points per record (rows) and feature (columns); a missing or absent value scores its missing points."""
+        return self.card.points(pd.DataFrame.from_records(records, columns=self.features))
+
+    def frame_matrix(self, frame: pd.DataFrame) -> np.ndarray:
+        """:meth:`matrix` for a frame (core/model.py ``model_frame``)."""
+        return self.card.points(frame)
+
+    def scores(self, records: list[dict[str, Any]]) -> np.ndarray:
+        """Probability of default per record."""
+        return self.proba(self.matrix(records))
+
+    def proba(self, x: np.ndarray) -> np.ndarray:
+        """Probability of default from the rows' total points."""
+        return self.card.probability(x.sum(axis=1))
+
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        """Log-odds of default from the rows' total points."""
+        s = self.card.scaling
+        return (s.offset - x.sum(axis=1)) / s.factor
+
+    def points_lost(self, x: np.ndarray) -> np.ndarray:
+        """Per row and feature, the points below that feature's best attainable points (>= 0)."""
+        return self.best - x
+
+    def best_bins(self) -> dict[str, str]:
+        """Each feature's best bin, described (the reason codes' reference, as the boosted model's best values)."""
+        return {f.name: _best_bin(f) for f in self.card.features}
+
+
+def _best_bin(feature: FeaturePoints) -> str:
+    best = feature.best_points
+    if feature.missing_points == best and best not in feature.points:
+        return "missing"
+    if feature.other_points == best and best not in feature.points:
+        return "a category not seen in training"
+    i = feature.points.index(best)
+    if feature.kind == "categorical":
+        return ", ".join(feature.groups[i])
+    low = "-inf" if i == 0 else f"{feature.splits[i - 1]:g}"
+    high = "inf" if i == len(feature.splits) else f"{feature.splits[i]:g}"
+    return f"[{low}, {high})"
 
 
 def _missing(value: Any) -> bool:

@@ -171,6 +171,21 @@ def validation_section(pack: ValidationPackReport, run: Run) -> dict[str, Any]:
     return out
 
 
+def algorithm(params: Params) -> str:
+    """What the model is (params.yaml ``model.kind``), in words."""
+    if params.model.kind == "scorecard":
+        return (
+            f"{config.BENCHMARK_NAME} (model.kind: scorecard): optbinning's WoE bins (monotone where the contract "
+            "declares a direction) and a logistic regression, as points per bin scaled by points to double the odds; "
+            "the benchmark stage's fit"
+        )
+    return "scikit-learn HistGradientBoostingClassifier" + (
+        " (monotone, additive: no feature interactions)"
+        if params.model.interaction_cst == "no_interactions"
+        else " (monotone where the contract declares a direction)"
+    )
+
+
 def hyperparameters(run: Run, headline: str) -> dict[str, Any]:
     """How the model's hyperparameters were chosen (training/tuning.py), from what the train stage logged."""
     method = run.tags.get("search.method")
@@ -255,12 +270,7 @@ def build(
             "version": __version__,
             "mlflow_run_id": run.id,
             "trained_at": run.start,
-            "algorithm": "scikit-learn HistGradientBoostingClassifier"
-            + (
-                " (monotone, additive: no feature interactions)"
-                if params.model.interaction_cst == "no_interactions"
-                else " (monotone where the contract declares a direction)"
-            ),
+            "algorithm": algorithm(params),
             "decision_rule": text["decision"],
             "threshold": run.logged("decision_threshold"),
             "hyperparameters": hyperparameters(run, headline),
@@ -310,7 +320,8 @@ def build(
             "benchmark": {
                 "name": config.BENCHMARK_NAME,
                 "metric": headline,
-                **{k: run.logged(f"benchmark.{k}") for k in BenchmarkMetrics.model_fields},
+                **{k: run.logged(f"benchmark.{k}") for k in BenchmarkMetrics.model_fields if k != "model_is_benchmark"},
+                "model_is_benchmark": params.model.kind == "scorecard",
             },
         },
         "fairness": {
@@ -340,7 +351,7 @@ def build(
 
 _COUNT = re.compile(
     r"(^|[._])(n|defaults|rows|rows_in|rows_erased|train_rows|test_rows|positives|bootstrap|cv_folds|candidates|grid_size)$"
-    r"|^reasons\.principal\.|^search\.chosen\.(max_iter|max_leaf_nodes|min_samples_leaf)$"
+    r"|^reasons\.principal\.|^search\.chosen\.(max_iter|max_leaf_nodes|min_samples_leaf|bins)$"
 )
 
 

@@ -1,5 +1,7 @@
 """Decisions for records: the pipeline's model, threshold and explanations, nothing else.
 
+The model is the one ``model.kind`` trained (params.yaml): the boosted pipeline or the points
+scorecard (core/scorecard.py), loaded from the same file through the same allowlist.
 As the model was trained to be explained (``model.explanations``, recorded in its metadata):
 adverse decisions carry exact reason codes (``core/reasons.py``), or any decision carries its top
 feature contributions (the use case's explainer) when the caller asks for them.
@@ -65,7 +67,9 @@ class Decider:
             from .. import __version__ as version
         self.identity = Identity(version, self.meta.run_id, self.meta.git_sha, self.contract.name, self.contract.version)
         self.features = self.contract.model_input_order()
-        self.scorer = model.RecordScorer(self.pipeline)  # no DataFrame per request: see model.RecordScorer
+        # The boosted model's: no DataFrame per request (model.RecordScorer); a scorecard's (model.kind:
+        # scorecard): each record's points per feature, the reason codes' measure too (core/scorecard.py).
+        self.scorer = model.record_scorer(self.pipeline)
         self.explains = self.meta.explanations is Explanations.REASON_CODES
         if self.explains:
             reasons.explainer(self.pipeline, self.contract)  # computed once, not on the first decline

@@ -11,10 +11,14 @@ missing-value indicators, one-hot categories), written with skops (``models/benc
 {%- endif %}
 
 A stage of its own, not part of ``train``: a change of the model's hyperparameters does not
-refit the benchmark and a change of the benchmark does not refit the model, so ``dvc repro``
-stays incremental. It is fitted on a seeded sample of at most ``benchmark.max_rows`` training
-rows: binning cost grows with rows while a benchmark's ranking stops improving long before a
-million. The comparison on the held-out set is the ``evaluate`` stage's (evaluation/benchmark.py).
+refit the benchmark, so ``dvc repro`` stays incremental.
+{%- if cookiecutter.use_case == "credit_scoring" %} With ``model.kind: scorecard`` this scorecard
+is the model (``train`` takes it as it is), so ``train`` depends on ``models/scorecard.json``.
+{%- else %} A change of the benchmark does not refit the model.
+{%- endif %}
+It is fitted on a seeded sample of at most ``benchmark.max_rows`` training rows: binning cost
+grows with rows while a benchmark's ranking stops improving long before a million.
+The comparison on the held-out set is the ``evaluate`` stage's (evaluation/benchmark.py).
 """
 
 from __future__ import annotations

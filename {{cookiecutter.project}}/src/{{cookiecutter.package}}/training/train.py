@@ -1,4 +1,9 @@
-"""Stage ``train``: fit the model on validated data, pick the decision threshold, track in MLflow."""
+"""Stage ``train``: fit the model on validated data, pick the decision threshold, track in MLflow.
+
+``model.kind`` (params.yaml) says which model: ``gbm``, the boosted pipeline fitted here; or
+(credit) ``scorecard``, the WoE points scorecard the benchmark stage fitted on the same split
+(``models/scorecard.json``), taken as it is, not fitted twice, and saved as the model.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,12 @@ from ..core import config, model, use_case
 from ..core.contract import Contract, load_contract
 from ..core.errors import StageOrderError
 from ..core.params import Params, load_params
+{%- if cookiecutter.use_case == "credit_scoring" %}
+from ..core.reports import ModelMeta, SearchRecord, ValidationReport
+from ..core.scorecard import Scorecard, ScorecardModel
+{%- else %}
 from ..core.reports import ModelMeta, ValidationReport
+{%- endif %}
 from ..core.stage import LOGGER, entry_point, write_json
 {%- if cookiecutter.compute == "spark" %}
 from . import spark_sample
@@ -82,6 +92,17 @@ def as_doubles(df: pd.DataFrame) -> pd.DataFrame:
     """
     ints = [c for c in df.columns if pd.api.types.is_integer_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c])]
     return df.astype(dict.fromkeys(ints, "float64"))
+{%- if cookiecutter.use_case == "credit_scoring" %}
+
+
+def scorecard_model() -> tuple[ScorecardModel, SearchRecord]:
+    """The benchmark stage's scorecard (``models/scorecard.json``) as the model, and its record: scaling and bins."""
+    card = Scorecard.read(config.BENCHMARK)
+    s = card.scaling
+    made_with = {"pdo": s.pdo, "base_points": s.base_points, "base_odds": s.base_odds}
+    made_with["bins"] = sum(len(f.points) for f in card.features)
+    return ScorecardModel(card.model_dump(mode="json")).fit(), SearchRecord(method="fixed", hyperparameters=made_with)
+{%- endif %}
 
 
 def log_run(
@@ -152,6 +173,18 @@ def log_search(tuned: Tuned) -> None:
         )
 
 
+def fit_gbm(contract: Contract, written: Params, train: pd.DataFrame):
+    """The boosted pipeline fitted and saved, how its hyperparameters were chosen, and its threshold."""
+    # Hyperparameters chosen on the training split alone (training/tuning.py); the test set is not read here.
+    tuned = choose(contract, written, train)
+    params = tuned.params
+    threshold, threshold_info = decision_threshold(contract, params, train)
+    pipeline = model.build_pipeline(contract, params)
+    pipeline.fit(model.model_frame(train, contract), model.target_vector(train, contract))
+    model.save(pipeline)
+    return pipeline, tuned, threshold, threshold_info
+
+
 def main() -> int:
     """Fit, save ``models/model.skops``, ``models/model_meta.json`` (and the explanation background), track the run."""
     written = load_params()
@@ -164,13 +197,20 @@ def main() -> int:
 {%- else %}
     train = pd.read_parquet(config.TRAIN)
 {%- endif %}
-    # Hyperparameters chosen on the training split alone (training/tuning.py); the test set is not read here.
-    tuned = choose(contract, written, train)
+{%- if cookiecutter.use_case == "credit_scoring" %}
+    if written.model.kind == "scorecard":
+        # The benchmark stage fitted it on the same split (its sample of benchmark.max_rows rows):
+        # the same table is the model, so the model and its benchmark cannot drift apart.
+        pipeline, record = scorecard_model()
+        tuned = Tuned(written, record)
+        threshold, threshold_info = decision_threshold(contract, written, train)  # fixed: params refuse null
+        model.save(pipeline)
+    else:
+        pipeline, tuned, threshold, threshold_info = fit_gbm(contract, written, train)
+{%- else %}
+    pipeline, tuned, threshold, threshold_info = fit_gbm(contract, written, train)
+{%- endif %}
     params = tuned.params
-    threshold, threshold_info = decision_threshold(contract, params, train)
-    pipeline = model.build_pipeline(contract, params)
-    pipeline.fit(model.model_frame(train, contract), model.target_vector(train, contract))
-    model.save(pipeline)
     background = use_case.load().explanation_background(train, contract, params.seed)
     if background is not None:
         # Feature contributions are measured against a fixed sample of training rows (features only).
@@ -185,6 +225,7 @@ def main() -> int:
         threshold=threshold,
         **threshold_info,
         search=tuned.record,
+        kind=params.model.kind,
         explanations=params.model.explanations,
         features=contract.model_input_order(),
         data=data_hashes,
