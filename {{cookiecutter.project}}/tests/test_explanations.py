@@ -28,7 +28,8 @@ REASON_CODES_WITH_INTERACTIONS = (
 
 
 def with_model(**changes) -> dict:
-    return {**RAW, "model": {**RAW["model"], **changes}}
+    """The boosted model's settings (whatever model.kind params.yaml has) with ``changes``."""
+    return {**RAW, "model": {**RAW["model"], "kind": "gbm", **changes}}
 
 
 def test_the_default_is_one_this_repository_can_give():

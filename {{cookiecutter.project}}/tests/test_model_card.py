@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from {{ cookiecutter.package }}.core import use_case
+from {{ cookiecutter.package }}.core.params import load_params
 from {{ cookiecutter.package }}.governance import lineage, model_card
 
 from .pipeline_run import ROOT, pipeline_run
@@ -96,9 +97,14 @@ def test_card_shows_the_benchmark_beside_the_model_with_the_difference_and_its_i
     run = pipeline_run()
     bench = json.loads(run.path("reports/metrics.json").read_text(encoding="utf-8"))["benchmark"]
     logged = card(run.dir)["metrics"]["benchmark"]
+    model_is_benchmark = bench.pop("model_is_benchmark")
+    assert logged["model_is_benchmark"] is model_is_benchmark is (load_params(run.dir / "params.yaml").model.kind == "scorecard")
     assert {k: logged[k]["value"] for k in bench} == pytest.approx(bench)
     text = run.path("reports/model_card.md").read_text(encoding="utf-8")
     section = text[text.index("### Against the benchmark") :]
+    if model_is_benchmark:  # model.kind: scorecard: nothing to compare, and the card says so
+        assert section.split("\n\n")[1].startswith("The model **is** the benchmark (`model.kind: scorecard`)")
+        return
     assert f"| {logged['name']} | {bench['roc_auc']:.4f} | {bench['pr_auc']:.4f} |" in section
     interval = f"{bench['difference_ci_low']:+.4f} to {bench['difference_ci_high']:+.4f}"
     assert f"**{bench['difference']:+.4f}** (95% interval {interval}, {bench['bootstrap']} paired bootstrap" in section

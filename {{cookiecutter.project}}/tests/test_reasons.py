@@ -49,11 +49,12 @@ def trained():
 
 @pytest.fixture(scope="module")
 def fitted(trained):
-    """An additive model to take reason codes from: the pipeline's, or (where it explains by feature
-    contributions and so has interactions) the same pipeline fitted with ``model.explanations: reason_codes``."""
-    if PARAMS.model.explanations is Explanations.REASON_CODES:
+    """An additive boosted model to take reason codes from: the pipeline's, or (where it explains by feature
+    contributions and so has interactions, or is the scorecard: test_scorecard_model.py) the same pipeline
+    fitted with ``model.explanations: reason_codes``."""
+    if PARAMS.model.kind == "gbm" and PARAMS.model.explanations is Explanations.REASON_CODES:
         return trained
-    additive = PARAMS.replace(model={"explanations": "reason_codes", "interaction_cst": "no_interactions"})
+    additive = PARAMS.replace(model={"kind": "gbm", "explanations": "reason_codes", "interaction_cst": "no_interactions"})
     train = pd.read_parquet(pipeline_run().path("data/prepared/train.parquet"))
     pipeline = model.build_pipeline(CONTRACT, additive)
     pipeline.fit(model.model_frame(train, CONTRACT), model.target_vector(train, CONTRACT))
