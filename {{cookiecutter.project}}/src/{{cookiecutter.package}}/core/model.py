@@ -16,7 +16,9 @@ from . import config
 from .contract import Contract
 from .errors import StageOrderError, UserError
 from .params import Params
+{%- if cookiecutter.use_case == "credit_scoring" %}
 from .scorecard import PointsScorer, ScorecardModel
+{%- endif %}
 from .stage import atomic_path
 from .trees import compile_trees
 
@@ -27,8 +29,10 @@ TRUSTED_TYPES = [
     # ColumnTransformer's "passthrough" is stored as a partial of sklearn's check_array.
     "functools.partial",
     "sklearn.utils.validation.check_array",
+{%- if cookiecutter.use_case == "credit_scoring" %}
     # model.kind: scorecard. Its state is the points table as plain JSON data (core/scorecard.py).
     f"{__package__}.scorecard.ScorecardModel",
+{%- endif %}
 ]
 
 
@@ -117,11 +121,19 @@ def scores(pipeline: Pipeline, df: pd.DataFrame, contract: Contract) -> np.ndarr
 # Up to this many rows the numpy tree walk beats scikit-learn's fixed cost per call (measured: the
 # crossover lies between this and twice as many rows); both give the same bits.
 COMPILED_MAX_ROWS = 64
+{%- if cookiecutter.use_case == "credit_scoring" %}
 
 
 def record_scorer(fitted: Pipeline | ScorecardModel) -> RecordScorer | PointsScorer:
     """The scorer of records for the model ``model.kind`` trained: the boosted pipeline's, or the scorecard's points."""
     return PointsScorer(fitted) if isinstance(fitted, ScorecardModel) else RecordScorer(fitted)
+{%- else %}
+
+
+def record_scorer(fitted: Pipeline) -> RecordScorer:
+    """The scorer of records (a fraud repository trains the boosted model only: ``model.kind: gbm``)."""
+    return RecordScorer(fitted)
+{%- endif %}
 
 
 class RecordScorer:

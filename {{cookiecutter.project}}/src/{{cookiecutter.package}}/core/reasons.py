@@ -20,11 +20,14 @@ on): on probe rows of attainable values, taken from the proved tree walk's split
 own ``decision_function`` and none may fall below the best attainable value. If either fails,
 :func:`explainer` raises :class:`UnprovedError`: no reason codes rather than wrong ones.
 
+{%- if cookiecutter.use_case == "credit_scoring" %}
 A points scorecard (``model.kind: scorecard``, core/scorecard.py) is additive by construction: its
 log-odds are ``(offset - total points) / factor``, so a feature's contribution is the points it
 lost against its best attainable points (its best bin, missing and unseen included) divided by
 ``factor``, and the base score is the log-odds of the best points on every feature. Exact by
-definition: nothing to prove, and the same ranking as the points lost.
+definition: nothing to prove, and the same ranking as the points lost. (Recognised by what it
+has, its ``scorecard`` table and its scorer's ``points_lost``: a fraud repository has no scorecard module.)
+{%- endif %}
 
 Everything here is a function of a fitted pipeline, the contract and a DataFrame of records,
 so the evaluation and the service share it.
@@ -45,7 +48,6 @@ from threadpoolctl import ThreadpoolController
 
 from . import model, trees
 from .contract import Contract
-from .scorecard import PointsScorer, ScorecardModel
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +87,7 @@ def classifier(pipeline: Pipeline):
 
 def check_additive(pipeline: Pipeline) -> None:
     """Raise :class:`NotAdditiveError` unless the model has no feature interactions."""
-    if isinstance(pipeline, ScorecardModel):
+    if _is_scorecard(pipeline):
         return  # a sum of points per feature
     clf = classifier(pipeline)
     if getattr(clf, "interaction_cst", None) != "no_interactions":
@@ -142,7 +144,7 @@ def explainer(pipeline: Pipeline, contract: Contract) -> Explainer:
     cached = _CACHE.get(pipeline)
     if cached is not None and cached[0] is contract:
         return cached[1]
-    if isinstance(pipeline, ScorecardModel):
+    if _is_scorecard(pipeline):
         result = _scorecard_explainer(_scorer(pipeline), contract)
         _CACHE[pipeline] = (contract, result)
         return result
@@ -164,7 +166,13 @@ def explainer(pipeline: Pipeline, contract: Contract) -> Explainer:
     return result
 
 
-def _scorecard_explainer(scorer: PointsScorer, contract: Contract) -> Explainer:
+def _is_scorecard(fitted: Any) -> bool:
+    # model.kind: scorecard (core/scorecard.py ScorecardModel): a points table, not a boosted pipeline.
+    return hasattr(fitted, "scorecard")
+
+
+def _scorecard_explainer(scorer: Any, contract: Contract) -> Explainer:
+    """The reference of a scorecard's reason codes: each feature's best bin and the log-odds of the best points."""
     features = contract.model_input_order()
     if scorer.features != features:
         raise ValueError(
@@ -268,14 +276,17 @@ def reason_codes(
     return codes_from_contributions(contributions(pipeline, contract, records), explainer(pipeline, contract), top_n)
 
 
-def record_contributions(scorer: model.RecordScorer | PointsScorer, exp: Explainer, x: np.ndarray) -> pd.DataFrame:
+def record_contributions(scorer: Any, exp: Explainer, x: np.ndarray) -> pd.DataFrame:
     """:func:`contributions` for records encoded by ``scorer.matrix`` (the service's path; same numbers)."""
     return pd.DataFrame(_contributions(scorer, exp, x), columns=list(exp.features))
 
 
-def _contributions(scorer: model.RecordScorer | PointsScorer, exp: Explainer, x: np.ndarray) -> np.ndarray:
-    """Contributions of the encoded records ``x`` (n x features, the scorer's column order)."""
-    if isinstance(scorer, PointsScorer):  # points lost, in log-odds: (best - points) / factor
+def _contributions(scorer: Any, exp: Explainer, x: np.ndarray) -> np.ndarray:
+    """Contributions of the encoded records ``x`` (n x features, the scorer's column order).
+
+    ``scorer``: a :class:`model.RecordScorer`, or a scorecard's points scorer (``model.record_scorer``).
+    """
+    if hasattr(scorer, "points_lost"):  # a scorecard's: points lost, in log-odds: (best - points) / factor
         return scorer.points_lost(x) / scorer.card.scaling.factor
     best = scorer.matrix([exp.best])[0]
     # Per feature, the best-value profile with that feature taken from the record: its score
@@ -304,14 +315,14 @@ def _contributions(scorer: model.RecordScorer | PointsScorer, exp: Explainer, x:
 _SCORERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _scorer(pipeline: Pipeline | ScorecardModel) -> model.RecordScorer | PointsScorer:
+def _scorer(pipeline: Any) -> Any:
     if pipeline not in _SCORERS:
         _SCORERS[pipeline] = model.record_scorer(pipeline)
     return _SCORERS[pipeline]
 
 
 def record_reason_codes(
-    pipeline: Pipeline, contract: Contract, scorer: model.RecordScorer | PointsScorer, x: np.ndarray, top_n: int = model.TOP_N
+    pipeline: Pipeline, contract: Contract, scorer: Any, x: np.ndarray, top_n: int = model.TOP_N
 ) -> list[list[dict[str, Any]]]:
     """:func:`reason_codes` for records encoded by ``scorer.matrix`` (the service's path; equal results)."""
     exp = explainer(pipeline, contract)
