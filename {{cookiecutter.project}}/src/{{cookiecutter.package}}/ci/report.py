@@ -357,7 +357,7 @@ def documents_section(inputs: Inputs) -> str:
     if produced:
         where = f"the `reports` artifact of [this run]({inputs.run_url})" if inputs.run_url else "`reports/`"
         out.append(
-            f"Generated from this run's files, in {where} (and in the release, once tagged):\n\n"
+            f"Generated from this run's files, in {where}; a release attaches them to its GitHub release:\n\n"
             + table(["Document", "File"], [[title, f"`{path}`"] for path, title in produced])
         )
     if left_over:
