@@ -183,7 +183,7 @@ def test_checkov_skips_are_justified(k8s_repo):
 
 def test_promtool_checks_and_unit_tests_the_alert_rules(k8s_repo):
     out = check([promtool(), "check", "rules", "deploy/prometheus/alerts.yml"], k8s_repo)
-    assert "SUCCESS: 6 rules found" in out
+    assert "SUCCESS: 7 rules found" in out
     check([promtool(), "test", "rules", "deploy/prometheus/alerts.test.yml"], k8s_repo)
     alerts = {r["alert"] for g in yaml.safe_load((k8s_repo / "deploy/prometheus/alerts.yml").read_text())["groups"]
               for r in g["rules"]}
@@ -248,7 +248,7 @@ def test_dashboard_shows_what_an_sre_needs(k8s_repo):
     assert datasource["datasources"][0]["uid"] == "prometheus"
     assert shipped_metric_names(k8s_repo) == {
         "bentoml_service_request_total", "bentoml_service_request_duration_seconds", "decisions_total",
-        "decision_score", "reason_codes_total", "refused_requests_total",
+        "decision_score", "reason_codes_total", "refused_requests_total", "stop_switch",
     }
 
 

@@ -3,10 +3,11 @@
 Static: GitHub's schema, zizmor (pedantic), shellcheck of every run script, SHA pins with
 their version, least privilege per job, no expression spliced into a script.
 
-act (host mode, stand-ins from tests/act/, see its README): `monitor.yml` is dispatched twice
-on a batch drifted in two features; the issue step opens one issue the first time and
-comments on it the second time (the `gh` stand-in keeps the issues between runs, as GitHub
-would). `retrain.yml` brings a new version of an imported data file in with `dvc update`,
+act (host mode, stand-ins from tests/act/, see its README): `monitor.yml` is dispatched twice,
+first on a batch drifted in two features, then on an undrifted batch with matured labels
+beside an audit log (the outcomes step runs `make outcomes`, whose failed tests alone raise
+the alert); the issue step opens one issue the first time and comments on it the second time
+(the `gh` stand-in keeps the issues between runs, as GitHub would). `retrain.yml` brings a new version of an imported data file in with `dvc update`,
 retrains with `dvc repro`, pushes a branch to a real (bare, local) origin and calls
 `gh pr create` with that branch and a body that says CI will not start by itself.
 The line: GitHub's API (the `gh` stand-in records calls), the App token (a stand-in
@@ -205,7 +206,8 @@ def test_branch_push_keeps_the_token_out_of_the_repository(tmp_path):
 # --- act ---------------------------------------------------------------------------------
 
 
-def run_act_dispatch(repo: Path, work: Path, workflow_file: str, inputs: dict, variables: dict | None = None) -> ActRun:
+def run_act_dispatch(repo: Path, work: Path, workflow_file: str, inputs: dict, variables: dict | None = None,
+                     secrets: dict | None = None) -> ActRun:
     """Dispatch ``workflow_file`` with act in host mode; gh calls go to the stand-in in ``work``."""
     work.mkdir(parents=True, exist_ok=True)
     event = work / "event.json"
@@ -229,6 +231,7 @@ def run_act_dispatch(repo: Path, work: Path, workflow_file: str, inputs: dict, v
         "--env", f"GH_STANDIN_STATE={work.parent / 'gh-state.json'}",
         "--env", f"GH_STANDIN_LOG={work / 'gh-calls.jsonl'}",
         *[arg for k, v in (variables or {}).items() for arg in ("--var", f"{k}={v}")],
+        *[arg for k, v in (secrets or {}).items() for arg in ("--secret", f"{k}={v}")],
         *mappings,
     ]
     started = time.monotonic()
@@ -257,8 +260,50 @@ def committed_copy(pipeline_repo, use_case: str, dest: Path) -> Path:
     return repo
 
 
+CHAIN_KEY = "act-monitor-chain-key-0123456789abcdef"
+# Matured labels for decisions the service logged: an audit log chained and checkpointed by the
+# service's own writer (serving/audit.py), and defaults drawn at twice each decision's PD, so the
+# outcomes' calibration tests fail as they would for a model that under-predicts.
+MATURED = """
+import sys, uuid
+from pathlib import Path
+import numpy as np, pandas as pd
+from {p}.core.contract import load_contract
+from {p}.core.reports import ModelMeta
+from {p}.serving.audit import AuditLog, KeyRing
+meta, contract = ModelMeta.read(Path("models/model_meta.json")), load_contract(Path("contract.yaml"))
+identity = {{"package_version": "0.1.0", "run_id": meta.run_id, "git_sha": meta.git_sha,
+            "contract": contract.name, "contract_version": contract.version}}
+rng = np.random.default_rng(7)
+pd_ = rng.uniform(0.01, 0.45, 3000)
+ids = [str(uuid.UUID(int=i + 1)) for i in range(len(pd_))]
+writer = AuditLog(Path("data/monitoring/decisions.jsonl"), b"act-input-key", KeyRing.from_env(),
+                  Path("data/monitoring/checkpoints.jsonl"))
+writer.append({{"timestamp": "2026-01-05T10:00:00.000Z", "decision_id": i, "model": identity, "input_hash": "0" * 64,
+               "score": float(s), "decision": "x", "reasons": [], "latency_ms": 1.0, "api_key_id": None,
+               "request_id": ""}} for i, s in zip(ids, pd_))
+writer.close()
+outcome = (rng.random(len(pd_)) < np.minimum(2 * pd_, 1)).astype(int)
+pd.DataFrame({{"decision_id": ids, "outcome": outcome, "date": "2026-11-30"}}).to_csv(sys.argv[1], index=False)
+"""
+
+
+def write_matured_labels(pipeline_repo, repo: Path) -> Path:
+    """data/monitoring/{decisions,checkpoints}.jsonl and outcomes.csv, written with the bake's own code."""
+    python = pipeline_repo("credit_scoring") / ".venv/bin/python"
+    package = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["generate"]["cmd"].split()[-1].split(".")[0]
+    labels = repo / "data/monitoring/outcomes.csv"
+    labels.parent.mkdir(parents=True, exist_ok=True)
+    proc = run([str(python), "-c", MATURED.format(p=package), str(labels)], repo, AUDIT_CHAIN_KEY=CHAIN_KEY)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return labels
+
+
 @pytest.mark.e2e
 def test_act_monitor_opens_one_issue_then_updates_it(pipeline_repo, tmp_path):
+    """Run 1: drift opens the issue (no labels yet: the outcomes step is skipped). Run 2: no drift,
+    but matured labels arrived whose defaults run at twice the predicted PD: `make outcomes`
+    fails its tests, and that alone makes the alert job comment on the same issue."""
     repo = committed_copy(pipeline_repo, "credit_scoring", tmp_path)
     first = run_act_dispatch(repo, tmp_path / "run1", "monitor.yml", {"demo_drift": DRIFT["credit_scoring"]}, {"RETRAIN_ON_ALERT": "true"})
     assert first.returncode == 0, first.describe()
@@ -281,15 +326,29 @@ def test_act_monitor_opens_one_issue_then_updates_it(pipeline_repo, tmp_path):
     assert len(dispatches) == 1, dispatches
     dispatch = dispatches[0]
     assert dispatch[2] == "retrain.yml" and any(a.startswith("reason=monitoring ALERT: ") for a in dispatch)
+    assert first.steps.get(("monitor", "Outcomes on matured labels")) in (None, "skipped"), first.describe()
+    assert not (first.artifacts / "monitoring/outcomes.json").exists()
 
-    second = run_act_dispatch(repo, tmp_path / "run2", "monitor.yml", {"demo_drift": DRIFT["credit_scoring"]})
+    write_matured_labels(pipeline_repo, repo)
+    # A batch drifted by nothing: the same distribution as training, so drift raises no alert.
+    second = run_act_dispatch(repo, tmp_path / "run2", "monitor.yml", {"demo_drift": "annual_income=0"},
+                              secrets={"AUDIT_CHAIN_KEY": CHAIN_KEY})
     assert second.returncode == 0 and second.jobs["alert"] == "success", second.describe()
+    assert second.steps[("monitor", "Outcomes on matured labels")] == "success", second.describe()
     assert "retrain" not in second.jobs or second.jobs["retrain"] == "skipped", "retraining is opt-in (RETRAIN_ON_ALERT)"
+    drift = json.loads((second.artifacts / "monitoring/latest.json").read_text())
+    assert drift["status"] != "ALERT", drift["reasons"]
+    outcomes = json.loads((second.artifacts / "monitoring/outcomes.json").read_text())
+    assert outcomes["status"] == "FAIL" and outcomes["joined"] == 3000, outcomes["failed_tests"]
+    assert any(":jeffreys:" in t for t in outcomes["failed_tests"]), outcomes["failed_tests"]
+    assert "Outcomes on matured labels: 🚨 FAIL" in second.summary("monitor")
     verbs = [call["argv"][:3] for call in second.comments]
     assert verbs == [["issue", "list", "--repo"], ["issue", "comment", "1"]], verbs
     state = json.loads((tmp_path / "gh-state.json").read_text())
     assert len(state["issues"]) == 1 and len(state["issues"][0]["comments"]) == 1
-    assert state["issues"][0]["comments"][0].startswith("## Model monitoring: 🚨 ALERT")
+    comment = state["issues"][0]["comments"][0]
+    assert comment.startswith(f"## Model monitoring: {'✅' if drift['status'] == 'OK' else '⚠️'} {drift['status']}")
+    assert "Outcomes on matured labels: 🚨 FAIL" in comment
 
 
 def set_data_path(repo: Path, path: str) -> None:

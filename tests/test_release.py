@@ -137,8 +137,12 @@ def test_image_is_pushed_scanned_signed_and_attested_by_digest(baked):
 def test_release_attaches_what_a_reviewer_signs_off(baked):
     create = steps(release(baked), "release")["Create the GitHub release"]["run"]
     for attached in ["reports/model_card.md", "reports/metrics.json", "reports/fairness.json", "release/lineage.json",
+                     "reports/validation_pack.json", "reports/regulatory/*.md",
                      "release/requirements.txt", "dist/image/sbom.cdx.json", "--notes-file release/notes.md", "--verify-tag"]:
         assert attached in create
+    # What the release job attaches must reach it: verify's release-files artifact carries it.
+    kept = steps(release(baked), "verify")["Keep the release files"]["with"]["path"].split()
+    assert {"reports/validation_pack.json", "reports/regulatory/"} <= set(kept), kept
     register = steps(release(baked), "register")["Register the model as champion"]
     assert register["env"]["MLFLOW_TRACKING_URI"] == "${{ secrets.MLFLOW_TRACKING_URI }}"
 
@@ -372,7 +376,9 @@ def test_act_release_builds_pushes_and_names_the_image_by_digest_for_a_good_tag(
     assert dockerfile.exists(), sorted(p.name for p in bento.iterdir())
     assert yaml.safe_load((bento / "bento.yaml").read_text())["version"] == "0.1.0"
     files = result.artifacts / "release-files"
-    for path in ["reports/model_card.md", "reports/lineage.json", "release/requirements.txt", "release/smoke_request.json"]:
+    for path in ["reports/model_card.md", "reports/lineage.json", "release/requirements.txt", "release/smoke_request.json",
+                 "reports/validation_pack.json", "reports/regulatory/technical_documentation.md",
+                 "reports/regulatory/instructions_for_use.md", "reports/regulatory/post_market_monitoring_plan.md"]:
         assert (files / path).exists(), path
     notes = result.summary("verify")
     sha = git(repo, "rev-parse", "HEAD").strip()

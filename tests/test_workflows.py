@@ -448,6 +448,9 @@ def test_act_pull_request_passes_and_comments(champion, tmp_path):
     assert "✅ **All " in report and "gates passed** against `origin/main`" in report
     assert re.search(rf"\| \*\*{metric}\*\* \(headline\) \| \d\.\d{{4}} \| \d\.\d{{4}} \| [+-]\d\.\d{{4}} \|", report), report
     assert "| `model.learning_rate` | 0.05 | 0.06 |" in report
+    # The validator's and the regulator's documents this run wrote, listed as this run's.
+    assert "| Technical documentation (EU AI Act Art. 11, Annex IV) | `reports/regulatory/technical_documentation.md` |" \
+        in report.split("### Documents for validators and regulators", 1)[1].split("Not produced in this run", 1)[0], report
 
     assert len(result.comments) == 1, f"expected one cml call, got {result.comments}"
     call = result.comments[0]

@@ -73,6 +73,25 @@ def test_the_trained_model_passes_the_gate_and_a_model_made_worse_fails_it(score
     assert verdict.status == "fail", verdict.reason
     assert verdict.value is not None and verdict.value < 0
     assert f"{HEADLINE}: model " in verdict.reason and "< margin +0.0000" in verdict.reason
+
+
+def test_the_roc_and_pr_plots_draw_the_benchmarks_curve_beside_the_models():
+    """Read from the plots the evaluate stage wrote: their legends, kept in each PNG's text chunk."""
+    from PIL import Image
+
+    from {{ cookiecutter.package }}.core import config
+    from {{ cookiecutter.package }}.evaluation.plots import LEGEND_KEY
+
+    from .pipeline_run import pipeline_run
+
+    run = pipeline_run()
+    written = json.loads(run.path("reports/metrics.json").read_text())
+    for plot, metric, label in (("roc.png", "roc_auc", "AUC"), ("pr.png", "pr_auc", "AP")):
+        with Image.open(run.path(f"reports/plots/{plot}")) as image:
+            legend = image.text[LEGEND_KEY].splitlines()
+        # Each curve's area, as its label rounds it, is the one metrics.json holds for its scores.
+        assert f"model ({label} = {written[metric]:.2f})" in legend, (plot, legend)
+        assert f"benchmark: {config.BENCHMARK_NAME} ({label} = {written['benchmark'][metric]:.2f})" in legend, (plot, legend)
 {%- if cookiecutter.use_case == "credit_scoring" %}
 
 

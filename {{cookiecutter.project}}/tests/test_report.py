@@ -218,6 +218,33 @@ def test_plots_are_linked_or_embedded_by_option(mode):
         assert "the `reports` artifact of [this run](https://ci.example/run/1): `plots/roc.png`" in md
 
 
+def test_the_validation_pack_and_each_regulatory_document_of_the_run_are_listed_with_their_titles():
+    from .pipeline_run import pipeline_run
+
+    root = pipeline_run().dir
+    md = report.render(report.load_inputs(root, "main", "link", "https://ci.example/run/1", compare=False))
+    section = md.split("### Documents for validators and regulators\n\n", 1)[1].split("\n\n###", 1)[0]
+    assert section.startswith("Generated from this run's files, in the `reports` artifact of [this run](https://ci.example/")
+    assert "| Validation pack (docs/validation.md) | `reports/validation_pack.json` |" in section
+    written = sorted(p.name for p in (root / "reports/regulatory").glob("*.md"))
+    assert written == ["instructions_for_use.md", "post_market_monitoring_plan.md", "technical_documentation.md"]
+    for title, name in [
+        ("Technical documentation (EU AI Act Art. 11, Annex IV)", "technical_documentation.md"),
+        ("Instructions for use (EU AI Act Art. 13)", "instructions_for_use.md"),
+        ("Post-market monitoring plan (EU AI Act Art. 72)", "post_market_monitoring_plan.md"),
+    ]:
+        assert f"| {title} | `reports/regulatory/{name}` |" in section, section
+
+
+def test_documents_an_earlier_run_left_or_no_run_wrote_are_said_so():
+    docs = [("reports/validation_pack.json", "Validation pack"), ("reports/regulatory/plan.md", "Plan")]
+    stale = report.render(inputs(documents=docs, stale_files=frozenset({"reports/regulatory"})))
+    assert "| Validation pack | `reports/validation_pack.json` |" in stale and "| Plan |" not in stale
+    assert "(the pipeline did not finish; these are an earlier run's): `reports/regulatory/plan.md`." in stale
+    missing = report.render(inputs(documents=docs[:1]))
+    assert "❌ `reports/regulatory/` is missing: the regulatory stage did not run." in missing
+
+
 def test_table_cells_escape_pipes():
     assert report.fmt("a|b") == "a\\|b"
     assert report.fmt(None) == "—"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime
 
 import httpx
 import numpy as np
@@ -206,11 +207,30 @@ def test_monitoring_reports_the_override_rate_from_the_audit_log(tmp_path):
     )
     reviews = [(FAVOURABLE, ADVERSE), (ADVERSE, ADVERSE), (REFER, FAVOURABLE)]  # one override of two automated decisions
     writer.append(
-        {"event": "review", "decision_id": str(i), "original_decision": a, "final_decision": b}
+        {
+            "timestamp": "2026-01-02T00:00:00Z",
+            "event": "review",
+            "decision_id": str(i),
+            "original_decision": a,
+            "final_decision": b,
+        }
         for i, (a, b) in enumerate(reviews)
     )
+    # An override made before the window: counted with no --since, left out with one after it.
+    writer.append(
+        [
+            {
+                "timestamp": "2025-12-01T00:00:00Z",
+                "event": "review",
+                "decision_id": "3",
+                "original_decision": FAVOURABLE,
+                "final_decision": ADVERSE,
+            }
+        ]
+    )
     writer.append([{"event": "stop_switch", "stopped": True, "reason": "drill"}])
-    served = monitor.read_audit_scores(log, "r", None)
+    assert monitor.read_audit_scores(log, "r", None)["oversight"]["overrides"] == 2
+    served = monitor.read_audit_scores(log, "r", datetime(2026, 1, 1, tzinfo=UTC))
     assert served["records"] == 4 and served["scores"].tolist() == [0.1, 0.9, 0.5, 0.2]
     assert served["oversight"] == {
         "reviews": 3,

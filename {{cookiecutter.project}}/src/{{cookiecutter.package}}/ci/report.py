@@ -5,7 +5,8 @@ Run after `dvc repro` and the gates:
     python -m {{ cookiecutter.package }}.ci.report --baseline-rev origin/main
 
 It reads only files of the run (``reports/validation.json``, ``reports/metrics.json``,
-``reports/gates.json``, ``reports/validation_pack.json``, ``reports/plots/``) plus ``dvc metrics
+``reports/gates.json``, ``reports/validation_pack.json``, ``reports/plots/``, the titles of
+``reports/regulatory/*.md``) plus ``dvc metrics
 diff`` and ``dvc params diff`` against the baseline revision, and the validation pack committed
 there (``git show``), whose grades the migration matrix compares with this run's. A section is a
 function ``section(inputs) -> str | None`` listed in ``SECTIONS``; a new section (fairness by group, say) plugs in by adding a
@@ -45,6 +46,7 @@ from . import gates as gates_module
 REPORT_FILE = config.REPORT_MD.as_posix()
 VALIDATION_PACK_FILE = config.VALIDATION_PACK.as_posix()
 PLOTS_DIR = config.PLOTS.as_posix()
+REGULATORY_DIR = config.REGULATORY_DIR.as_posix()
 
 
 @dataclass
@@ -60,6 +62,8 @@ class Inputs:
     params_diff: dict[str, dict[str, Any]] | None = None  # param -> {"old", "new"}
     diff_errors: list[str] = field(default_factory=list)
     plots: list[str] = field(default_factory=list)  # paths relative to reports/
+    # The validator's and the regulator's documents of the run: (path from the root, title)
+    documents: list[tuple[str, str]] = field(default_factory=list)
     images: str = "link"
     run_url: str | None = None
     stale_stages: tuple[str, ...] = ()  # from `dvc status`: stages not reproduced in this run
@@ -352,6 +356,30 @@ def plots_section(inputs: Inputs) -> str | None:
     return "\n\n".join(out)
 
 
+def documents_section(inputs: Inputs) -> str:
+    """Where the validation pack and the regulatory documents of this run are."""
+    out = ["### Documents for validators and regulators"]
+    produced = [(p, t) for p, t in inputs.documents if not is_stale(inputs, p)]
+    left_over = [p for p, _ in inputs.documents if is_stale(inputs, p)]
+    if produced:
+        where = f"the `reports` artifact of [this run]({inputs.run_url})" if inputs.run_url else "`reports/`"
+        out.append(
+            f"Generated from this run's files, in {where}; a release attaches them to its GitHub release:\n\n"
+            + table(["Document", "File"], [[title, f"`{path}`"] for path, title in produced])
+        )
+    if left_over:
+        names = ", ".join(f"`{p}`" for p in left_over)
+        out.append(f"Not produced in this run (the pipeline did not finish; these are an earlier run's): {names}.")
+    if not any(p.startswith(f"{REGULATORY_DIR}/") for p, _ in inputs.documents):
+        out.append(f"❌ `{REGULATORY_DIR}/` is missing: the regulatory stage did not run.")
+    return "\n\n".join(out)
+
+
+def is_stale(inputs: Inputs, path: str) -> bool:
+    """``path`` (or the directory output holding it) was left behind by an earlier run."""
+    return path in inputs.stale_files or path.rsplit("/", 1)[0] in inputs.stale_files
+
+
 def notes_section(inputs: Inputs) -> str | None:
     """What could not be compared, and why."""
     if not inputs.diff_errors:
@@ -369,6 +397,7 @@ SECTIONS: list[Callable[[Inputs], str | None]] = [
     validation_pack_section,
     params_section,
     plots_section,
+    documents_section,
     notes_section,
 ]
 
@@ -415,6 +444,17 @@ def baseline_pack(root: Path, rev: str) -> ValidationPackReport | None:
         raise ValueError(f"{VALIDATION_PACK_FILE} on {rev}: {err}") from None
 
 
+def documents(root: Path) -> list[tuple[str, str]]:
+    """The validation pack and each regulatory document that exists, titled by its first heading."""
+    found = [(VALIDATION_PACK_FILE, "Validation pack (docs/validation.md)")] if (root / VALIDATION_PACK_FILE).exists() else []
+    for path in sorted((root / REGULATORY_DIR).glob("*.md")):
+        first = path.read_text(encoding="utf-8").lstrip().split("\n", 1)[0]
+        # "# Instructions for use (EU AI Act Art. 13): <model title>" -> the part before the title
+        title = first.removeprefix("# ").split(": ", 1)[0] if first.startswith("# ") else path.stem
+        found.append((path.relative_to(root).as_posix(), title))
+    return found
+
+
 def load_inputs(root: Path, baseline_rev: str, images: str, run_url: str | None, compare: bool = True) -> Inputs:
     """Read everything the sections need from the repository at ``root``."""
     ctx = gates_module.Context(params={}, root=root, baseline=None, baseline_source=baseline_rev)
@@ -434,6 +474,7 @@ def load_inputs(root: Path, baseline_rev: str, images: str, run_url: str | None,
     plots = root / PLOTS_DIR
     if plots.is_dir():
         inputs.plots = sorted(str(p.relative_to(root / "reports")) for p in plots.rglob("*.png"))
+    inputs.documents = documents(root)
     if compare:
         inputs.stale_stages = gates_module.stale_stages(root)
         fresh = gates_module.Context(
@@ -444,6 +485,7 @@ def load_inputs(root: Path, baseline_rev: str, images: str, run_url: str | None,
             gates_module.METRICS_FILE,
             gates_module.FAIRNESS_FILE,
             VALIDATION_PACK_FILE,
+            REGULATORY_DIR,
             *(f"{config.REPORTS.as_posix()}/{p}" for p in inputs.plots),
         ]
         inputs.stale_files = frozenset(f for f in candidates if not fresh(f))

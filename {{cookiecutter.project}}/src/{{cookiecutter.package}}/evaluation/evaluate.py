@@ -20,16 +20,29 @@ from .plots import figure
 log = logging.getLogger(LOGGER)
 
 
-def plots(y: np.ndarray, score: np.ndarray, threshold: float, out_dir: Path = config.PLOTS) -> list[str]:
-    """ROC, precision-recall and calibration (scikit-learn's displays) and the score distribution."""
+def plots(
+    y: np.ndarray, score: np.ndarray, threshold: float, benchmark_score: np.ndarray, out_dir: Path = config.PLOTS
+) -> list[str]:
+    """ROC, precision-recall and calibration (scikit-learn's displays) and the score distribution.
+
+    The ROC and precision-recall plots draw the benchmark's curve beside the model's, on the
+    same rows: the gap the benchmark gate judges, seen across every threshold.
+    """
     from sklearn.calibration import CalibrationDisplay
     from sklearn.metrics import PrecisionRecallDisplay, RocCurveDisplay
 
-    with figure(out_dir / "roc.png") as ax:
+    bench_name = f"benchmark: {config.BENCHMARK_NAME}"
+    # The legend goes below the (square) axes, where the benchmark's long name hides no curve.
+    legend = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.16), "fontsize": "small"}
+    with figure(out_dir / "roc.png", size=(5, 5.6)) as ax:
         RocCurveDisplay.from_predictions(y, score, name="model", ax=ax, plot_chance_level=True)
+        RocCurveDisplay.from_predictions(y, benchmark_score, name=bench_name, ax=ax, curve_kwargs={"ls": "--"})
+        ax.legend(**legend)
         ax.set_title("ROC curve")
-    with figure(out_dir / "pr.png") as ax:
+    with figure(out_dir / "pr.png", size=(5, 5.6)) as ax:
         PrecisionRecallDisplay.from_predictions(y, score, name="model", ax=ax, plot_chance_level=True)
+        PrecisionRecallDisplay.from_predictions(y, benchmark_score, name=bench_name, ax=ax, curve_kwargs={"ls": "--"})
+        ax.legend(**legend)
         ax.set_title("Precision-recall curve")
     with figure(out_dir / "calibration.png") as ax:
         CalibrationDisplay.from_predictions(y, score, n_bins=10, strategy="quantile", name="model", ax=ax)
@@ -56,14 +69,13 @@ def main() -> int:
     score = model.scores(pipeline, test, contract)
     facts = use_case.load()
     result = metrics.compute(facts, y, score, meta.threshold, params)
-    bench = benchmark.compare(
-        y, score, benchmark.load_scorer(contract)(test), facts.headline_metric, params.benchmark, params.seed
-    )
+    bench_score = benchmark.load_scorer(contract)(test)
+    bench = benchmark.compare(y, score, bench_score, facts.headline_metric, params.benchmark, params.seed)
     # model.kind: scorecard: the model is this benchmark (one table, train took it as it is), so the
     # comparison is recorded as such and the gate says so rather than passing a zero difference.
     section = bench | {"model_is_benchmark": meta.kind == "scorecard"}
     MetricsReport.parse(result | {"benchmark": section}, config.METRICS).write(config.METRICS)
-    written = plots(y, score, meta.threshold)
+    written = plots(y, score, meta.threshold, bench_score)
 
     import mlflow
 

@@ -98,7 +98,7 @@ def data_quality(df: pd.DataFrame, contract: Contract, params: Params) -> dict[s
 
 
 def read_audit_scores(path: Path, run_id: str, since: datetime | None) -> dict[str, Any]:
-    """Scores the service logged for this model (``model.run_id``) since ``since``, and its reviews (:func:`oversight`)."""
+    """Scores the service logged for this model (``model.run_id``) since ``since``, and the reviews made since then."""
     scores, other_models, lines, reviews = [], 0, 0, []
     with path.open(encoding="utf-8") as fh:
         for number, line in enumerate(fh, 1):
@@ -107,15 +107,16 @@ def read_audit_scores(path: Path, run_id: str, since: datetime | None) -> dict[s
             try:
                 record = json.loads(line)
                 if isinstance(record, dict) and record.get("event") == "review":
-                    reviews.append((str(record["original_decision"]), str(record["final_decision"])))
+                    # A review counts in the window it was made in (the same --since as the decisions).
+                    if since is None or _stamp(record) >= since:
+                        reviews.append((str(record["original_decision"]), str(record["final_decision"])))
                     continue
                 if isinstance(record, dict) and "event" in record:
                     continue  # a chain event (a file replaced, the stop switch, a batch run), not a decision
                 lines += 1
-                stamp = datetime.fromisoformat(str(record["timestamp"]).replace("Z", "+00:00"))
+                stamp = _stamp(record)
                 score = float(record["score"])
                 record_run = record["model"]["run_id"]
-                stamp = stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)  # the service writes UTC
             except (ValueError, KeyError, TypeError) as exc:
                 raise MonitorError(
                     f"audit log {path}: line {number} is not a decision record ({type(exc).__name__}: {exc})"
@@ -131,6 +132,12 @@ def read_audit_scores(path: Path, run_id: str, since: datetime | None) -> dict[s
         "scores": np.asarray(scores, dtype="float64"),
         "oversight": oversight(reviews),
     }
+
+
+def _stamp(record: dict[str, Any]) -> datetime:
+    """A record's ``timestamp`` as an aware datetime (the service writes UTC)."""
+    stamp = datetime.fromisoformat(str(record["timestamp"]).replace("Z", "+00:00"))
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
 
 
 def oversight(reviews: list[tuple[str, str]]) -> dict[str, Any]:
