@@ -132,6 +132,10 @@ class BenchmarkMetrics(_Part):
     difference_ci_high: float
     confidence: float
     bootstrap: int
+{%- if cookiecutter.compute == "spark" %}
+    # How the rows the interval resampled were drawn (a seeded Spark sample past evaluation/spark_stats.py's SAMPLE_ROWS).
+    resampled: str | None = None
+{%- endif %}
 
 
 class MetricsReport(Report):
@@ -308,6 +312,10 @@ class PermutationImportance(_Part):
     rows: int
     held_out_rows: int
     features: list[FeatureImportance]
+{%- if cookiecutter.compute == "spark" %}
+    # How the rows were drawn (a seeded Spark sample past explain.max_rows); None: by the pandas stage.
+    sample: str | None = None
+{%- endif %}
 
 
 class ReasonCode(_Part):

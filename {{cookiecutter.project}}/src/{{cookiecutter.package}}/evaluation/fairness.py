@@ -126,6 +126,13 @@ def assess(
             y, flagged, groups, settings, seed + i, score=np.asarray(score), clusters=subjects, what=f"fairness: {attribute}"
         )
         attributes[attribute] = AttributeFairness.model_validate(found)
+    return report(attributes, threshold, len(y), settings, "subject" if subjects is not None else "row")
+
+
+def report(
+    attributes: dict[str, AttributeFairness], threshold: float, rows: int, settings: FairnessParams, bootstrap_unit: str
+) -> FairnessReport:
+    """The report, its gates and what was not gated, from each attribute's figures (pandas or Spark)."""
     gates = verdicts(attributes, settings)
     if not gates:
         # Fail closed: a fairness check that could not compare any two groups has checked nothing.
@@ -145,7 +152,7 @@ def assess(
     return FairnessReport(
         use_case=facts.name,
         threshold=round(float(threshold), 6),
-        rows=int(len(y)),
+        rows=int(rows),
         outcome=facts.fairness_outcome,
         definitions={
             **facts.fairness_definitions,
@@ -153,7 +160,7 @@ def assess(
             **SUMMARIES,
         },
         settings=FairnessSettings.model_validate(settings.model_dump(include=set(FairnessSettings.model_fields))),
-        bootstrap_unit="subject" if subjects is not None else "row",
+        bootstrap_unit=bootstrap_unit,
         attributes=attributes,
         gates=gates,
         not_gated=not_gated(attributes, settings),
@@ -248,7 +255,11 @@ def main() -> int:
         )
     meta = ModelMeta.read(config.MODEL_META)
     y, score, protected, subjects = load_scored(contract)
-    report = assess(y, score, meta.threshold, protected, params.fairness, params.seed, subjects)
+    return publish(assess(y, score, meta.threshold, protected, params.fairness, params.seed, subjects), meta)
+
+
+def publish(report: FairnessReport, meta: ModelMeta) -> int:
+    """Write the report, log it to the training run and its gates to the console; 1 when a gate fails."""
     report.write(config.FAIRNESS)
 
     import mlflow
