@@ -310,7 +310,12 @@ def build(
             "benchmark": {
                 "name": config.BENCHMARK_NAME,
                 "metric": headline,
-                **{k: run.logged(f"benchmark.{k}") for k in BenchmarkMetrics.model_fields},
+                # The numbers, as logged (a spark repository's section also says in words how its rows were drawn).
+                **{
+                    k: run.logged(f"benchmark.{k}")
+                    for k, f in BenchmarkMetrics.model_fields.items()
+                    if f.annotation in (int, float)
+                },
             },
         },
         "fairness": {
