@@ -25,7 +25,7 @@ from .. import tracking
 from ..core import config, model, use_case
 from ..core.contract import Contract, ContractError, load_contract
 from ..core.errors import DataError, StageOrderError
-from ..core.params import FairnessParams, load_params
+from ..core.params import FairnessParams, Params, load_params
 from ..core.reports import AttributeFairness, FairnessReport, FairnessSettings, FairnessVerdict, GateId, ModelMeta
 from ..core.stage import LOGGER, entry_point
 from .group_stats import assess_attribute
@@ -245,15 +245,20 @@ def mlflow_metrics(report: FairnessReport) -> dict[str, float]:
     return out
 
 
-def main() -> int:
-    """Write ``reports/fairness.json``, log it to the run, and exit 1 when a gate fails."""
+def stage_inputs() -> tuple[Params, Contract, ModelMeta]:
+    """params.yaml, the contract (which must declare protected attributes) and the model's metadata."""
     params = load_params()
     contract = load_contract(params.data.contract)
     if not contract.protected:
         raise ContractError(
             f"{contract.path} declares no protected attributes: fairness cannot be measured; declare them (role: protected)"
         )
-    meta = ModelMeta.read(config.MODEL_META)
+    return params, contract, ModelMeta.read(config.MODEL_META)
+
+
+def main() -> int:
+    """Write ``reports/fairness.json``, log it to the run, and exit 1 when a gate fails."""
+    params, contract, meta = stage_inputs()
     y, score, protected, subjects = load_scored(contract)
     return publish(assess(y, score, meta.threshold, protected, params.fairness, params.seed, subjects), meta)
 

@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 
 from ..core import config, model, use_case
-from ..core.contract import Contract, ContractError, load_contract
+from ..core.contract import Contract
 from ..core.errors import DataError, StageOrderError
-from ..core.params import FairnessParams, load_params
-from ..core.reports import AttributeFairness, ModelMeta
+from ..core.params import FairnessParams
+from ..core.reports import AttributeFairness
 from ..core.stage import LOGGER, entry_point
 from . import fairness, spark_stats
 from .group_stats import _Resampler, _table_from_sums, assess_table
@@ -96,13 +96,7 @@ def scored(test, protected, contract: Contract, pipeline, threshold: float):
 
 def main() -> int:
     """Write ``reports/fairness.json`` from Spark aggregations, log it to the run, and exit 1 when a gate fails."""
-    params = load_params()
-    contract = load_contract(params.data.contract)
-    if not contract.protected:
-        raise ContractError(
-            f"{contract.path} declares no protected attributes: fairness cannot be measured; declare them (role: protected)"
-        )
-    meta = ModelMeta.read(config.MODEL_META)
+    params, contract, meta = fairness.stage_inputs()
     spark = spark_stats.session(params)
     test = spark_stats.read_test(spark, contract)
     protected = spark.read.parquet(str(config.PROTECTED.resolve()))
