@@ -41,8 +41,14 @@ SPARK_ONLY = [
     "src/<package>/monitoring/spark_reference.py",
     "src/<package>/training/spark_sample.py",
     "src/<package>/scoring/spark.py",
+    "src/<package>/evaluation/spark_stats.py",
+    "src/<package>/evaluation/spark_evaluate.py",
+    "src/<package>/evaluation/spark_fairness.py",
+    "src/<package>/evaluation/spark_explain.py",
+    "src/<package>/evaluation/spark_validation_pack.py",
     "tests/test_score_spark.py",
     "tests/test_spark.py",
+    "tests/test_spark_evaluation.py",
     "docs/spark.md",
 ]
 

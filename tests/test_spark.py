@@ -16,7 +16,15 @@ import pytest
 
 from helpers import bake, run
 
-SPARK_STAGES = ("spark_prepare", "spark_validate", "spark_reference")
+SPARK_STAGES = (
+    "spark_prepare",
+    "spark_validate",
+    "spark_reference",
+    "spark_evaluate",
+    "spark_fairness",
+    "spark_explain",
+    "spark_validation_pack",
+)
 
 
 @pytest.fixture(scope="module")
@@ -85,5 +93,7 @@ def test_the_spark_bakes_own_suite_and_lint_pass_with_nothing_skipped(spark_repo
     assert " passed" in summary and "skipped" not in summary and "failed" not in summary, summary
     assert "tests/test_spark.py::test_prepare_matches_pandas_row_for_row PASSED" in done.stdout
     assert "tests/test_spark.py::test_psi_and_csi_equal_pandas_to_1e_12 PASSED" in done.stdout
+    assert "tests/test_spark_evaluation.py::test_validation_pack_equals_the_pandas_stage PASSED" in done.stdout
+    assert "tests/test_spark_evaluation.py::test_fairness_equals_the_pandas_stage_interval_for_interval PASSED" in done.stdout
     run("make lint 2>&1", cwd=spark_repo.path)
     print(f"spark bake: make test {took:.0f} s ({summary})")

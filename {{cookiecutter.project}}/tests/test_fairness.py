@@ -163,7 +163,7 @@ def resampler_draws(y, flagged, groups, subjects, draws: int, seed: int) -> dict
     from {{ cookiecutter.package }}.evaluation.group_stats import _Resampler
 
     names, codes = np.unique(groups, return_inverse=True)
-    resampler = _Resampler(codes, subjects, y, flagged, len(names))
+    resampler = _Resampler.of_rows(codes, subjects, y, flagged, len(names))
     rng = np.random.default_rng(seed)
     sums = np.stack([resampler.sample_sums(rng) for _ in range(draws)])  # (draws, 4, groups)
     return {

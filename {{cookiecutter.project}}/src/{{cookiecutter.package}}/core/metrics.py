@@ -46,6 +46,9 @@ def compute(use_case: UseCase, y: np.ndarray, score: np.ndarray, threshold: floa
     """The use case's metrics on held-out labels ``y`` and scores, rounded for byte-identical reruns."""
     if len(np.unique(y)) < 2:
         raise DataError("the evaluation set holds only one target class; metrics are undefined")
-    raw = use_case.metrics(y, score, threshold, params)
-    # Rounded so that the same data, params and code give byte-identical metrics.json.
-    return {k: round(float(v), 6) for k, v in raw.items()} | {"rows": int(len(y))}
+    return rounded(use_case.metrics(y, score, threshold, params), len(y))
+
+
+def rounded(raw: dict[str, float], rows: int) -> dict[str, float]:
+    """Metrics rounded so that the same data, params and code give byte-identical metrics.json, with the row count."""
+    return {k: round(float(v), 6) for k, v in raw.items()} | {"rows": int(rows)}

@@ -135,6 +135,10 @@ class BenchmarkMetrics(_Part):
     # model.kind: scorecard: the model IS this benchmark, so the difference is zero by construction
     # and the gate has nothing to judge (ci/gates.py says so instead of passing).
     model_is_benchmark: bool = False
+{%- if cookiecutter.compute == "spark" %}
+    # How the rows the interval resampled were drawn (a seeded Spark sample past evaluation/spark_stats.py's SAMPLE_ROWS).
+    resampled: str | None = None
+{%- endif %}
 
 
 class MetricsReport(Report):
@@ -311,6 +315,10 @@ class PermutationImportance(_Part):
     rows: int
     held_out_rows: int
     features: list[FeatureImportance]
+{%- if cookiecutter.compute == "spark" %}
+    # How the rows were drawn (a seeded Spark sample past explain.max_rows); None: by the pandas stage.
+    sample: str | None = None
+{%- endif %}
 
 
 class ReasonCode(_Part):

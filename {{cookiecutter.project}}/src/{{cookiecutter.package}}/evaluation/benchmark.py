@@ -88,9 +88,16 @@ def compare(
     values = {"roc_auc": roc_auc_score(y, benchmark_score), "pr_auc": average_precision_score(y, benchmark_score)}
     ours = {"roc_auc": roc_auc_score(y, model_score), "pr_auc": average_precision_score(y, model_score)}
     low, high = paired_interval(y, model_score, benchmark_score, headline, settings, seed)
+    return section(values, ours[headline], headline, low, high, settings)
+
+
+def section(
+    values: dict[str, float], model_headline: float, headline: str, low: float, high: float, settings: BenchmarkParams
+) -> dict[str, float | int]:
+    """The ``benchmark`` section from the benchmark's metrics, the model's headline and the interval."""
     out = {
         **values,
-        "difference": ours[headline] - values[headline],
+        "difference": model_headline - values[headline],
         "difference_ci_low": low,
         "difference_ci_high": high,
         "confidence": settings.confidence,

@@ -107,8 +107,11 @@ def delong_auc(y: np.ndarray, score: np.ndarray, confidence: float = 0.95) -> Au
     all_ranks = _midranks(np.concatenate([pos, neg]))
     v10 = (all_ranks[:m] - _midranks(pos)) / n
     v01 = 1.0 - (all_ranks[m:] - _midranks(neg)) / m
-    auc = float(v10.mean())
-    se = math.sqrt(float(np.var(v10, ddof=1)) / m + float(np.var(v01, ddof=1)) / n)
+    return auc_interval(float(v10.mean()), math.sqrt(float(np.var(v10, ddof=1)) / m + float(np.var(v01, ddof=1)) / n), confidence)
+
+
+def auc_interval(auc: float, se: float, confidence: float = 0.95) -> AucInterval:
+    """The interval AUC +- z se, clipped to [0, 1] (the Spark stage passes the AUC and se it aggregated)."""
     z = float(stats.norm.ppf(0.5 + confidence / 2))
     return AucInterval(auc=auc, se=se, low=max(0.0, auc - z * se), high=min(1.0, auc + z * se), confidence=confidence)
 
@@ -179,26 +182,41 @@ def gains_table(y: np.ndarray, score: np.ndarray, bands: int = 10) -> list[Gains
     if total_pos == 0 or total_neg == 0 or len(y) < bands:
         raise DataError(f"the gains table needs both classes and at least {bands} rows")
     order = np.argsort(-score, kind="stable")
-    rate = total_pos / len(y)
-    rows, cum_pos, cum_neg = [], 0, 0
-    for band, idx in enumerate(np.array_split(order, bands), start=1):
-        pos = int(y[idx].sum())
-        cum_pos, cum_neg = cum_pos + pos, cum_neg + len(idx) - pos
-        rows.append(
+    split = np.array_split(order, bands)
+    return gains_rows(
+        [len(idx) for idx in split],
+        [float(score[idx].min()) for idx in split],
+        [float(score[idx].max()) for idx in split],
+        [int(y[idx].sum()) for idx in split],
+    )
+
+
+def gains_rows(
+    rows: Sequence[int], min_score: Sequence[float], max_score: Sequence[float], positives: Sequence[int]
+) -> list[GainsRow]:
+    """The gains table from each band's row count, score range and positives (band 1 first)."""
+    total_pos = int(sum(positives))
+    total_neg = int(sum(rows)) - total_pos
+    rate = total_pos / int(sum(rows))
+    out, cum_pos, cum_neg = [], 0, 0
+    for band, (n, low, high, pos) in enumerate(zip(rows, min_score, max_score, positives, strict=True), start=1):
+        n, pos = int(n), int(pos)
+        cum_pos, cum_neg = cum_pos + pos, cum_neg + n - pos
+        out.append(
             GainsRow(
                 band=band,
-                rows=len(idx),
-                min_score=float(score[idx].min()),
-                max_score=float(score[idx].max()),
+                rows=n,
+                min_score=float(low),
+                max_score=float(high),
                 positives=pos,
-                positive_rate=pos / len(idx),
+                positive_rate=pos / n,
                 cum_positive_share=cum_pos / total_pos,
                 cum_negative_share=cum_neg / total_neg,
                 ks=cum_pos / total_pos - cum_neg / total_neg,
-                lift=(pos / len(idx)) / rate,
+                lift=(pos / n) / rate,
             )
         )
-    return rows
+    return out
 
 
 def migration_matrix(before: Sequence[int], after: Sequence[int], grades: int) -> np.ndarray:

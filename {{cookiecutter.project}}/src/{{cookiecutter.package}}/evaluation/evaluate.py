@@ -76,17 +76,23 @@ def main() -> int:
     section = bench | {"model_is_benchmark": meta.kind == "scorecard"}
     MetricsReport.parse(result | {"benchmark": section}, config.METRICS).write(config.METRICS)
     written = plots(y, score, meta.threshold, bench_score)
+    record(meta, result, bench, written)
+    return 0
 
+
+def record(meta: ModelMeta, result: dict[str, float], bench: dict[str, float | int], written: list[str]) -> None:
+    """Log the metrics and plots to the training run, and the headline figures to the console."""
     import mlflow
 
     with tracking.resume_run(meta):
         mlflow.log_metrics({f"test_{k}": v for k, v in result.items()})
-        mlflow.log_metrics({f"benchmark.{k}": v for k, v in bench.items()})
+        # (A spark repository's section also says, in words, how the rows it resampled were drawn.)
+        mlflow.log_metrics({f"benchmark.{k}": v for k, v in bench.items() if not isinstance(v, str)})
         for name in written:
             mlflow.log_artifact(str(config.PLOTS / name), artifact_path="plots")
         mlflow.log_artifact(str(config.METRICS))
-    headline = facts.headline_metric
-    log.info("%s = %.4f on %d out-of-time rows; reports in %s", headline, result[headline], len(y), config.REPORTS)
+    headline = use_case.load().headline_metric
+    log.info("%s = %.4f on %d out-of-time rows; reports in %s", headline, result[headline], result["rows"], config.REPORTS)
     log.info(
         "benchmark (%s): %s = %.4f; model - benchmark = %+.4f (%.0f%% interval %+.4f to %+.4f)",
         config.BENCHMARK_NAME,
@@ -97,7 +103,6 @@ def main() -> int:
         bench["difference_ci_low"],
         bench["difference_ci_high"],
     )
-    return 0
 
 
 if __name__ == "__main__":

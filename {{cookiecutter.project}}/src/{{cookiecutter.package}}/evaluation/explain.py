@@ -154,6 +154,12 @@ def main() -> int:
         ),
         reason_codes=reason_code_summary(pipeline, test, contract, meta.threshold),
     )
+    return publish(report, meta, len(test))
+
+
+def publish(report: ExplainReport, meta: ModelMeta, rows: int) -> int:
+    """Write the report and the plot, log both to the training run; 1 when reason codes are not exact."""
+    scoring = report.permutation_importance.scoring
     report.write(config.EXPLAIN)
     result = report.model_dump()
     plot_importance(result["permutation_importance"])
@@ -176,7 +182,7 @@ def main() -> int:
                 ADDITIVITY_TOLERANCE,
             )
             return 1
-        log.info("reason codes exact on %d held-out rows (max error %.2g log-odds)", len(test), rc["max_additivity_error"])
+        log.info("reason codes exact on %d held-out rows (max error %.2g log-odds)", rows, rc["max_additivity_error"])
     return 0
 
 

@@ -25,7 +25,7 @@ from .. import tracking
 from ..core import config, model, use_case
 from ..core.contract import Contract, ContractError, load_contract
 from ..core.errors import DataError, StageOrderError
-from ..core.params import FairnessParams, load_params
+from ..core.params import FairnessParams, Params, load_params
 from ..core.reports import AttributeFairness, FairnessReport, FairnessSettings, FairnessVerdict, GateId, ModelMeta
 from ..core.stage import LOGGER, entry_point
 from .group_stats import assess_attribute
@@ -126,6 +126,13 @@ def assess(
             y, flagged, groups, settings, seed + i, score=np.asarray(score), clusters=subjects, what=f"fairness: {attribute}"
         )
         attributes[attribute] = AttributeFairness.model_validate(found)
+    return report(attributes, threshold, len(y), settings, "subject" if subjects is not None else "row")
+
+
+def report(
+    attributes: dict[str, AttributeFairness], threshold: float, rows: int, settings: FairnessParams, bootstrap_unit: str
+) -> FairnessReport:
+    """The report, its gates and what was not gated, from each attribute's figures (pandas or Spark)."""
     gates = verdicts(attributes, settings)
     if not gates:
         # Fail closed: a fairness check that could not compare any two groups has checked nothing.
@@ -145,7 +152,7 @@ def assess(
     return FairnessReport(
         use_case=facts.name,
         threshold=round(float(threshold), 6),
-        rows=int(len(y)),
+        rows=int(rows),
         outcome=facts.fairness_outcome,
         definitions={
             **facts.fairness_definitions,
@@ -153,7 +160,7 @@ def assess(
             **SUMMARIES,
         },
         settings=FairnessSettings.model_validate(settings.model_dump(include=set(FairnessSettings.model_fields))),
-        bootstrap_unit="subject" if subjects is not None else "row",
+        bootstrap_unit=bootstrap_unit,
         attributes=attributes,
         gates=gates,
         not_gated=not_gated(attributes, settings),
@@ -238,17 +245,26 @@ def mlflow_metrics(report: FairnessReport) -> dict[str, float]:
     return out
 
 
-def main() -> int:
-    """Write ``reports/fairness.json``, log it to the run, and exit 1 when a gate fails."""
+def stage_inputs() -> tuple[Params, Contract, ModelMeta]:
+    """params.yaml, the contract (which must declare protected attributes) and the model's metadata."""
     params = load_params()
     contract = load_contract(params.data.contract)
     if not contract.protected:
         raise ContractError(
             f"{contract.path} declares no protected attributes: fairness cannot be measured; declare them (role: protected)"
         )
-    meta = ModelMeta.read(config.MODEL_META)
+    return params, contract, ModelMeta.read(config.MODEL_META)
+
+
+def main() -> int:
+    """Write ``reports/fairness.json``, log it to the run, and exit 1 when a gate fails."""
+    params, contract, meta = stage_inputs()
     y, score, protected, subjects = load_scored(contract)
-    report = assess(y, score, meta.threshold, protected, params.fairness, params.seed, subjects)
+    return publish(assess(y, score, meta.threshold, protected, params.fairness, params.seed, subjects), meta)
+
+
+def publish(report: FairnessReport, meta: ModelMeta) -> int:
+    """Write the report, log it to the training run and its gates to the console; 1 when a gate fails."""
     report.write(config.FAIRNESS)
 
     import mlflow

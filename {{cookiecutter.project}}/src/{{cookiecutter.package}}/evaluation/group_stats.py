@@ -90,7 +90,20 @@ class _Resampler:
     thousand, and every row still counts.
     """
 
-    def __init__(self, codes: np.ndarray, clusters: np.ndarray | None, y: np.ndarray, flagged: np.ndarray, k: int) -> None:
+    def __init__(self, patterns: np.ndarray, multiplicity: np.ndarray, k: int, n_units: int) -> None:
+        """From the distinct unit patterns (group code, rows, positives, flags, true positives), sorted, and their counts."""
+        self.k = k
+        self.n_units = n_units
+        self.groups = []
+        for g in range(k):
+            here = patterns[:, 0] == g
+            if here.any():
+                m = multiplicity[here]
+                self.groups.append((g, int(m.sum()), m / m.sum(), patterns[here, 1:].astype(float)))
+
+    @classmethod
+    def of_rows(cls, codes: np.ndarray, clusters: np.ndarray | None, y: np.ndarray, flagged: np.ndarray, k: int) -> _Resampler:
+        """The resampler of rows with group codes ``codes``, subjects ``clusters`` (None: each row its own), labels and flags."""
         codes = np.asarray(codes, dtype=np.int64)
         if clusters is None:
             units = np.arange(len(codes))
@@ -111,14 +124,7 @@ class _Resampler:
             ]
         ).astype(np.int64)
         patterns, multiplicity = np.unique(stats, axis=0, return_counts=True) if n_units else (stats, np.zeros(0, int))
-        self.k = k
-        self.n_units = n_units
-        self.groups = []
-        for g in range(k):
-            here = patterns[:, 0] == g
-            if here.any():
-                m = multiplicity[here]
-                self.groups.append((g, int(m.sum()), m / m.sum(), patterns[here, 1:].astype(float)))
+        return cls(patterns, multiplicity, k, n_units)
 
     def sample_sums(self, rng: np.random.Generator) -> np.ndarray:
         """One resample's per-group sums: a (4, k) array of rows, positives, flags, true positives."""
@@ -188,11 +194,18 @@ def assess_attribute(
     what: str = "fairness",
 ) -> dict[str, Any]:
     """Group table, between-group summaries and their bootstrap intervals for one protected attribute."""
-    facts = use_case.load()
-    outcome, headline = facts.fairness_outcome, facts.headline_metric
     table = by_group(y, flagged, groups)
     if score is not None:
-        table[headline] = headline_by_group(y, score, groups).reindex(table.index)
+        table[use_case.load().headline_metric] = headline_by_group(y, score, groups).reindex(table.index)
+    codes = pd.Categorical(groups, categories=table.index).codes
+    resampler = _Resampler.of_rows(codes, clusters, y, flagged, len(table.index))
+    return assess_table(table, resampler, settings, seed, what)
+
+
+def assess_table(table: pd.DataFrame, resampler: _Resampler, settings: FairnessParams, seed: int, what: str) -> dict[str, Any]:
+    """:func:`assess_attribute` from the group table and the resampler of its units (the Spark stage aggregates both)."""
+    facts = use_case.load()
+    outcome, headline = facts.fairness_outcome, facts.headline_metric
     min_size, min_outcomes = settings.min_group_size, settings.min_group_outcomes
     negatives = table["n"] - table["positives"]
     rate_groups, tpr_groups, fpr_groups = eligible_groups(table, settings)
@@ -205,8 +218,6 @@ def assess_attribute(
     columns = [outcome, "tpr", "fpr"]
     boot_groups: dict[str, list[np.ndarray]] = {c: [] for c in columns}
     boot_summary: dict[str, list[float]] = {k: [] for k in summary}
-    codes = pd.Categorical(groups, categories=table.index).codes
-    resampler = _Resampler(codes, clusters, y, flagged, len(table.index))
     for _ in progress(range(n_boot), n_boot, f"{what}: bootstrap resamples"):
         t = _table_from_sums(*resampler.sample_sums(rng), table.index)
         for c in columns:

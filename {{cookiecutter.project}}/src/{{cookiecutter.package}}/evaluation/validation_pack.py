@@ -80,13 +80,22 @@ def grade_table(
     y: np.ndarray, pd_: np.ndarray, scale: dict[str, float], significance: float
 ) -> tuple[list[GradeRow], np.ndarray, HosmerLemeshowResult, Concentration]:
     """Every grade's row, each row's grade index, Hosmer-Lemeshow over the grades and their concentration."""
+    idx = calibration.grade_index(pd_, list(scale.values()))
+    in_grade = [idx == k for k in range(len(scale))]
+    counts = [int(m.sum()) for m in in_grade]
+    means = [float(pd_[m].mean()) if m.any() else None for m in in_grade]
+    rows, hl, concentration = grade_rows(counts, [int(y[m].sum()) for m in in_grade], means, scale, significance)
+    return rows, idx, hl, concentration
+
+
+def grade_rows(
+    counts: Sequence[int], defaults: Sequence[int], mean_pds: Sequence[float | None], scale: dict[str, float], significance: float
+) -> tuple[list[GradeRow], HosmerLemeshowResult, Concentration]:
+    """Every grade's row, Hosmer-Lemeshow over the grades and their concentration, from each grade's counts and mean PD."""
     names, bounds = list(scale), list(scale.values())
-    idx = calibration.grade_index(pd_, bounds)
-    rows, counts, defaults, means = [], [], [], []
+    rows, means = [], []
     for k, name in enumerate(names):
-        in_grade = idx == k
-        n, d = int(in_grade.sum()), int(y[in_grade].sum())
-        mean_pd = float(pd_[in_grade].mean()) if n else None
+        n, d, mean_pd = int(counts[k]), int(defaults[k]), mean_pds[k]
         rows.append(
             GradeRow(
                 grade=name,
@@ -100,13 +109,11 @@ def grade_table(
                 binomial=verdict(calibration.binomial_p_value(d, n, mean_pd), significance) if n else None,
             )
         )
-        counts.append(n)
-        defaults.append(d)
         means.append(mean_pd if n else 0.5)  # empty grades are dropped by hosmer_lemeshow
     hl = calibration.hosmer_lemeshow(defaults, counts, means)
     hhi, normalised = calibration.herfindahl(counts)
     hl_result = HosmerLemeshowResult(statistic=_r(hl.statistic), df=hl.df, **verdict(hl.p_value, significance).model_dump())
-    return rows, idx, hl_result, Concentration(hhi=_r(hhi), normalised=_r(normalised))
+    return rows, hl_result, Concentration(hhi=_r(hhi), normalised=_r(normalised))
 
 
 def band_labels(edges: Sequence[float]) -> list[str]:
@@ -117,17 +124,32 @@ def band_labels(edges: Sequence[float]) -> list[str]:
 
 def value_band(label: str, low: float, high: float | None, y: np.ndarray, flagged: np.ndarray, value: np.ndarray) -> ValueBand:
     """Precision and recall of the flags, and fraudulent value over total value, among the given rows."""
-    precision, recall = calibration.precision_recall(y, flagged)
-    total, fraud_value = float(value.sum()), float(value[y.astype(bool)].sum())
+    y, flagged = y.astype(bool), flagged.astype(bool)
+    sums = (len(y), int(y.sum()), int(flagged.sum()), int((y & flagged).sum()), float(value.sum()), float(value[y].sum()))
+    return value_band_of_sums(label, low, high, *sums)
+
+
+def value_band_of_sums(
+    label: str,
+    low: float,
+    high: float | None,
+    rows: int,
+    frauds: int,
+    flagged: int,
+    caught: int,
+    total: float,
+    fraud_value: float,
+) -> ValueBand:
+    """:func:`value_band` from the band's counts (rows, frauds, flagged, flagged frauds) and value sums."""
     return ValueBand(
         band=label,
         low=low,
         high=high,
-        rows=len(y),
-        frauds=int(y.sum()),
-        flagged=int(flagged.sum()),
-        precision=_r(precision),
-        recall=_r(recall),
+        rows=int(rows),
+        frauds=int(frauds),
+        flagged=int(flagged),
+        precision=_r(caught / flagged) if flagged else None,
+        recall=_r(caught / frauds) if frauds else None,
         value=round(total, 2),
         fraud_value=round(fraud_value, 2),
         fraud_rate_by_value=_r(fraud_value / total) if total > 0 else None,
@@ -169,12 +191,38 @@ def build(
 ) -> ValidationPackReport:
     """The pack for held-out rows ``test`` and their scores; ``ref`` None reads (or sets) the committed reference."""
     settings = params.validation_pack
-    alpha = settings.significance
     y = model.target_vector(test, contract).astype(int)
     auc = calibration.delong_auc(y, score, settings.confidence)
+    gains = calibration.gains_table(y, score, settings.score_bands)
+    graded = None
+    if params.grades is not None:
+        rows, idx, hl, concentration = grade_table(y, score, params.grades, settings.significance)
+        graded = (rows, hl, concentration, encode_assignments(test[contract.row_key], idx))
+    bands = None
+    if settings.value_bands is not None and contract.monetary is not None:
+        flagged = score >= meta.threshold
+        bands = value_bands(y, flagged, test[contract.monetary].to_numpy(), settings.value_bands, contract.monetary)
+    return assemble(params, contract, meta, len(y), int(y.sum()), auc, gains, graded, bands, ref)
+
+
+def assemble(
+    params: Params,
+    contract: Contract,
+    meta: ModelMeta,
+    n_rows: int,
+    positives: int,
+    auc: calibration.AucInterval,
+    gains_rows: list[calibration.GainsRow],
+    graded: tuple[list[GradeRow], HosmerLemeshowResult, Concentration, GradeAssignments] | None,
+    bands_out: ValueBands | None,
+    ref: ValidationReference | None = None,
+) -> ValidationPackReport:
+    """The pack from its computed parts (the pandas and the Spark stage compute them each their way)."""
+    settings = params.validation_pack
+    alpha = settings.significance
     same = False
     if ref is None:
-        ref, same = reference(auc, len(y), meta)
+        ref, same = reference(auc, n_rows, meta)
     else:
         same = ref.run_id == meta.run_id
     discrimination = Discrimination(
@@ -189,33 +237,23 @@ def build(
         change=_r(auc.auc - ref.roc_auc),
         decline=verdict(calibration.auc_decline_p_value(ref.roc_auc, auc), alpha),
     )
-    bands = [
-        GainsBand(**{k: _r(v) if isinstance(v, float) else v for k, v in vars(row).items()})
-        for row in calibration.gains_table(y, score, settings.score_bands)
-    ]
+    bands = [GainsBand(**{k: _r(v) if isinstance(v, float) else v for k, v in vars(row).items()}) for row in gains_rows]
     gains = Gains(bands=bands, ks=max(b.ks for b in bands))
 
     grades, grades_why = None, None
     if params.grades is None:
         grades_why = "params.yaml has no master scale (grades)"
-    else:
-        rows, idx, hl, concentration = grade_table(y, score, params.grades, alpha)
+    elif graded is not None:
+        rows, hl, concentration, assignments = graded
         grades = Grades(
-            scale=dict(params.grades),
-            rows=rows,
-            hosmer_lemeshow=hl,
-            concentration=concentration,
-            assignments=encode_assignments(test[contract.row_key], idx),
+            scale=dict(params.grades), rows=rows, hosmer_lemeshow=hl, concentration=concentration, assignments=assignments
         )
 
-    bands_out, bands_why = None, None
+    bands_why = None
     if settings.value_bands is None:
         bands_why = "params.yaml sets no validation_pack.value_bands"
     elif contract.monetary is None:
         bands_why = f"{contract.path} marks no column 'monetary: true'"
-    else:
-        flagged = score >= meta.threshold
-        bands_out = value_bands(y, flagged, test[contract.monetary].to_numpy(), settings.value_bands, contract.monetary)
 
     failed = [] if discrimination.decline.status == "pass" else ["roc_auc_decline"]
     if grades is not None:
@@ -226,8 +264,8 @@ def build(
         schema_version=1,
         use_case=use_case.load().name,
         run_id=meta.run_id,
-        rows=len(y),
-        positives=int(y.sum()),
+        rows=n_rows,
+        positives=positives,
         threshold=meta.threshold,
         significance=alpha,
         discrimination=discrimination,
@@ -292,7 +330,11 @@ def main() -> int:
     pipeline = model.load(config.MODEL)
     test = pd.read_parquet(config.TEST)
     score = model.scores(pipeline, test, contract)
-    pack = build(params, contract, meta, test, score)
+    return publish(build(params, contract, meta, test, score), meta)
+
+
+def publish(pack: ValidationPackReport, meta: ModelMeta) -> int:
+    """Write the pack, log its key figures to the training run and its headline to the console."""
     pack.write(config.VALIDATION_PACK)
 
     import mlflow

@@ -320,7 +320,12 @@ def build(
             "benchmark": {
                 "name": config.BENCHMARK_NAME,
                 "metric": headline,
-                **{k: run.logged(f"benchmark.{k}") for k in BenchmarkMetrics.model_fields if k != "model_is_benchmark"},
+                # The numbers, as logged (a spark repository's section also says in words how its rows were drawn).
+                **{
+                    k: run.logged(f"benchmark.{k}")
+                    for k, f in BenchmarkMetrics.model_fields.items()
+                    if f.annotation in (int, float)
+                },
                 "model_is_benchmark": params.model.kind == "scorecard",
             },
         },
