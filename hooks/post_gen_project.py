@@ -38,6 +38,7 @@ SPARK_ONLY = [
     "src/<package>/data/spark_prepare.py",
     "src/<package>/data/spark_validate.py",
     "src/<package>/monitoring/spark_drift.py",
+    "src/<package>/monitoring/spark_monitor.py",
     "src/<package>/monitoring/spark_reference.py",
     "src/<package>/training/spark_sample.py",
     "src/<package>/scoring/spark.py",

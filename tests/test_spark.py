@@ -95,5 +95,13 @@ def test_the_spark_bakes_own_suite_and_lint_pass_with_nothing_skipped(spark_repo
     assert "tests/test_spark.py::test_psi_and_csi_equal_pandas_to_1e_12 PASSED" in done.stdout
     assert "tests/test_spark_evaluation.py::test_validation_pack_equals_the_pandas_stage PASSED" in done.stdout
     assert "tests/test_spark_evaluation.py::test_fairness_equals_the_pandas_stage_interval_for_interval PASSED" in done.stdout
+    for name in (
+        "test_make_monitor_on_spark_writes_the_pandas_report_for_a_parquet_directory",
+        "test_the_distributed_cut_takes_exactly_the_k_lowest_rows_ties_broken_by_position",
+        "test_prepare_and_validate_run_over_spark_connect_from_spark_remote_alone",
+    ):
+        assert f"tests/test_spark.py::{name} PASSED" in done.stdout, name
+    # `make monitor` in a spark bake is the Spark monitor.
+    assert "monitoring.spark_monitor --batch" in run("make -n monitor BATCH=b.parquet", cwd=spark_repo.path).stdout
     run("make lint 2>&1", cwd=spark_repo.path)
     print(f"spark bake: make test {took:.0f} s ({summary})")

@@ -182,6 +182,15 @@ def test_batch_breaking_the_contract_is_a_data_quality_failure_not_drift(in_run,
     assert prom.get("model_drift_status", {}) == {}
 
 
+def test_a_csv_batch_meets_the_contract_as_its_parquet_twin_does(in_run, tmp_path):
+    # CSV carries dates as text: read as prepare reads them, not failed as the wrong type.
+    df = batch.make_batch(CONTRACT, 800, seed=13, drift={}, labelled=False)
+    df.to_csv(tmp_path / "batch.csv", index=False)
+    report = monitor.run(tmp_path / "batch.csv", None, None, in_run)
+    assert report["data_quality"]["success"] is True, report["data_quality"]["failures"]
+    assert report["status"] == monitor_batch(tmp_path, df, in_run)["status"]
+
+
 def test_unlabelled_batch_has_drift_but_no_performance(in_run, tmp_path):
     df = batch.make_batch(CONTRACT, ROWS, seed=11, drift={}, labelled=False)
     assert CONTRACT.target not in df.columns

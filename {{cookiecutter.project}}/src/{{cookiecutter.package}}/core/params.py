@@ -330,6 +330,8 @@ class SparkParams(_Section):
     # local[N] on one machine; spark://host:7077, yarn, k8s://... on a cluster. SPARK_REMOTE (Spark
     # Connect) and spark-submit's --master take precedence, so a cluster needs no edit here.
     master: str = "local[2]"
+    # A Spark Connect server (sc://host:15002; local[N] starts one in this process). SPARK_REMOTE overrides it.
+    remote: str | None = None
     app_name: str = "{{ cookiecutter.project }}"
     # Any Spark setting, passed to the session as written (spark.driver.memory, spark.sql.shuffle.partitions ...).
     conf: dict[str, str | int | float | bool] = Field(default_factory=dict)

@@ -90,35 +90,102 @@ def with_timestamp(df, contract: Contract):
     return df.withColumn(ts, column.cast("timestamp_ntz"))
 
 
-def split(df, contract: Contract, test_fraction: float, seed: int, rows: int):
-    """Out-of-time split as the pandas stage makes it: the latest ``round(rows * test_fraction)`` rows are the test set."""
+# Rank error of the approximate quantile that brackets a cut (Spark's percentile_approx accuracy).
+# It sets only how many rows are counted exactly around the cut (a few per 1e5 of the data);
+# the cut itself is always exact (see ``lowest``).
+CUT_ACCURACY = 100_000
+
+
+def lowest(df, k: int, order: str, tie: str | None = None, rows: int | None = None):
+    """A condition true for exactly the ``k`` lowest rows of ``df`` by (``order``, then ``tie``): a distributed cut.
+
+    No window, no sort of the whole data: ``percentile_approx`` brackets the value at rank ``k``
+    (its rank error is at most ``rows / CUT_ACCURACY``), one aggregation checks the bracket holds
+    that rank (widened until it does), and only the counts of the distinct values inside the
+    bracket reach the driver. Rows tied on the cut value are cut the same way on ``tie`` (whose
+    values are distinct). ``order`` has no nulls here; the caller orders its nulls.
+    """
     from pyspark.sql import functions as F
-    from pyspark.sql.window import Window
+
+    rows = df.count() if rows is None else rows
+    if k <= 0:
+        return F.lit(False)
+    if k >= rows:
+        return F.lit(True)
+    col = F.col(order)
+    width = 2.0 / CUT_ACCURACY
+    while True:
+        p = (k + 0.5) / rows
+        bounds = [max(0.0, p - width), min(1.0, p + width)]
+        lo, hi = df.select(F.percentile_approx(col, bounds, CUT_ACCURACY).alias("b")).first()["b"]
+        below, inside = df.agg(
+            F.count(F.when(col < F.lit(lo), 1)), F.count(F.when((col >= F.lit(lo)) & (col <= F.lit(hi)), 1))
+        ).first()
+        if below <= k < below + inside or width >= 1.0:
+            break
+        width *= 8  # the estimate missed (it cannot, by Spark's bound, but the cut must not depend on it)
+    counts = df.filter((col >= F.lit(lo)) & (col <= F.lit(hi))).groupBy(order).count().orderBy(order).collect()
+    for row in counts:
+        if below + row["count"] > k:
+            cut, ties = row[order], k - below  # the k-th row has value ``cut``; ``ties`` of its equals come first
+            break
+        below += row["count"]
+    strictly = col < F.lit(cut)
+    if not ties:
+        return strictly
+    if tie is None:
+        raise ValueError(f"{order}: {row['count']} rows share the value at the cut and there is no column to order them")
+    equal = df.filter(col == F.lit(cut))
+    return strictly | ((col == F.lit(cut)) & lowest(equal, ties, tie, rows=row["count"]))
+
+
+def split(df, contract: Contract, test_fraction: float, seed: int, rows: int):
+    """Out-of-time split as the pandas stage makes it: the latest ``round(rows * test_fraction)`` rows are the test set.
+
+    The pandas stage sorts stably by time, missing times last, so the order is (time, input
+    position); the training rows are the first ``rows - n_test`` of it, found by ``lowest`` with
+    aggregations only (the test set is the rest). Each part is then sorted (a distributed sort)
+    to be written in that order.
+    """
+    from pyspark.sql import functions as F
 
     n_test = int(round(rows * test_fraction))
+    n_train = rows - n_test
     ts = contract.timestamp
     if ts is not None:
         if ts not in df.columns:
             raise PrepareError(f"{contract.path} declares timestamp column {ts!r}, but the data has no such column")
-        if rows and df.filter(F.col(ts).isNotNull()).limit(1).count() == 0:
+        # Microseconds since 1970 counted on the wall clock (timestamp_ntz, no time zone): an
+        # integer key, so the cut is compared as a number, never as a Python datetime literal.
+        when = "__when"
+        keyed = df.withColumn(when, F.expr(f"timestampdiff(MICROSECOND, TIMESTAMP_NTZ'1970-01-01 00:00:00', `{ts}`)"))
+        dated = keyed.filter(F.col(when).isNotNull()).count() if rows else 0
+        if rows and dated == 0:
             raise PrepareError(f"column {ts!r}: no value could be read as a date/time")
-        # The pandas stage sorts stably by time, missing times last: the order is (time, input position).
+        if n_train <= dated:  # the cut falls among the dated rows; every undated row is in the test set
+            cut = lowest(keyed.filter(F.col(when).isNotNull()), n_train, when, POSITION, dated)
+            in_train = F.col(when).isNotNull() & cut
+        else:  # every dated row trains, and the first undated ones by position
+            undated = keyed.filter(F.col(when).isNull())
+            in_train = F.col(when).isNotNull() | lowest(undated, n_train - dated, POSITION, rows=rows - dated)
         order = [F.col(ts).asc_nulls_last(), F.col(POSITION).asc()]
-        ranked = df.withColumn("__rank", F.row_number().over(Window.orderBy(*order)) - 1) if n_test else None
-        if not n_test:
-            return df.orderBy(*order), df.limit(0)
-        test = ranked.filter(F.col("__rank") >= rows - n_test).drop("__rank").orderBy(*order)
-        train = ranked.filter(F.col("__rank") < rows - n_test).drop("__rank").orderBy(*order)
-        return train, test
-    # No timestamp: stratified at random by the target (seeded; not the pandas stage's rows).
+        return (
+            keyed.filter(in_train).drop(when).orderBy(*order),
+            keyed.filter(~in_train).drop(when).orderBy(*order),
+        )
+    # No timestamp: stratified at random by the target (seeded; not the pandas stage's rows). Each
+    # class's test rows are its round(n * test_fraction) lowest seeded uniform draws.
     target = contract.target
-    window = Window.partitionBy(target).orderBy(F.rand(seed))
-    counts = df.groupBy(target).count().withColumnRenamed("count", "__n")
-    ranked = df.join(counts, on=target, how="left").withColumn("__r", F.row_number().over(window))
-    in_test = F.col("__r") <= F.round(F.col("__n") * test_fraction)
+    draw = "__draw"
+    drawn = df.withColumn(draw, F.rand(seed))
+    in_test = F.lit(False)
+    for row in drawn.groupBy(target).count().collect():
+        same = F.col(target).eqNullSafe(F.lit(row[target]))
+        cls = drawn.filter(same)
+        in_test = in_test | (same & lowest(cls, int(round(row["count"] * test_fraction)), draw, POSITION, row["count"]))
     return (
-        ranked.filter(~in_test).drop("__r", "__n").orderBy(POSITION),
-        ranked.filter(in_test).drop("__r", "__n").orderBy(POSITION),
+        drawn.filter(~in_test).drop(draw).orderBy(POSITION),
+        drawn.filter(in_test).drop(draw).orderBy(POSITION),
     )
 
 
@@ -146,7 +213,7 @@ def prepare(spark, raw, contract: Contract, key: bytes, ledger: set[str], test_f
     df = missing_as_null(raw.drop(*dropped)).withColumn(POSITION, F.monotonically_increasing_id())
     if contract.id_column is None:
         # No id column: key each row by its position in the input, as the pandas stage does.
-        df = df.withColumn(contract.row_key, F.row_number().over(_by_position()).cast("long") - 1)
+        df = df.withColumn(contract.row_key, row_index(df))
         df = df.select(contract.row_key, *[c for c in df.columns if c != contract.row_key])
     # Every later step reads the pseudonymised rows: hash once, keep them (memory, then disk).
     df = with_timestamp(pseudonymise(df, contract, key), contract).persist()
@@ -180,11 +247,23 @@ def prepare(spark, raw, contract: Contract, key: bytes, ledger: set[str], test_f
     return train, test, protected, summary
 
 
-def _by_position():
-    from pyspark.sql import functions as F
-    from pyspark.sql.window import Window
+def row_index(df):
+    """Each row's index in the input (0, 1, ...) from ``POSITION``, with no window over the whole data.
 
-    return Window.orderBy(F.col(POSITION))
+    ``monotonically_increasing_id`` puts the partition in the upper 31 bits and the row within
+    it in the lower 33: one aggregation counts the rows of each partition (a row per partition
+    reaches the driver) and the index is the rows before its partition plus its place in it.
+    """
+    from pyspark.sql import functions as F
+
+    partition = F.shiftrightunsigned(F.col(POSITION), 33)
+    sizes = sorted((int(r["p"]), int(r["count"])) for r in df.groupBy(partition.alias("p")).count().collect())
+    offsets, before = [], 0
+    for part, size in sizes:
+        offsets += [F.lit(part), F.lit(before)]
+        before += size
+    start = F.create_map(*offsets)[partition] if offsets else F.lit(0)
+    return (start + F.col(POSITION).bitwiseAND(F.lit((1 << 33) - 1))).cast("long")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -63,7 +63,7 @@ def apply_drift(df: pd.DataFrame, drift: dict[str, float], contract: Contract, s
             counts = s.value_counts()
             rarest = min(contract.categories(name), key=lambda level: counts.get(level, 0))
             move = s.notna().to_numpy() & (rng.random(len(s)) < amount)
-            values = s.astype(object).to_numpy()
+            values = s.astype(object).to_numpy(copy=True)  # pandas 3 hands back a read-only view
             values[move] = rarest
             out[name] = pd.Series(values, index=s.index).astype(s.dtype)
     return out

@@ -4,7 +4,9 @@ Compares a batch (CSV or Parquet with the contract's columns; labels optional) a
 decision service has run, the scores in its audit log, with the reference fixed at training
 time (``models/reference.json``). Writes ``reports/monitoring/<date>.json`` and ``.md`` with
 plots, and the figures as Prometheus textfile metrics. Exit status 0 whatever the verdict (the
-verdict is in the report); 1 for input the monitor cannot read.
+verdict is in the report); 1 for input the monitor cannot read. Reading and measuring the batch
+is an engine's part (``measure`` here, with pandas; a compute=spark bake's spark_monitor.py on
+Spark); the audit log, the verdicts and the report are shared.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import dataclasses
 import json
 import logging
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -89,12 +92,13 @@ def data_quality(df: pd.DataFrame, contract: Contract, params: Params) -> dict[s
     the target) are checked when the batch carries them, since production batches often come
     without labels or with PII already stripped.
     """
-    labelled = has_labels(df, contract)
-    keep = tuple(
-        c for c in contract.columns if c.role == "feature" or (c.name in df.columns and (c.role != "target" or labelled))
-    )
-    batch_contract = dataclasses.replace(contract, columns=keep, _by_name={})
-    return run_validation(df, batch_contract, params).model_dump()
+    return run_validation(df, batch_contract(contract, list(df.columns), has_labels(df, contract)), params).model_dump()
+
+
+def batch_contract(contract: Contract, columns: list[str], labelled: bool) -> Contract:
+    """The contract a batch is held to: every feature, and the other declared columns it carries (the target if labelled)."""
+    keep = tuple(c for c in contract.columns if c.role == "feature" or (c.name in columns and (c.role != "target" or labelled)))
+    return dataclasses.replace(contract, columns=keep, _by_name={})
 
 
 def read_audit_scores(path: Path, run_id: str, since: datetime | None) -> dict[str, Any]:
@@ -250,8 +254,56 @@ def _fairness(df, y, flagged, contract: Contract, params: Params) -> dict[str, A
     return {"by_attribute": result, "gates": gates}
 
 
-def run(batch_path: Path, audit_log: Path | None, since: datetime | None, params: Params) -> dict[str, Any]:
-    """Every figure of the monitor for one batch; pure computation, no files written."""
+@dataclasses.dataclass
+class Measured:
+    """What an engine measured of one batch: the pandas one here, Spark's in monitoring/spark_monitor.py."""
+
+    rows: int
+    labelled: bool
+    data_quality: dict[str, Any]
+    figures: dict[str, dict[str, Any]]  # PSI of the score, CSI of each feature (no verdicts yet); empty if a feature is missing
+    decision_rate: float | None  # share of the batch at or above the threshold; None when it could not be scored
+    # The labelled rows' frame (target and protected attributes) and scores, in batch order, for `performance`.
+    labelled_rows: Callable[[], tuple[pd.DataFrame, np.ndarray]] | None
+
+
+def as_dates(df: pd.DataFrame, contract: Contract) -> pd.DataFrame:
+    """The timestamp read as prepare reads it: CSV carries dates as text, and text that is no date is missing."""
+    ts = contract.timestamp
+    if ts in df.columns and not pd.api.types.is_datetime64_any_dtype(df[ts]):
+        df[ts] = pd.to_datetime(df[ts], errors="coerce", format="mixed")
+    return df
+
+
+def measure(batch_path: Path | str, contract: Contract, params: Params, ref: ReferenceReport, epsilon: float) -> Measured:
+    """Read the batch with pandas and measure it: data quality, then (every feature present) score and drift."""
+    df = as_dates(read_batch(Path(batch_path)), contract)
+    quality = data_quality(df, contract, params)
+    missing = [f for f in contract.features if f not in df.columns]
+    figures: dict[str, dict[str, Any]] = {}
+    score = None
+    if not missing:
+        score = model.scores(model.load(config.MODEL), df, contract)
+        figures["score"] = {"kind": "psi", **drift.compare(ref.score.model_dump(), score, epsilon)}
+        frame = model.model_frame(df, contract)
+        for name, entry in ref.features.items():
+            figures[name] = {"kind": "csi", **drift.compare(entry.model_dump(), frame[name], epsilon)}
+    return Measured(
+        rows=int(len(df)),
+        labelled=has_labels(df, contract),
+        data_quality=quality,
+        figures=figures,
+        decision_rate=None if score is None else float(np.mean(score >= ref.threshold)),
+        labelled_rows=None if score is None else lambda: (df, score),
+    )
+
+
+def run(batch_path: Path | str, audit_log: Path | None, since: datetime | None, params: Params, engine=measure) -> dict[str, Any]:
+    """Every figure of the monitor for one batch; pure computation, no files written.
+
+    ``engine`` reads and measures the batch (:func:`measure` with pandas, ``spark_monitor.measure``
+    on Spark); everything else (the audit log, verdicts, performance, the report) is shared.
+    """
     settings = Settings.from_params(params)
     contract = load_contract(params.data.contract)
     if not config.MODEL_META.exists() or not config.MODEL.exists():
@@ -259,17 +311,9 @@ def run(batch_path: Path, audit_log: Path | None, since: datetime | None, params
     meta = ModelMeta.read(config.MODEL_META)
     ref = reference.load(reference.REFERENCE, run_id=meta.run_id)
     threshold = ref.threshold
-    df = read_batch(batch_path)
-    quality = data_quality(df, contract, params)
-    missing = [f for f in contract.features if f not in df.columns]
-    figures: dict[str, dict[str, Any]] = {}
-    score = None
-    if not missing:
-        score = model.scores(model.load(config.MODEL), df, contract)
-        figures["score"] = {"kind": "psi", **drift.compare(ref.score.model_dump(), score, settings.epsilon)}
-        frame = model.model_frame(df, contract)
-        for name, entry in ref.features.items():
-            figures[name] = {"kind": "csi", **drift.compare(entry.model_dump(), frame[name], settings.epsilon)}
+    measured = engine(batch_path, contract, params, ref, settings.epsilon)
+    quality = measured.data_quality
+    figures = measured.figures
     served = None
     if audit_log is not None and audit_log.exists():
         served = read_audit_scores(audit_log, meta.run_id, since)
@@ -284,15 +328,12 @@ def run(batch_path: Path, audit_log: Path | None, since: datetime | None, params
         fig["verdict"] = (found if judged else Verdict(status="skip", reason="the batch broke the data contract")).model_dump()
     report: dict[str, Any] = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "batch": {"path": str(batch_path), "rows": int(len(df)), "labelled": has_labels(df, contract)},
+        "batch": {"path": str(batch_path), "rows": measured.rows, "labelled": measured.labelled},
         "model": {"run_id": meta.run_id, "threshold": threshold, "contract": f"{contract.name} v{contract.version}"},
         "thresholds": {"warn": settings.warn, "alert": settings.alert, "epsilon": settings.epsilon},
         "data_quality": quality,
         "figures": figures,
-        "decision_rate": {
-            "reference": ref.decision_rate,
-            "batch": None if score is None else float(np.mean(score >= threshold)),
-        },
+        "decision_rate": {"reference": ref.decision_rate, "batch": measured.decision_rate},
     }
     if served is not None:
         report["audit_log"] = {
@@ -305,7 +346,8 @@ def run(batch_path: Path, audit_log: Path | None, since: datetime | None, params
         report["oversight"] = served["oversight"]
         if served["scores"].size:
             report["decision_rate"]["served"] = float(np.mean(served["scores"] >= threshold))
-    if score is not None and report["batch"]["labelled"] and quality["success"]:
+    if measured.labelled_rows is not None and measured.labelled and quality["success"]:
+        df, score = measured.labelled_rows()
         report["performance"] = performance(df, score, contract, params, threshold, ref, settings.performance_tolerance)
     report["status"], report["reasons"] = status(report)
     return report
@@ -346,10 +388,11 @@ def parse_since(text: str | None) -> datetime | None:
     return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, engine=measure) -> int:
     """``make monitor``: write the reports and the Prometheus textfile for one batch."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", required=True, type=Path, help="CSV or Parquet file of recent data")
+    # A string, not a Path: Path would fold Spark's s3a://bucket/... into s3a:/bucket/...
+    parser.add_argument("--batch", required=True, help="CSV or Parquet file of recent data (Spark: a Parquet directory too)")
     parser.add_argument(
         "--audit-log", type=Path, default=None, help=f"decision audit log (default ${config.AUDIT_LOG_ENV} or {config.AUDIT_LOG})"
     )
@@ -360,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     log = logging.getLogger(LOGGER)
     params = load_params()
     audit = args.audit_log or config.audit_log()
-    report = run(args.batch, audit, parse_since(args.since), params)
+    report = run(args.batch, audit, parse_since(args.since), params, engine)
     written = outputs.write(report, args.out, args.textfile or args.out / "monitor.prom")
     log.info("monitor: %s (%s)", report["status"], "; ".join(report["reasons"]) or "every figure within thresholds")
     for path in written:

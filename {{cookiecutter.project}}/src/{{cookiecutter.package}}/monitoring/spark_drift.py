@@ -119,13 +119,17 @@ def figures(df, reference: dict[str, Any], contract: Contract, pipeline, epsilon
     """PSI of the score and CSI of every feature of ``df`` against ``reference`` (models/reference.json as a dict)."""
     scored = with_scores(df, pipeline, contract).cache()
     try:
-        out = {"score": {"kind": "psi", **compare(reference["score"], scored, "__score", epsilon)}}
-        for name, entry in reference["features"].items():
-            col = contract[name]
-            out[name] = {"kind": "csi", **compare(entry, scored, name, epsilon, bool(col.numeric_categories))}
-        return out
+        return scored_figures(scored, reference, contract, epsilon)
     finally:
         scored.unpersist()
+
+
+def scored_figures(scored, reference: dict[str, Any], contract: Contract, epsilon: float, score_column: str = "__score"):
+    """:func:`figures` for rows ``with_scores`` has already scored (the monitor reuses the scores)."""
+    out = {"score": {"kind": "psi", **compare(reference["score"], scored, score_column, epsilon)}}
+    for name, entry in reference["features"].items():
+        out[name] = {"kind": "csi", **compare(entry, scored, name, epsilon, bool(contract[name].numeric_categories))}
+    return out
 
 
 def profiles(df, contract: Contract, bins: int, score_column: str) -> dict[str, Any]:
