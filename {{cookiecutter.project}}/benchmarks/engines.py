@@ -158,13 +158,12 @@ def process_tree(root: int) -> dict[int, str]:
         except OSError:
             continue
         first = cmd.split(" ", 1)[0]
-        kinds[pid] = (
-            "jvm" if first.endswith("java") else "python_workers" if "pyspark" in cmd and pid != root else "driver"
-        )
+        kinds[pid] = "jvm" if first.endswith("java") else "python_workers" if "pyspark" in cmd and pid != root else "driver"
     return kinds
 
 
 def rss(pid: int) -> int:
+    """Resident bytes of one process (0 once it has ended)."""
     try:
         return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
     except (OSError, ValueError, IndexError):

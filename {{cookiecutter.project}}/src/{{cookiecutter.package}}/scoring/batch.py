@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
