@@ -6,11 +6,14 @@ so the scores are those of the model the real stages produced.
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 
 from {{ cookiecutter.package }}.core import model
@@ -86,6 +89,28 @@ def test_a_record_is_found_in_the_bucket_its_id_hashes_to(run, scored):
     for rid, bucket in zip(some, batch.buckets_of(some, entry["output"]["buckets"]), strict=True):
         part = pd.read_parquet(output / f"bucket={bucket}")
         assert part.loc[part[ID] == rid, "score"].tolist() == [out.loc[rid, "score"]]
+
+
+def test_buckets_are_the_documented_hash_and_keep_each_buckets_records_in_input_order():
+    ids = ["a", "ä-1", "", "0042", "x" * 300]
+    expected = [int.from_bytes(hashlib.sha256(i.encode()).digest()[:8], "big") % 7 for i in ids]
+    assert batch.buckets_of(ids, 7).tolist() == expected
+    table = pa.table({"n": list(range(6)), batch.BUCKET: pa.array([2, 0, 2, 1, 0, 2], pa.int32())})
+    parts = [(b, part["n"].to_pylist(), part.column_names) for b, part in score.by_bucket(table)]
+    assert parts == [(0, [1, 4], ["n"]), (1, [3], ["n"]), (2, [0, 2, 5], ["n"])]
+    assert list(score.by_bucket(table.slice(0, 0))) == []  # an empty input batch writes nothing
+
+
+def test_the_batch_size_changes_no_byte_of_any_bucket(run, scored, scorer, tmp_path, audit_env):
+    # One batch against the fixture's 1,500-record batches: each bucket's records, their order
+    # and every value (scores to the bit, decisions, reasons) are the same.
+    source, output, _, _, _, _ = scored
+    whole = tmp_path / "whole"
+    score.run(source, whole, root=run.dir, batch_rows=len(run.raw), scorer=scorer)
+    buckets = sorted(p.name for p in output.iterdir())
+    assert buckets == sorted(p.name for p in whole.iterdir())
+    for bucket in buckets:
+        assert pq.read_table(whole / bucket).equals(pq.read_table(output / bucket)), bucket
 
 
 def test_the_run_is_one_batch_score_record_in_the_verified_chain(run, scored):

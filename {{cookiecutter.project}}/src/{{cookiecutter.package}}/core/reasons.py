@@ -333,10 +333,9 @@ def codes_from_contributions(contrib: pd.DataFrame, exp: Explainer, top_n: int =
     """Up to ``top_n`` adverse reasons per row of a contributions table, most adverse first."""
     values = contrib.to_numpy(dtype=float)
     features = list(contrib.columns)
-    # Most adverse first; the stable sort keeps the contract's feature order among equal values.
-    order = np.argsort(-values, axis=1, kind="stable")[:, :top_n]
+    order, adverse = ranked(values, top_n)
     out = []
-    for row, ranked in zip(values, order, strict=True):
+    for row, ranks, keep in zip(values, order, adverse, strict=True):
         out.append(
             [
                 {
@@ -345,8 +344,19 @@ def codes_from_contributions(contrib: pd.DataFrame, exp: Explainer, top_n: int =
                     "text": exp.catalogue[features[j]]["text"],
                     "contribution": float(row[j]),
                 }
-                for j in ranked
-                if row[j] > MIN_ADVERSE
+                for j, k in zip(ranks, keep, strict=True)
+                if k
             ]
         )
     return out
+
+
+def ranked(values: np.ndarray, top_n: int = model.TOP_N) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of a contributions matrix, the columns of its top ``top_n`` and which of them are adverse.
+
+    The one ranking rule of reason codes: :func:`codes_from_contributions` builds records from it,
+    and portfolio scoring (scoring/batch.py) builds Arrow columns from it without a dict per reason.
+    """
+    # Most adverse first; the stable sort keeps the contract's feature order among equal values.
+    order = np.argsort(-values, axis=1, kind="stable")[:, :top_n]
+    return order, np.take_along_axis(values, order, axis=1) > MIN_ADVERSE

@@ -1,7 +1,7 @@
 """The Spark engine of ``make score`` (``ENGINE=spark``): the service's scorer on each Arrow batch of a Spark job.
 
 The same :class:`~.batch.Scorer` the pandas engine uses is shipped to the executors and applied
-with ``mapInPandas`` to batches of ``score.batch_rows`` records; each batch passes the same
+with ``mapInArrow`` to batches of ``score.batch_rows`` records; each batch passes the same
 contract checks (``check_values``) first. The output is written with ``partitionBy("bucket")``
 in the layout scoring/batch.py describes, so a consumer reads either engine's output alike and
 the two hold the same rows with the same values. Imported only when the Spark engine is asked for.
@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pyarrow as pa
 
 from ..core.contract import Contract
@@ -27,6 +26,16 @@ from .batch import BUCKET, ScoreInputError, Scorer, check_schema, check_values, 
 
 # The last line of an executor's traceback when a batch breaks the contract.
 _REFUSED = re.compile(r"ScoreInputError: (.+)")
+
+
+# The scorer each Python worker uses, by model file: Spark unpickles a task's function, and with it a
+# fresh copy of the model, for every task, and the reason codes' explainer (proved on probe rows
+# at a few seconds' cost) is cached per model object. A reused worker keeps the first copy.
+_WORKER_SCORERS: dict[str, Scorer] = {}
+
+
+def _worker_scorer(scorer: Scorer) -> Scorer:
+    return _WORKER_SCORERS.setdefault(scorer.model_sha256, scorer)
 
 
 def _read(spark: Any, source: Path, contract: Contract) -> Any:
@@ -67,13 +76,17 @@ def score_spark(source: Path, tmp: Path, scorer: Scorer, contract: Contract, par
     df = _read(spark, source, contract)
     columns = check_schema(_arrow_schema(df), contract, where)
 
-    def score_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        for frame in batches:
+    def score_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        # Arrow in and out (mapInArrow): the input converted to pandas as the pandas engine converts
+        # it, the output columns built by the scorer in Arrow, with no pandas round trip for them.
+        local = _worker_scorer(scorer)
+        for batch in batches:
+            frame = batch.to_pandas()
             check_values(frame, contract, where)
-            yield scorer.score(frame, buckets)
+            yield from local.score(frame, buckets).to_batches()
 
     try:
-        scored = df.select(*columns).mapInPandas(score_batches, _output_schema(scorer))
+        scored = df.select(*columns).mapInArrow(score_batches, _output_schema(scorer))
         scored.write.mode("overwrite").partitionBy(BUCKET).parquet(str(tmp))
     except PySparkException as exc:
         refused = _REFUSED.findall(str(exc))

@@ -49,6 +49,16 @@ class Identity:
         }
 
 
+@dataclass(frozen=True)
+class Verdicts:
+    """A batch's answers as arrays (:meth:`Decider.verdicts`)."""
+
+    scores: np.ndarray  # probability of the positive class
+    outcomes: np.ndarray  # core/decision.py's Outcome codes
+    explained: np.ndarray  # the records given reasons (adverse and referred), as row indices
+    contributions: pd.DataFrame | None  # those records' contributions per feature (None: no such record)
+
+
 class Decider:
     """Scores records and turns scores into decisions with their reasons."""
 
@@ -85,29 +95,43 @@ class Decider:
         """Records as the model's input frame (missing optional features become NaN)."""
         return pd.DataFrame.from_records(records, columns=self.features)
 
-    def outcomes(self, x: np.ndarray) -> tuple[np.ndarray, list[str], list[list[dict[str, str]]] | None]:
-        """Scores, decisions and (a reason-code model) each record's reasons, for records the scorer encoded.
+    def verdicts(self, x: np.ndarray) -> Verdicts:
+        """Scores, decision codes and (a reason-code model) the contributions behind the reasons, as arrays.
 
-        The one place a score becomes a decision: the service (:meth:`decide`) and portfolio scoring
-        (``make score``, scoring/) both call it, so a record gets the same answer from either.
+        The one place a score becomes a decision: the service (:meth:`outcomes`, :meth:`decide`) and
+        portfolio scoring (``make score``, scoring/batch.py, which builds its columns from these
+        arrays without a Python object per record) both call it, so a record gets the same answer.
         """
         scores = self.scorer.proba(x)
         outcomes = self.rule.outcomes(scores)  # approve / refer / decline (core/decision.py)
-        decisions = [self.facts.word(Outcome(int(o))) for o in outcomes.tolist()]
+        # Reason codes for adverse and referred decisions (the reviewer reads them): an approval
+        # needs none, and costs nothing.
+        rows = np.flatnonzero(outcomes != Outcome.FAVOURABLE) if self.explains else np.empty(0, dtype=np.intp)
+        contributions = None
+        if len(rows):
+            explainer = reasons.explainer(self.pipeline, self.contract)
+            contributions = reasons.record_contributions(self.scorer, explainer, x[rows])
+        return Verdicts(scores, outcomes, rows, contributions)
+
+    def words(self) -> dict[int, str]:
+        """Each decision code's word (``approve``, ``refer``, ``decline`` or the use case's)."""
+        return {int(o): self.facts.word(o) for o in Outcome}
+
+    def outcomes(self, x: np.ndarray) -> tuple[np.ndarray, list[str], list[list[dict[str, str]]] | None]:
+        """Scores, decisions and (a reason-code model) each record's reasons, for records the scorer encoded."""
+        v = self.verdicts(x)
+        words = self.words()
+        decisions = [words[o] for o in v.outcomes.tolist()]
         if not self.explains:
-            return scores, decisions, None
+            return v.scores, decisions, None
         explained: dict[int, list[dict[str, Any]]] = {}
-        unfavourable = outcomes != Outcome.FAVOURABLE
-        if unfavourable.any():
-            # Reason codes for adverse and referred decisions (the reviewer reads them): an
-            # approval needs none, and costs nothing.
-            rows = np.flatnonzero(unfavourable)
-            codes = reasons.record_reason_codes(self.pipeline, self.contract, self.scorer, x[rows])
-            explained = dict(zip(rows.tolist(), codes, strict=True))
+        if v.contributions is not None:
+            codes = reasons.codes_from_contributions(v.contributions, reasons.explainer(self.pipeline, self.contract))
+            explained = dict(zip(v.explained.tolist(), codes, strict=True))
         why = [
             [{"code": r["code"], "text": r["text"], "feature": r["feature"]} for r in explained.get(i, [])] for i in range(len(x))
         ]
-        return scores, decisions, why
+        return v.scores, decisions, why
 
     def decide(self, records: list[dict[str, Any]], explain: list[bool] | None = None) -> list[dict[str, Any]]:
         """One decision per record: id, score, decision (core/decision.py), threshold, model identity and reasons.
