@@ -59,14 +59,19 @@ class Settings:
         return cls(m.psi_warn, m.psi_alert, m.epsilon, m.performance_tolerance)
 
 
-def read_batch(path: Path) -> pd.DataFrame:
-    """The batch file (CSV or Parquet), with a one-line error for anything unreadable."""
+def read_batch(path: Path, contract: Contract | None = None) -> pd.DataFrame:
+    """The batch file (CSV or Parquet), with a one-line error for anything unreadable.
+
+    CSV carries no types: the contract's text and category columns are read as text, so digits (a card
+    number, an id with leading zeros) stay the strings they are, not numbers of the wrong type.
+    """
     if not path.is_file():
         raise MonitorError(f"batch {path}: file not found (pass BATCH=<csv or parquet file>)")
     suffix = path.suffix.lower()
+    text = {c.name: str for c in contract.columns if c.dtype in ("string", "category")} if contract else None
     try:
         if suffix == ".csv":
-            df = pd.read_csv(path)
+            df = pd.read_csv(path, dtype=text)  # columns the file lacks are ignored
         elif suffix in (".parquet", ".pq"):
             df = pd.read_parquet(path)
         else:
@@ -277,7 +282,7 @@ def as_dates(df: pd.DataFrame, contract: Contract) -> pd.DataFrame:
 
 def measure(batch_path: Path | str, contract: Contract, params: Params, ref: ReferenceReport, epsilon: float) -> Measured:
     """Read the batch with pandas and measure it: data quality, then (every feature present) score and drift."""
-    df = as_dates(read_batch(Path(batch_path)), contract)
+    df = as_dates(read_batch(Path(batch_path), contract), contract)
     quality = data_quality(df, contract, params)
     missing = [f for f in contract.features if f not in df.columns]
     figures: dict[str, dict[str, Any]] = {}
