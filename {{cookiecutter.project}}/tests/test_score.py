@@ -19,6 +19,7 @@ import pytest
 from {{ cookiecutter.package }}.core import model
 from {{ cookiecutter.package }}.core.contract import load_contract
 from {{ cookiecutter.package }}.core.errors import UserError
+from {{ cookiecutter.package }}.core.params import load_params
 from {{ cookiecutter.package }}.scoring import batch, score
 from {{ cookiecutter.package }}.serving import audit
 
@@ -69,6 +70,8 @@ def test_every_record_gets_the_services_score_decision_and_reasons_to_the_bit(ru
     _, _, entry, out, _, _ = scored
     assert len(out) == len(run.raw) == entry["input"]["rows"] == entry["output"]["rows"]
     decider = scorer.decider  # the service's Decider, loaded from the run as the service loads it
+    band = load_params(run.path("params.yaml")).serving.refer_band  # the service's refer band (serving/service.py)
+    assert decider.rule.band == (None if band is None else (band.lower, band.upper))
     records = json.loads(run.raw[CONTRACT.features].to_json(orient="records"))  # as a client sends them
     answers = [a for i in range(0, len(records), 50) for a in decider.decide(records[i : i + 50])]
     assert out["score"].to_numpy().tobytes() == np.array([a["score"] for a in answers]).tobytes()

@@ -81,6 +81,7 @@ def served(tmp_path_factory, prepared, contract, params):
     """A repository root whose model is the scorecard, trained as the train stage does with model.kind: scorecard."""
     root = tmp_path_factory.mktemp("scorecard_model")
     shutil.copy(ROOT / "contract.yaml", root / "contract.yaml")
+    shutil.copy(ROOT / "params.yaml", root / "params.yaml")  # the refer band, read by the service and make score
     train_rows, _, _ = prepared
     here = os.getcwd()
     os.chdir(root)  # the stages write models/ under the working directory
@@ -176,10 +177,10 @@ def test_reason_codes_are_the_features_that_lost_the_most_points(served, records
 
 
 def test_portfolio_scoring_gives_the_services_answers(served, prepared, records):
-    root, _, _ = served
+    root, decider, _ = served
     _, test, _ = prepared
-    scored = Scorer.load(root).score(test.head(len(records)), buckets=4)
-    answers = Decider(root).decide(records)  # make score loads the Decider without the refer band
+    scored = Scorer.load(root).score(test.head(len(records)), buckets=4).to_pandas()
+    answers = decider.decide(records)  # the Decider as the service loads it, refer band included
     assert scored["score"].tolist() == [a["score"] for a in answers]
     assert scored["decision"].tolist() == [a["decision"] for a in answers]
     assert [[x["code"] for x in r] for r in scored["reasons"]] == [[x["code"] for x in a["reasons"]] for a in answers]

@@ -28,6 +28,7 @@ from threadpoolctl import ThreadpoolController
 from ..core import config, model, reasons
 from ..core.contract import Column, Contract
 from ..core.errors import DataError
+from ..core.params import load_params
 from ..serving.audit import AuditLog, KeyRing, audit_key
 from ..serving.decider import Decider, Verdicts
 
@@ -206,8 +207,9 @@ class Scorer:
 
     @classmethod
     def load(cls, root: Path = Path()) -> Scorer:
-        """The pipeline's model, threshold and reasons, exactly as the service loads them."""
-        return cls(Decider(root), file_sha256(root / config.MODEL))
+        """The pipeline's model, threshold, refer band and reasons, exactly as the service loads them."""
+        band = load_params(root / "params.yaml").serving.refer_band  # a band-less Decider declines what the service refers
+        return cls(Decider(root, None if band is None else (band.lower, band.upper)), file_sha256(root / config.MODEL))
 
     @property
     def identity(self) -> dict[str, Any]:
