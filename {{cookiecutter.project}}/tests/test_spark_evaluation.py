@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from {{ cookiecutter.package }}.core import metrics, model, use_case
+from {{ cookiecutter.package }}.core import metrics, model, spark, use_case
 from {{ cookiecutter.package }}.core.reports import AttributeFairness, ValidationReference
 from {{ cookiecutter.package }}.evaluation import (
     calibration,
@@ -36,8 +36,7 @@ TIED = "__tied"
 
 @pytest.fixture(scope="module")
 def session(params):
-    # spark_stats.session: local Python workers run this interpreter (this venv), as in the stages.
-    session = spark_stats.session(
+    session = spark.get_session(
         params.replace(spark={"conf": {**params.spark.conf, "spark.sql.shuffle.partitions": 2, "spark.ui.enabled": False}})
     )
     yield session

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 from typing import TYPE_CHECKING
 
@@ -69,6 +70,10 @@ def get_session(params: Params | None = None) -> SparkSession:
         builder = builder.config(key, str(value).lower() if isinstance(value, bool) else str(value))
     target = where(params)
     connect = remote(params)
+    if target.startswith("local"):
+        # Local Python workers (pandas UDFs, mapInArrow) must be this interpreter (this venv, this
+        # package), not the first python3 on PATH; on a cluster PYSPARK_PYTHON names the executors' own.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     if connect:
         builder = builder.remote(connect)
     elif not os.environ.get(SUBMIT_ENV):

@@ -18,6 +18,7 @@ from ..core.contract import load_contract
 from ..core.errors import DataError
 from ..core.params import Params, load_params
 from ..core.reports import MetricsReport, ModelMeta
+from ..core.spark import get_session
 from ..core.stage import LOGGER, entry_point
 from . import benchmark, spark_stats
 from .evaluate import plots, record
@@ -87,7 +88,7 @@ def main() -> int:
     pipeline = model.load(config.MODEL)
     facts = use_case.load()
     bench_scorer = benchmark.load_scorer(contract)
-    spark = spark_stats.session(params)
+    spark = get_session(params)
     scorers = {SCORE: lambda frame: model.scores(pipeline, frame, contract), BENCHMARK_SCORE: bench_scorer}
     test = spark_stats.with_scores(spark_stats.read_test(spark, contract), scorers).cache()
     raw = figures(test, meta.threshold, params)

@@ -18,6 +18,7 @@ from ..core import config, model, use_case
 from ..core.contract import Contract, load_contract
 from ..core.params import load_params
 from ..core.reports import ExplainReport, ModelMeta
+from ..core.spark import get_session
 from ..core.stage import LOGGER, entry_point
 from . import explain, spark_stats
 
@@ -63,7 +64,7 @@ def main() -> int:
     contract = load_contract(params.data.contract)
     meta = ModelMeta.read(config.MODEL_META)
     pipeline = model.load(config.MODEL)
-    spark = spark_stats.session(params)
+    spark = get_session(params)
     test = spark_stats.read_test(spark, contract)
     rows = test.count()
     columns = list(dict.fromkeys([*contract.features, contract.target]))

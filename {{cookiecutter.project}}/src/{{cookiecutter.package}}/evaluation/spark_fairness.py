@@ -20,6 +20,7 @@ from ..core.contract import Contract
 from ..core.errors import DataError, StageOrderError
 from ..core.params import FairnessParams
 from ..core.reports import AttributeFairness
+from ..core.spark import get_session
 from ..core.stage import LOGGER, entry_point
 from . import fairness, spark_stats
 from .group_stats import _Resampler, _table_from_sums, assess_table
@@ -97,7 +98,7 @@ def scored(test, protected, contract: Contract, pipeline, threshold: float):
 def main() -> int:
     """Write ``reports/fairness.json`` from Spark aggregations, log it to the run, and exit 1 when a gate fails."""
     params, contract, meta = fairness.stage_inputs()
-    spark = spark_stats.session(params)
+    spark = get_session(params)
     test = spark_stats.read_test(spark, contract)
     protected = spark.read.parquet(str(config.PROTECTED.resolve()))
     df, attrs = scored(test, protected, contract, model.load(config.MODEL), meta.threshold)

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import functools
 import operator
-import os
-import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -30,9 +28,6 @@ import pandas as pd
 
 from ..core import config
 from ..core.contract import Contract
-from ..core.params import Params
-from ..core.spark import get_session
-from ..core.spark import where as runs_on
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -46,14 +41,6 @@ RANGE = "__range"
 RANGES = 64
 # The plots, the benchmark's bootstrap interval and permutation importance draw at most this many rows.
 SAMPLE_ROWS = 200_000
-
-
-def session(params: Params) -> SparkSession:
-    """The Spark session (core/spark.py), local Python workers being this interpreter."""
-    if runs_on(params).startswith("local"):
-        # Local workers must import this package from this venv, not the first python3 on PATH.
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    return get_session(params)
 
 
 def read_test(spark: SparkSession, contract: Contract) -> DataFrame:

@@ -23,6 +23,7 @@ from ..core.contract import Contract, load_contract
 from ..core.errors import DataError
 from ..core.params import Params, load_params
 from ..core.reports import GradeAssignments, ModelMeta, ValidationPackReport, ValidationReference, ValueBands
+from ..core.spark import get_session
 from ..core.stage import LOGGER, entry_point
 from . import calibration, spark_stats
 from .spark_stats import LABEL, SCORE
@@ -136,7 +137,7 @@ def main() -> int:
     params = load_params()
     contract = load_contract(params.data.contract)
     meta = ModelMeta.read(config.MODEL_META)
-    spark = spark_stats.session(params)
+    spark = get_session(params)
     test = scored_test(spark, contract).cache()
     pack = build(params, contract, meta, test)
     test.unpersist()

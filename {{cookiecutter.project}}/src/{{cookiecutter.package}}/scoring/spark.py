@@ -9,9 +9,7 @@ the two hold the same rows with the same values. Imported only when the Spark en
 
 from __future__ import annotations
 
-import os
 import re
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,6 @@ import pyarrow as pa
 from ..core.contract import Contract
 from ..core.params import Params
 from ..core.spark import get_session
-from ..core.spark import where as runs_on
 from .batch import BUCKET, ScoreInputError, Scorer, check_schema, check_values, csv_types, input_format
 
 # The last line of an executor's traceback when a batch breaks the contract.
@@ -66,10 +63,6 @@ def score_spark(source: Path, tmp: Path, scorer: Scorer, contract: Contract, par
     """Score ``source`` on Spark into ``tmp`` (partitioned by bucket); the rows and decision counts."""
     from pyspark.errors import PySparkException
 
-    if runs_on(params).startswith("local"):
-        # Local Python workers must be this interpreter (this venv, this package), not the first
-        # python3 on PATH; on a cluster PYSPARK_PYTHON names the executors' own, so it is left alone.
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     spark = get_session(params)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_rows))
     where, buckets = f"INPUT {source}", params.score.buckets
